@@ -1,0 +1,168 @@
+"""Settings, resolved once: defaults < file < environment < flags.
+
+The file is TOML: ``$MLCHAIN_CONFIG`` or ``$MLCHAIN_HOME/config.toml``. Every
+field can be set from the environment as ``MLCHAIN_<FIELD>`` (upper case); a
+few well-known variables are honoured too (``MLFLOW_TRACKING_URI``). Secrets
+are ``SecretStr``: they never print, and they only come from the file or the
+environment, never from a flag on the command line.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from mlchain.errors import ConfigError
+
+RunnerName = Literal["auto", "docker", "process"]
+
+# Variables with a meaning outside mlchain that map onto a setting.
+WELL_KNOWN_ENV = {
+    "MLFLOW_TRACKING_URI": "tracking_uri",
+    "MLFLOW_REGISTRY_URI": "registry_uri",
+}
+SECRET_FIELDS = ("smtp_password", "webhook_secret", "jenkins_token")
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    home: Path = Path(".mlchain")
+    # Tracking: SQLite + local artifacts under home unless pointed elsewhere.
+    tracking_uri: str | None = None
+    registry_uri: str | None = None
+    optuna_storage: str | None = None
+    # Training
+    runner: RunnerName = "auto"
+    threshold: float | None = None  # overrides mlchain.yaml's threshold when set
+    max_trials: int | None = None
+    max_minutes: float | None = None
+    patience: int | None = None
+    train_timeout_s: float = 3600.0
+    # Docker sandbox
+    base_image: str = "python:3.11-slim"
+    image_prefix: str = "mlchain"
+    docker_memory: str = "4g"
+    docker_cpus: float = 2.0
+    docker_pids_limit: int = 256
+    docker_network: str = "none"
+    build_ca_bundle: Path | None = None
+    # Monitor
+    max_restarts: int = 3
+    hung_after_s: float = 300.0
+    backoff_base_s: float = 1.0
+    backoff_max_s: float = 60.0
+    monitor_interval_s: float = 3.0
+    # Email
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_starttls: bool = False
+    smtp_ssl: bool = False
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_timeout_s: float = 10.0
+    mail_from: str = "mlchain@localhost"
+    default_recipients: list[str] = Field(default_factory=list)
+    # Webhook
+    webhook_secret: SecretStr | None = None
+    webhook_branches: list[str] = Field(default_factory=list)
+    webhook_max_body: int = 25 * 1024 * 1024
+    # Jenkins
+    jenkins_url: str | None = None
+    jenkins_user: str | None = None
+    jenkins_token: SecretStr | None = None
+    # Links in emails and summaries
+    mlflow_ui_url: str | None = None
+
+    # Derived locations ---------------------------------------------------
+    @property
+    def home_abs(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @property
+    def state_db(self) -> Path:
+        return self.home_abs / "state.db"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.home_abs / "runs"
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.home_abs / "outbox"
+
+    @property
+    def artifact_root(self) -> Path:
+        return self.home_abs / "mlartifacts"
+
+    @property
+    def resolved_tracking_uri(self) -> str:
+        return self.tracking_uri or f"sqlite:///{self.home_abs / 'mlflow.db'}"
+
+    @property
+    def resolved_optuna_storage(self) -> str:
+        return self.optuna_storage or f"sqlite:///{self.home_abs / 'optuna.db'}"
+
+    def ensure_dirs(self) -> None:
+        for d in (self.home_abs, self.runs_dir, self.outbox_dir, self.artifact_root):
+            d.mkdir(parents=True, exist_ok=True)
+
+
+def _coerce_env(name: str, raw: str) -> Any:
+    """Environment values are strings; lists are comma separated."""
+    field = Settings.model_fields[name]
+    if "list" in str(field.annotation):
+        return [item.strip() for item in raw.split(",") if item.strip()]
+    return raw
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for var, field in WELL_KNOWN_ENV.items():
+        if env.get(var):
+            values[field] = env[var]
+    for field in Settings.model_fields:
+        var = f"MLCHAIN_{field.upper()}"
+        if env.get(var) not in (None, ""):
+            values[field] = _coerce_env(field, env[var])
+    return values
+
+
+def _config_file(env: Mapping[str, str], home: Path) -> Path | None:
+    explicit = env.get("MLCHAIN_CONFIG")
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"MLCHAIN_CONFIG names {path}, which does not exist",
+                              hint="point MLCHAIN_CONFIG at a TOML file or unset it")
+        return path
+    candidate = home / "config.toml"
+    return candidate if candidate.is_file() else None
+
+
+def load_settings(flags: Mapping[str, Any] | None = None,
+                  env: Mapping[str, str] | None = None) -> Settings:
+    """Resolve settings once: defaults < file < environment < flags (None flags are ignored)."""
+    env = os.environ if env is None else env
+    flag_values = {k: v for k, v in (flags or {}).items() if v is not None}
+    env_values = _from_env(env)
+    home = Path(flag_values.get("home") or env_values.get("home") or Settings.model_fields["home"].default)
+    file_values: dict[str, Any] = {}
+    path = _config_file(env, home.expanduser())
+    if path is not None:
+        try:
+            file_values = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    merged = {**file_values, **env_values, **flag_values}
+    try:
+        return Settings(**merged)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid settings: {problems}",
+                          hint="check MLCHAIN_* variables and the config file") from exc

@@ -1,0 +1,91 @@
+"""One hierarchy of errors; each carries the exit code the CLI ends with.
+
+The CLI prints an error once, at the top; code below it raises and never prints.
+Exit codes are distinct per kind so that scripts (and Jenkins) can tell them apart.
+"""
+
+from __future__ import annotations
+
+import click
+
+
+class MlchainError(click.ClickException):
+    """Base class: a message that says what was wrong and how to fix it."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        self.hint = hint
+        super().__init__(message if hint is None else f"{message}\n  fix: {hint}")
+
+
+class ConfigError(MlchainError):
+    """Settings or mlchain.yaml are invalid."""
+
+    exit_code = 3
+
+
+class ClassifyError(MlchainError):
+    """The classifier found no supported framework."""
+
+    exit_code = 4
+
+
+class ContractError(MlchainError):
+    """The training repository broke the training contract."""
+
+    exit_code = 5
+
+
+class TrainingFailed(MlchainError):
+    """Training ran and failed (the training code raised, or was killed)."""
+
+    exit_code = 6
+
+
+class RunnerUnavailable(MlchainError):
+    """The requested runner (e.g. Docker) cannot be reached."""
+
+    exit_code = 7
+
+
+class EngineError(MlchainError):
+    """A job definition uses something the local engine does not support, or the chain broke."""
+
+    exit_code = 8
+
+
+class NotFound(MlchainError):
+    """A run, trial or job that was named does not exist."""
+
+    exit_code = 9
+
+
+class DeliveryError(MlchainError):
+    """An email could not be delivered (it is kept in the outbox)."""
+
+    exit_code = 10
+
+
+class JenkinsError(MlchainError):
+    """The Jenkins controller refused or failed a request."""
+
+    exit_code = 11
+
+
+class ImageBuildError(MlchainError):
+    """A framework image failed to build."""
+
+    exit_code = 12
+
+
+class GitError(MlchainError):
+    """The repository could not be cloned or checked out."""
+
+    exit_code = 13
+
+
+class WebhookError(MlchainError):
+    """The webhook service was misconfigured."""
+
+    exit_code = 14

@@ -1,0 +1,152 @@
+"""The interface every runner shares: a spec in, a handle out.
+
+A handle is what job3 waits on and what job6 (the monitor) inspects: exit
+code, OOM flag, the signal that ended it, the last log lines and the age of the
+last progress line (the heartbeat). Everything the monitor's pure classifier
+needs is in ``ExitInfo``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+from mlchain import contract
+
+Status = Literal["created", "running", "exited", "missing"]
+
+# Labels (docker) and state columns (process) that find a trial again.
+LABEL_MANAGED = "io.mlchain.managed"
+LABEL_RUN = "io.mlchain.run"
+LABEL_TRIAL = "io.mlchain.trial"
+LABEL_JOB = "io.mlchain.job"
+LABEL_ATTEMPT = "io.mlchain.attempt"
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """Everything needed to start (or restart) one training attempt."""
+
+    run_id: str
+    trial: int
+    framework: str
+    repo_dir: Path          # read-only inside the sandbox
+    entry: str              # relative to repo_dir
+    params: dict[str, object]
+    output_dir: Path        # metrics.json, progress.jsonl, model/, train.log
+    checkpoint_dir: Path    # keyed by trial; survives restarts
+    data_dir: Path          # read-only
+    metric: str = "accuracy"
+    attempt: int = 1
+    image: str | None = None
+    job: str = "job2-classify"
+
+    @property
+    def params_file(self) -> Path:
+        return self.output_dir / "params.json"
+
+    @property
+    def log_file(self) -> Path:
+        return self.output_dir / "train.log"
+
+    @property
+    def trial_key(self) -> str:
+        return f"{self.run_id}-t{self.trial}"
+
+    def labels(self) -> dict[str, str]:
+        return {
+            LABEL_MANAGED: "true",
+            LABEL_RUN: self.run_id,
+            LABEL_TRIAL: str(self.trial),
+            LABEL_JOB: self.job,
+            LABEL_ATTEMPT: str(self.attempt),
+        }
+
+    def contract_env(self, repo_dir: str | None = None, output_dir: str | None = None,
+                     checkpoint_dir: str | None = None, data_dir: str | None = None) -> dict[str, str]:
+        """The contract's environment; a sandbox passes its own mount points."""
+        out = output_dir or str(self.output_dir)
+        return {
+            contract.ENV_REPO_DIR: repo_dir or str(self.repo_dir),
+            contract.ENV_ENTRY: self.entry,
+            contract.ENV_PARAMS_FILE: f"{out}/params.json",
+            contract.ENV_OUTPUT_DIR: out,
+            contract.ENV_CHECKPOINT_DIR: checkpoint_dir or str(self.checkpoint_dir),
+            contract.ENV_DATA_DIR: data_dir or str(self.data_dir),
+            contract.ENV_METRIC: self.metric,
+            contract.ENV_TRIAL_KEY: self.trial_key,
+        }
+
+    def prepare(self) -> None:
+        """Create the writable folders and write this attempt's params file."""
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.params_file.write_text(json.dumps(self.params, indent=2, sort_keys=True))
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        for k in ("repo_dir", "output_dir", "checkpoint_dir", "data_dir"):
+            d[k] = str(d[k])
+        return json.dumps(d, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> TrialSpec:
+        d = json.loads(text)
+        for k in ("repo_dir", "output_dir", "checkpoint_dir", "data_dir"):
+            d[k] = Path(d[k])
+        return cls(**d)
+
+
+@dataclass
+class ExitInfo:
+    """What a finished (or vanished) attempt left behind."""
+
+    exit_code: int | None = None     # None while running or when unknown
+    oom_killed: bool = False
+    signal: int | None = None        # the signal that ended it, when known
+    engine_lost: bool = False        # the container/process disappeared (engine restart)
+    last_lines: list[str] = field(default_factory=list)
+    heartbeat_age_s: float | None = None  # seconds since the last progress line
+
+
+class TrainingHandle(Protocol):
+    """One training attempt, wherever it runs."""
+
+    ref: str          # container id or pid: enough for ``Runner.attach``
+    runner: str       # "docker" or "process"
+    spec: TrialSpec
+
+    def wait(self, timeout: float | None = None) -> ExitInfo: ...
+    def status(self) -> Status: ...
+    def logs(self, tail: int | None = None) -> str: ...
+    def cancel(self) -> None: ...
+    def exit_info(self) -> ExitInfo: ...
+
+
+class Runner(Protocol):
+    name: str
+
+    def start(self, spec: TrialSpec) -> TrainingHandle: ...
+    def attach(self, spec: TrialSpec, ref: str) -> TrainingHandle: ...
+
+
+def tail_lines(text: str, n: int = 40) -> list[str]:
+    return text.splitlines()[-n:]
+
+
+def heartbeat_age(output_dir: Path, now: float | None = None) -> float | None:
+    """Seconds since the last progress line, from the progress file's mtime."""
+    progress = output_dir / contract.PROGRESS_FILE
+    try:
+        mtime = progress.stat().st_mtime
+    except FileNotFoundError:
+        log = output_dir / "train.log"
+        try:
+            mtime = log.stat().st_mtime
+        except FileNotFoundError:
+            return None
+    return max(0.0, (now or time.time()) - mtime)
