@@ -150,3 +150,34 @@ def heartbeat_age(output_dir: Path, now: float | None = None) -> float | None:
         except FileNotFoundError:
             return None
     return max(0.0, (now or time.time()) - mtime)
+
+
+def follow_log(path: Path, echo: object, stop: object, poll_s: float = 0.2) -> None:
+    """Echo the lines appended to ``path`` until ``stop`` (a threading.Event) is set.
+
+    Every runner writes its training output to the trial's train.log, so one
+    follower serves them all, in whichever process is waiting."""
+    import threading
+
+    assert isinstance(stop, threading.Event)
+    position = 0
+    pending = ""
+    while True:
+        finished = stop.is_set()
+        try:
+            with open(path, errors="replace") as fh:
+                fh.seek(position)
+                chunk = fh.read()
+                position = fh.tell()
+        except FileNotFoundError:
+            chunk = ""
+        if chunk:
+            pending += chunk
+            *lines, pending = pending.split("\n")
+            for line in lines:
+                echo(line)  # type: ignore[operator]
+        if finished:
+            if pending:
+                echo(pending)  # type: ignore[operator]
+            return
+        stop.wait(poll_s)

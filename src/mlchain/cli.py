@@ -1,0 +1,258 @@
+"""The command line: one click group, one subcommand per job. Thin: parse, call, print.
+
+Errors are MlchainError subclasses (each with its exit code); click prints them
+once. Heavy modules (mlflow, docker, optuna, tensorflow) are imported inside
+the commands that need them so that `mlchain --help` and small jobs start fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mlchain import __version__
+from mlchain.config import Settings, load_settings
+
+
+class Context:
+    """Settings are resolved once, on first use, from the group's flags."""
+
+    def __init__(self, flags: dict[str, Any]) -> None:
+        self.flags = flags
+        self._settings: Settings | None = None
+
+    def settings(self, **more: Any) -> Settings:
+        if self._settings is None or more:
+            self._settings = load_settings({**self.flags, **more})
+        return self._settings
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mlchain")
+@click.option("--home", type=click.Path(path_type=Path), default=None,
+              help="State folder (MLCHAIN_HOME; default ./.mlchain).")
+@click.pass_context
+def cli(ctx: click.Context, home: Path | None) -> None:
+    """mlchain: push training code, get a trained, gated, tracked and announced model."""
+    ctx.obj = Context({"home": home})
+
+
+# --- classify / train ------------------------------------------------------------
+
+@cli.command()
+@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def classify(path: Path, as_json: bool) -> None:
+    """Decide whether PATH is a keras or an sklearn training repository, and why."""
+    from mlchain.detect import classify_repo
+
+    result = classify_repo(path)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        click.echo(result.explain())
+
+
+RUNNER_CHOICE = click.Choice(["auto", "docker", "process"])
+
+
+@cli.command()
+@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--params", "params_json", default=None, help="JSON object merged over mlchain.yaml's params.")
+@click.option("--runner", type=RUNNER_CHOICE, default=None, help="Where training runs (default: auto).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@pass_ctx
+def train(ctx: Context, path: Path, params_json: str | None, runner: str | None, as_json: bool) -> None:
+    """Classify PATH, run one trial and log it to MLflow."""
+    from mlchain.trainer import parse_params_option, train_once
+
+    settings = ctx.settings(runner=runner)
+    result = train_once(settings, path, parse_params_option(params_json), echo=None if as_json else click.echo)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        click.echo(result.explain(settings))
+
+
+# --- the chain -------------------------------------------------------------------
+
+@cli.command()
+@click.argument("repo")
+@click.option("--ref", default=None, help="Branch, tag or commit (default: the repository's HEAD).")
+@click.option("--runner", type=RUNNER_CHOICE, default=None, help="Where training runs (default: auto).")
+@click.option("--threshold", type=float, default=None, help="Gate threshold (default: mlchain.yaml, else 0.80).")
+@click.option("--max-trials", type=int, default=None, help="Trial budget (default: mlchain.yaml, else 6).")
+@click.option("--max-minutes", type=float, default=None, help="Time budget in minutes.")
+@click.option("--patience", type=int, default=None, help="Stop after this many trials without improvement.")
+@click.option("--pusher-email", default=None, help="Who pushed; the email goes there when mlchain.yaml names nobody.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@pass_ctx
+def run(ctx: Context, repo: str, ref: str | None, runner: str | None, threshold: float | None,
+        max_trials: int | None, max_minutes: float | None, patience: int | None,
+        pusher_email: str | None, as_json: bool) -> None:
+    """Run the whole chain on REPO (a path or a git URL): pull, classify, train, gate, notify."""
+    from mlchain.engine.chain import run_chain
+
+    settings = ctx.settings(runner=runner, threshold=threshold, max_trials=max_trials,
+                            max_minutes=max_minutes, patience=patience)
+    summary = run_chain(settings, repo, ref=ref, pusher_email=pusher_email, live=not as_json)
+    _print_summary(summary, as_json, settings)
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@pass_ctx
+def resume(ctx: Context, run_id: str, as_json: bool) -> None:
+    """Resume a chain run whose engine stopped, from its last finished job."""
+    from mlchain.engine.chain import resume_chain
+
+    settings = ctx.settings()
+    summary = resume_chain(settings, run_id, live=not as_json)
+    _print_summary(summary, as_json, settings)
+
+
+def _print_summary(summary: Any, as_json: bool, settings: Settings) -> None:
+    if as_json:
+        click.echo(json.dumps(summary.to_dict(), indent=2))
+    else:
+        click.echo(summary.explain(settings))
+    if summary.status not in ("passed", "budget_spent"):
+        sys.exit(summary.exit_code)
+
+
+# --- the jobs (each Jenkins shell step calls one of these) --------------------------
+
+@cli.group()
+def job() -> None:
+    """The six jobs of the chain, as Jenkins' shell steps call them (environment in, properties out)."""
+
+
+def _job_command(name: str, help_text: str) -> None:
+    @job.command(name=name, help=help_text)
+    @pass_ctx
+    def _cmd(ctx: Context) -> None:
+        from mlchain.engine import jobs
+
+        code = jobs.JOBS[name](ctx.settings(), jobs.BuildEnv.from_environ())
+        sys.exit(code)
+
+
+_job_command("pull", "job1: record the checked-out commit and open a chain run.")
+_job_command("classify", "job2: classify the code and launch the trial's training.")
+_job_command("train", "job3: wait for training, collect metrics, log to MLflow.")
+_job_command("gate", "job4: gate on the metric; exit 3 (unstable) asks for another trial.")
+_job_command("notify", "job5: email the result and register the best model.")
+
+
+@job.command(name="monitor")
+@click.option("--watch", is_flag=True, help="Keep watching instead of one pass.")
+@click.option("--interval", type=float, default=None, help="Seconds between passes with --watch.")
+@pass_ctx
+def job_monitor(ctx: Context, watch: bool, interval: float | None) -> None:
+    """job6: restart training that died for a transient reason, from its last checkpoint."""
+    from mlchain.monitor import run_monitor
+
+    settings = ctx.settings(monitor_interval_s=interval)
+    for line in run_monitor(settings, watch=watch):
+        click.echo(line)
+
+
+# --- images, service, jenkins ------------------------------------------------------
+
+@cli.group()
+def images() -> None:
+    """The framework images training runs in."""
+
+
+@images.command(name="build")
+@click.option("--framework", "frameworks", type=click.Choice(["keras", "sklearn"]), multiple=True,
+              help="Build only this framework's image (repeatable; default: all).")
+@pass_ctx
+def images_build(ctx: Context, frameworks: tuple[str, ...]) -> None:
+    """Build (or find in cache) the image of each framework."""
+    from mlchain.images import build_images
+
+    for ref in build_images(ctx.settings(), list(frameworks) or None, echo=click.echo):
+        click.echo(f"{ref.framework}: {ref.tag} ({ref.image_id[:19]}){' cached' if ref.cached else ''}")
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8080, show_default=True)
+@click.option("--workers", type=int, default=2, show_default=True, help="Chain runs at once.")
+@click.option("--insecure-no-secret", is_flag=True,
+              help="Accept unsigned deliveries (no MLCHAIN_WEBHOOK_SECRET). Never on a reachable host.")
+@pass_ctx
+def serve(ctx: Context, host: str, port: int, workers: int, insecure_no_secret: bool) -> None:
+    """Receive GitHub pushes, queue them durably and run the chain; serve the dashboard."""
+    from mlchain.webhook.server import serve as serve_app
+
+    serve_app(ctx.settings(), host=host, port=port, workers=workers, insecure=insecure_no_secret)
+
+
+@cli.group()
+def jenkins() -> None:
+    """Render and deploy jobs/ to a Jenkins controller."""
+
+
+@jenkins.command(name="render")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="Folder for the XML (default: print a listing).")
+@click.option("--format", "fmt", type=click.Choice(["xml", "job-dsl"]), default="xml", show_default=True)
+@click.option("--jobs-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None)
+def jenkins_render(output: Path | None, fmt: str, jobs_dir: Path | None) -> None:
+    """Render jobs/ into config.xml files (JJB) or a Job DSL seed script."""
+    from mlchain import jenkins as jk
+
+    for line in jk.render(output, fmt=fmt, jobs_dir=jobs_dir):
+        click.echo(line)
+
+
+@jenkins.command(name="deploy")
+@click.option("--dry-run", is_flag=True, help="Print what would change; change nothing.")
+@click.option("--delete-old", is_flag=True, help="Delete managed jobs that jobs/ no longer defines.")
+@click.option("--jobs-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None)
+@pass_ctx
+def jenkins_deploy(ctx: Context, dry_run: bool, delete_old: bool, jobs_dir: Path | None) -> None:
+    """Create or update the jobs and the view on the controller (only what changed)."""
+    from mlchain import jenkins as jk
+
+    for line in jk.deploy(ctx.settings(), dry_run=dry_run, delete_old=delete_old, jobs_dir=jobs_dir):
+        click.echo(line)
+
+
+@jenkins.command(name="status")
+@pass_ctx
+def jenkins_status(ctx: Context) -> None:
+    """Show the last builds of the chain's jobs."""
+    from mlchain import jenkins as jk
+
+    for line in jk.status(ctx.settings()):
+        click.echo(line)
+
+
+@jenkins.command(name="trigger")
+@click.argument("repo_url")
+@click.argument("ref")
+@pass_ctx
+def jenkins_trigger(ctx: Context, repo_url: str, ref: str) -> None:
+    """Start job1-pull on the controller for REPO_URL at REF."""
+    from mlchain import jenkins as jk
+
+    click.echo(jk.trigger(ctx.settings(), repo_url, ref))
+
+
+def main() -> None:
+    cli(prog_name="mlchain")
+
+
+if __name__ == "__main__":
+    main()

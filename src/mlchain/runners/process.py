@@ -1,0 +1,157 @@
+"""The process runner: training as a local subprocess, for machines without Docker.
+
+A small supervisor process owns the training process and records its exit
+status in ``exit.json``, so a job in another process (job3, the monitor) can
+learn how training ended even though it is not the parent. The supervisor
+starts a new session: killing the group kills both, as killing a container would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from mlchain.config import Settings
+from mlchain.runners.base import ExitInfo, Status, TrialSpec, heartbeat_age, tail_lines
+
+EXIT_FILE = "exit.json"
+PID_FILE = "supervisor.pid"
+# Host variables a training process may see; everything else (secrets included) stays out.
+PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH",
+              "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS", "TF_CPP_MIN_LOG_LEVEL",
+              "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")
+
+
+def training_env(spec: TrialSpec, host_env: dict[str, str] | None = None) -> dict[str, str]:
+    host = dict(os.environ if host_env is None else host_env)
+    env = {k: host[k] for k in PASSED_ENV if k in host}
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(spec.contract_env())
+    return env
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is dead for our purposes
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+        return state != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+class ProcessHandle:
+    runner = "process"
+
+    def __init__(self, spec: TrialSpec, pid: int, popen: subprocess.Popen[bytes] | None = None) -> None:
+        self.spec = spec
+        self.pid = pid
+        self.ref = str(pid)
+        self._popen = popen
+        self.image: str | None = None
+        self.image_id: str | None = None
+
+    def _exit_record(self) -> dict[str, int | None] | None:
+        path = self.spec.output_dir / EXIT_FILE
+        try:
+            return json.loads(path.read_text())  # type: ignore[no-any-return]
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def _running(self) -> bool:
+        if self._popen is not None:
+            return self._popen.poll() is None
+        return _alive(self.pid)
+
+    def status(self) -> Status:
+        if self._running():
+            return "running"
+        return "exited" if self._exit_record() is not None else "missing"
+
+    def wait(self, timeout: float | None = None) -> ExitInfo:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._running():
+            if deadline is not None and time.monotonic() >= deadline:
+                return self.exit_info()
+            if self._popen is not None:
+                try:
+                    self._popen.wait(timeout=0.2)
+                except subprocess.TimeoutExpired:
+                    pass
+            else:
+                time.sleep(0.2)
+        return self.exit_info()
+
+    def exit_info(self) -> ExitInfo:
+        info = ExitInfo(last_lines=tail_lines(self.logs(200)), heartbeat_age_s=heartbeat_age(self.spec.output_dir))
+        if self._running():
+            return info
+        record = self._exit_record()
+        if record is None:
+            # The supervisor died with its child (the group was killed): nothing recorded how.
+            info.engine_lost = True
+            info.signal = signal.SIGKILL
+            return info
+        code = record.get("returncode")
+        if code is not None and code < 0:
+            info.signal = -code
+            info.exit_code = 128 - code
+        else:
+            info.exit_code = code
+        info.oom_killed = info.signal == signal.SIGKILL and bool(record.get("oom"))
+        return info
+
+    def logs(self, tail: int | None = None) -> str:
+        try:
+            text = self.spec.log_file.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+        return "\n".join(text.splitlines()[-tail:]) if tail else text
+
+    def cancel(self) -> None:
+        for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 2.0)):
+            try:
+                os.killpg(self.pid, sig)
+            except ProcessLookupError:
+                return
+            deadline = time.monotonic() + grace
+            while self._running() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if not self._running():
+                return
+
+
+class ProcessRunner:
+    name = "process"
+
+    def __init__(self, settings: Settings, echo: Callable[[str], None] | None = None) -> None:
+        self.settings = settings
+        self.echo = echo
+
+    def start(self, spec: TrialSpec) -> ProcessHandle:
+        spec.prepare()
+        (spec.output_dir / EXIT_FILE).unlink(missing_ok=True)
+        log = open(spec.log_file, "ab")
+        try:
+            popen = subprocess.Popen(
+                [sys.executable, "-m", "mlchain.runners.supervise", str(spec.output_dir / EXIT_FILE)],
+                env=training_env(spec), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                cwd=spec.output_dir, start_new_session=True)
+        finally:
+            log.close()
+        (spec.output_dir / PID_FILE).write_text(str(popen.pid))
+        return ProcessHandle(spec, popen.pid, popen)
+
+    def attach(self, spec: TrialSpec, ref: str) -> ProcessHandle:
+        return ProcessHandle(spec, int(ref))

@@ -1,0 +1,35 @@
+"""Supervisor of one training process: runs mlchain-train and records how it ended.
+
+Usage (by the process runner only): python -m mlchain.runners.supervise EXIT_FILE
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def main() -> int:
+    exit_file = Path(sys.argv[1])
+    child = subprocess.Popen([sys.executable, "-m", "mlchain.train_entry"])
+
+    def forward(signum: int, _frame: object) -> None:
+        child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    returncode = child.wait()
+    record = {"returncode": returncode, "pid": child.pid, "ended_at": time.time()}
+    tmp = exit_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, exit_file)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,246 @@
+"""Run state: one SQLite file (WAL) under MLCHAIN_HOME shared by the engine, the jobs,
+the monitor and the dashboard. Every write commits at once, so a killed engine
+resumes from what is here.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlchain.errors import NotFound
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    repo_url TEXT NOT NULL,
+    repo_name TEXT NOT NULL,
+    ref TEXT,
+    branch TEXT,
+    commit_sha TEXT,
+    pusher_email TEXT,
+    status TEXT NOT NULL,          -- queued | running | passed | budget_spent | failed
+    stop_reason TEXT,
+    framework TEXT,
+    classification TEXT,           -- JSON
+    config TEXT,                   -- JSON: the resolved mlchain.yaml plus overrides
+    src_dir TEXT,
+    email TEXT,                    -- JSON: where the email went
+    registered TEXT,               -- JSON: registered model version and alias
+    failed_job TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    finished_at REAL
+);
+CREATE TABLE IF NOT EXISTS trials (
+    run_id TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    params TEXT NOT NULL,          -- JSON
+    status TEXT NOT NULL,          -- pending | running | succeeded | failed
+    metric REAL,
+    metrics TEXT,                  -- JSON: final metrics
+    mlflow_run_id TEXT,
+    runner TEXT,
+    image TEXT,
+    image_id TEXT,
+    handle_ref TEXT,               -- container id or pid of the current attempt
+    spec TEXT,                     -- JSON TrialSpec of the current attempt
+    attempt INTEGER NOT NULL DEFAULT 1,
+    restarts INTEGER NOT NULL DEFAULT 0,
+    next_restart_at REAL,
+    failure_kind TEXT,
+    failure_log TEXT,
+    optuna_trial INTEGER,
+    started_at REAL,
+    finished_at REAL,
+    PRIMARY KEY (run_id, number)
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    trial INTEGER,
+    at REAL NOT NULL,
+    kind TEXT NOT NULL,            -- restart | give_up | job | info
+    message TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS builds (
+    run_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    job TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    params TEXT NOT NULL,          -- JSON
+    result TEXT NOT NULL,          -- PENDING | RUNNING | SUCCESS | UNSTABLE | FAILURE
+    log_path TEXT,
+    started_at REAL,
+    finished_at REAL,
+    PRIMARY KEY (run_id, seq)
+);
+CREATE INDEX IF NOT EXISTS builds_job ON builds (job, number);
+CREATE INDEX IF NOT EXISTS events_run ON events (run_id, id);
+"""
+
+TERMINAL_RUN_STATUSES = ("passed", "budget_spent", "failed")
+JSON_COLUMNS = {"classification", "config", "email", "registered", "params", "metrics", "spec"}
+
+
+def _row(row: sqlite3.Row | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    out = dict(row)
+    for key in JSON_COLUMNS & out.keys():
+        if out[key] is not None and key != "spec":
+            out[key] = json.loads(out[key])
+    return out
+
+
+@dataclass
+class StateStore:
+    path: Path
+    _init: bool = field(default=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.connect() as db:
+            db.executescript(SCHEMA)
+
+    @contextmanager
+    def connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA busy_timeout=30000")
+        try:
+            yield db
+        finally:
+            db.close()
+
+    # runs ---------------------------------------------------------------------
+    def create_run(self, run_id: str, repo_url: str, repo_name: str, ref: str | None,
+                   pusher_email: str | None, status: str = "queued") -> None:
+        now = time.time()
+        with self.connect() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO runs (run_id, repo_url, repo_name, ref, pusher_email, status,"
+                " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?)",
+                (run_id, repo_url, repo_name, ref, pusher_email, status, now, now))
+
+    def update_run(self, run_id: str, **values: Any) -> None:
+        if not values:
+            return
+        values["updated_at"] = time.time()
+        cols = ", ".join(f"{k} = ?" for k in values)
+        args = [json.dumps(v) if k in JSON_COLUMNS and v is not None else v for k, v in values.items()]
+        with self.connect() as db:
+            cur = db.execute(f"UPDATE runs SET {cols} WHERE run_id = ?", (*args, run_id))
+            if cur.rowcount == 0:
+                raise NotFound(f"no run {run_id!r}", hint="list runs with `mlchain serve` dashboard or the state db")
+
+    def get_run(self, run_id: str) -> dict[str, Any]:
+        with self.connect() as db:
+            row = _row(db.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone())
+        if row is None:
+            raise NotFound(f"no run {run_id!r} in {self.path}",
+                           hint="check the id, and that MLCHAIN_HOME is the one the run used")
+        return row
+
+    def list_runs(self, limit: int = 50) -> list[dict[str, Any]]:
+        with self.connect() as db:
+            rows = db.execute("SELECT * FROM runs ORDER BY created_at DESC LIMIT ?", (limit,)).fetchall()
+        return [r for r in (_row(x) for x in rows) if r is not None]
+
+    def unfinished_runs(self) -> list[dict[str, Any]]:
+        with self.connect() as db:
+            rows = db.execute("SELECT * FROM runs WHERE status NOT IN (?,?,?) ORDER BY created_at",
+                              TERMINAL_RUN_STATUSES).fetchall()
+        return [r for r in (_row(x) for x in rows) if r is not None]
+
+    # trials -------------------------------------------------------------------
+    def upsert_trial(self, run_id: str, number: int, params: dict[str, Any], **values: Any) -> None:
+        with self.connect() as db:
+            db.execute("INSERT OR IGNORE INTO trials (run_id, number, params, status) VALUES (?,?,?,?)",
+                       (run_id, number, json.dumps(params, sort_keys=True), "pending"))
+        if values:
+            self.update_trial(run_id, number, **values)
+
+    def update_trial(self, run_id: str, number: int, **values: Any) -> None:
+        cols = ", ".join(f"{k} = ?" for k in values)
+        args = [json.dumps(v) if k in JSON_COLUMNS and v is not None and k != "spec" else v
+                for k, v in values.items()]
+        with self.connect() as db:
+            cur = db.execute(f"UPDATE trials SET {cols} WHERE run_id = ? AND number = ?",
+                             (*args, run_id, number))
+            if cur.rowcount == 0:
+                raise NotFound(f"no trial {number} in run {run_id!r}")
+
+    def get_trial(self, run_id: str, number: int) -> dict[str, Any] | None:
+        with self.connect() as db:
+            return _row(db.execute("SELECT * FROM trials WHERE run_id = ? AND number = ?",
+                                   (run_id, number)).fetchone())
+
+    def trials(self, run_id: str) -> list[dict[str, Any]]:
+        with self.connect() as db:
+            rows = db.execute("SELECT * FROM trials WHERE run_id = ? ORDER BY number", (run_id,)).fetchall()
+        return [r for r in (_row(x) for x in rows) if r is not None]
+
+    def active_trials(self) -> list[dict[str, Any]]:
+        """Trials whose training was launched and not yet collected (what the monitor watches)."""
+        with self.connect() as db:
+            rows = db.execute("SELECT * FROM trials WHERE status = 'running' ORDER BY run_id, number").fetchall()
+        return [r for r in (_row(x) for x in rows) if r is not None]
+
+    # events -------------------------------------------------------------------
+    def add_event(self, run_id: str, kind: str, message: str, trial: int | None = None) -> None:
+        with self.connect() as db:
+            db.execute("INSERT INTO events (run_id, trial, at, kind, message) VALUES (?,?,?,?,?)",
+                       (run_id, trial, time.time(), kind, message))
+
+    def events(self, run_id: str, after_id: int = 0) -> list[dict[str, Any]]:
+        with self.connect() as db:
+            rows = db.execute("SELECT * FROM events WHERE run_id = ? AND id > ? ORDER BY id",
+                              (run_id, after_id)).fetchall()
+        return [dict(r) for r in rows]
+
+    # builds (the engine's record of each job execution) ----------------------------
+    def add_build(self, run_id: str, job: str, params: dict[str, str], result: str = "PENDING") -> int:
+        with self.connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM builds WHERE run_id = ?",
+                             (run_id,)).fetchone()[0]
+            number = db.execute("SELECT COALESCE(MAX(number), 0) + 1 FROM builds WHERE job = ?",
+                                (job,)).fetchone()[0]
+            db.execute("INSERT INTO builds (run_id, seq, job, number, params, result) VALUES (?,?,?,?,?,?)",
+                       (run_id, seq, job, number, json.dumps(params, sort_keys=True), result))
+            db.execute("COMMIT")
+        return int(seq)
+
+    def update_build(self, run_id: str, seq: int, **values: Any) -> None:
+        cols = ", ".join(f"{k} = ?" for k in values)
+        with self.connect() as db:
+            db.execute(f"UPDATE builds SET {cols} WHERE run_id = ? AND seq = ?", (*values.values(), run_id, seq))
+
+    def builds(self, run_id: str) -> list[dict[str, Any]]:
+        with self.connect() as db:
+            rows = db.execute("SELECT * FROM builds WHERE run_id = ? ORDER BY seq", (run_id,)).fetchall()
+        return [r for r in (_row(x) for x in rows) if r is not None]
+
+    def get_build(self, run_id: str, seq: int) -> dict[str, Any] | None:
+        with self.connect() as db:
+            return _row(db.execute("SELECT * FROM builds WHERE run_id = ? AND seq = ?",
+                                   (run_id, seq)).fetchone())
+
+    # the dashboard's view of a run ------------------------------------------------
+    def run_view(self, run_id: str) -> dict[str, Any]:
+        run = self.get_run(run_id)
+        run["trials"] = self.trials(run_id)
+        for t in run["trials"]:
+            t.pop("spec", None)
+        run["builds"] = self.builds(run_id)
+        run["events"] = self.events(run_id)
+        return run

@@ -1,0 +1,191 @@
+"""What a chain run came to: built from the run state, shown by `mlchain run`, sent by job5."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlchain import contract
+
+if TYPE_CHECKING:
+    from mlchain.config import Settings
+    from mlchain.state import StateStore
+
+# Exit codes of `mlchain run` by final status (0 for the two normal endings).
+STATUS_EXIT = {"passed": 0, "budget_spent": 0, "failed": 6, "running": 8, "queued": 8}
+
+
+@dataclass
+class TrialRecord:
+    number: int
+    params: dict[str, Any]
+    status: str                       # pending | running | succeeded | failed
+    metric: float | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    mlflow_run_id: str | None = None
+    runner: str | None = None
+    image: str | None = None
+    image_id: str | None = None
+    restarts: int = 0
+    failure_kind: str | None = None
+    failure_log: str | None = None
+    duration_s: float | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)  # per-epoch progress lines
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    repo_name: str
+    repo_url: str
+    ref: str | None
+    commit: str | None
+    status: str
+    stop_reason: str | None
+    metric_name: str
+    threshold: float
+    direction: str
+    framework: str | None
+    trials: list[TrialRecord]
+    best: TrialRecord | None
+    recipients: list[str] = field(default_factory=list)
+    email: dict[str, Any] | None = None
+    registered: dict[str, Any] | None = None
+    failed_job: str | None = None
+    events: list[dict[str, Any]] = field(default_factory=list)
+    tracking_uri: str = ""
+    mlflow_ui_url: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return STATUS_EXIT.get(self.status, 1)
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "passed"
+
+    @property
+    def mlflow_run_ids(self) -> list[str]:
+        return [t.mlflow_run_id for t in self.trials if t.mlflow_run_id]
+
+    @property
+    def failure_log_tail(self) -> str | None:
+        failed = [t for t in self.trials if t.failure_log]
+        return failed[-1].failure_log if failed else None
+
+    def mlflow_ui_command(self) -> str:
+        uri = self.tracking_uri
+        if uri.startswith("sqlite:///"):
+            artifacts = Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts"
+            return f"mlflow ui --backend-store-uri {uri} --default-artifact-root {artifacts}"
+        return f"mlflow ui --backend-store-uri {uri}"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for t in d["trials"]:
+            t.pop("history", None)
+        if d["best"]:
+            d["best"].pop("history", None)
+        d["mlflow_run_ids"] = self.mlflow_run_ids
+        d["mlflow_ui"] = self.mlflow_ui_command()
+        return d
+
+    def explain(self, settings: Settings | None = None) -> str:
+        head = {
+            "passed": f"PASSED: {self.metric_name} reached the gate ({self.threshold:.2f})",
+            "budget_spent": f"BUDGET SPENT: the gate ({self.threshold:.2f}) was not reached",
+            "failed": "FAILED",
+        }.get(self.status, self.status.upper())
+        lines = [f"run {self.run_id}: {head}" + (f" — {self.stop_reason}" if self.stop_reason else "")]
+        lines.append(f"  repository {self.repo_url} @ {self.ref or 'HEAD'} ({(self.commit or '?')[:12]}),"
+                     f" framework {self.framework or '?'}")
+        lines.append(f"  {'trial':>5}  {'status':<10} {self.metric_name:>10}  restarts  params")
+        for t in self.trials:
+            metric = f"{t.metric:.4f}" if t.metric is not None else "-"
+            mark = " *" if self.best is not None and t.number == self.best.number else "  "
+            params = json.dumps(t.params, sort_keys=True)
+            if len(params) > 90:
+                params = params[:87] + "..."
+            status = t.status if not t.failure_kind else f"{t.status}:{t.failure_kind}"
+            lines.append(f"{mark}{t.number:>5}  {status:<10} {metric:>10}  {t.restarts:>8}  {params}")
+        if self.best is not None and self.best.metric is not None:
+            lines.append(f"  best: trial {self.best.number}, {self.metric_name} = {self.best.metric:.4f}")
+        for ev in self.events:
+            if ev.get("kind") in ("restart", "give_up"):
+                lines.append(f"  monitor: trial {ev.get('trial')}: {ev['message']}")
+        if self.failed_job:
+            lines.append(f"  failed job: {self.failed_job}")
+        tail = self.failure_log_tail
+        if tail:
+            lines.append("  last lines of the failing training log:")
+            lines.extend("    " + line for line in tail.splitlines()[-10:])
+        if self.registered:
+            reg = self.registered
+            lines.append(f"  registered: {reg.get('name')} version {reg.get('version')}"
+                         f" ({'now champion' if reg.get('champion') else 'champion unchanged'})")
+        if self.email:
+            lines.append(f"  email: {self.email.get('summary')}")
+        if self.mlflow_run_ids:
+            lines.append(f"  MLflow runs: {', '.join(self.mlflow_run_ids)}")
+            lines.append(f"  see them with: {self.mlflow_ui_command()}")
+        return "\n".join(lines)
+
+
+def read_history(output_dir: str | Path | None) -> list[dict[str, Any]]:
+    """The per-epoch progress lines a trial wrote (its learning curve)."""
+    if not output_dir:
+        return []
+    path = Path(output_dir) / contract.PROGRESS_FILE
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut short by a kill
+    return rows
+
+
+def trial_record(row: dict[str, Any]) -> TrialRecord:
+    spec = json.loads(row["spec"]) if row.get("spec") else {}
+    duration = None
+    if row.get("started_at") and row.get("finished_at"):
+        duration = row["finished_at"] - row["started_at"]
+    return TrialRecord(
+        number=row["number"], params=row["params"], status=row["status"], metric=row.get("metric"),
+        metrics=row.get("metrics") or {}, mlflow_run_id=row.get("mlflow_run_id"), runner=row.get("runner"),
+        image=row.get("image"), image_id=row.get("image_id"), restarts=row.get("restarts") or 0,
+        failure_kind=row.get("failure_kind"), failure_log=row.get("failure_log"), duration_s=duration,
+        history=read_history(spec.get("output_dir")),
+    )
+
+
+def pick_best(trials: list[TrialRecord], direction: str) -> TrialRecord | None:
+    scored = [t for t in trials if t.metric is not None]
+    if not scored:
+        return None
+    key = (lambda t: t.metric) if direction == "maximize" else (lambda t: -t.metric)  # type: ignore[operator]
+    return max(scored, key=key)
+
+
+def build_summary(store: StateStore, run_id: str, settings: Settings) -> RunSummary:
+    run = store.get_run(run_id)
+    cfg = run.get("config") or {}
+    trials = [trial_record(r) for r in store.trials(run_id)]
+    direction = cfg.get("direction", "maximize")
+    recipients = (cfg.get("notify") or {}).get("recipients") or []
+    if not recipients:
+        recipients = [run["pusher_email"]] if run.get("pusher_email") else list(settings.default_recipients)
+    return RunSummary(
+        run_id=run_id, repo_name=run["repo_name"], repo_url=run["repo_url"], ref=run.get("ref"),
+        commit=run.get("commit_sha"), status=run["status"], stop_reason=run.get("stop_reason"),
+        metric_name=cfg.get("metric", "accuracy"), threshold=float(cfg.get("threshold", 0.8)),
+        direction=direction, framework=run.get("framework"), trials=trials,
+        best=pick_best(trials, direction), recipients=recipients, email=run.get("email"),
+        registered=run.get("registered"), failed_job=run.get("failed_job"),
+        events=store.events(run_id), tracking_uri=settings.resolved_tracking_uri,
+        mlflow_ui_url=settings.mlflow_ui_url,
+    )
