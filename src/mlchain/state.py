@@ -244,3 +244,24 @@ class StateStore:
         run["builds"] = self.builds(run_id)
         run["events"] = self.events(run_id)
         return run
+
+
+def claim_restart(store: StateStore, run_id: str, number: int, attempt: int, **values: Any) -> bool:
+    """Move a trial to its next attempt only if nobody else did (job3 and job6 may both try)."""
+    cols = ", ".join(f"{k} = ?" for k in values)
+    with store.connect() as db:
+        cur = db.execute(
+            f"UPDATE trials SET attempt = attempt + 1, restarts = restarts + 1{', ' + cols if cols else ''}"
+            " WHERE run_id = ? AND number = ? AND attempt = ? AND status = 'running'",
+            (*values.values(), run_id, number, attempt))
+        return cur.rowcount == 1
+
+
+def claim_give_up(store: StateStore, run_id: str, number: int, **values: Any) -> bool:
+    """Mark a running trial failed, once."""
+    cols = ", ".join(f"{k} = ?" for k in values)
+    with store.connect() as db:
+        cur = db.execute(f"UPDATE trials SET status = 'failed'{', ' + cols if cols else ''}"
+                         " WHERE run_id = ? AND number = ? AND status = 'running'",
+                         (*values.values(), run_id, number))
+        return cur.rowcount == 1

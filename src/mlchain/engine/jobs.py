@@ -1,0 +1,301 @@
+"""The six jobs, as Jenkins' shell steps run them: the build's environment in, a
+properties file out (mlchain.properties, read by trigger-parameterized-builds),
+an exit code for the build's result (job4: 3 = UNSTABLE = try another trial).
+
+Every job is idempotent for its run and trial, so a resumed engine may run the
+job it was running when it died again without repeating finished work.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from mlchain import gate, tracking, tweak
+from mlchain import trial as trials
+from mlchain.config import Settings
+from mlchain.contract import RepoConfig, load_repo_config
+from mlchain.errors import ConfigError, EngineError
+from mlchain.runners.base import TrialSpec
+from mlchain.state import TERMINAL_RUN_STATUSES, StateStore
+
+Echo = Callable[[str], None]
+PROPERTIES_FILE = "mlchain.properties"
+EXIT_UNSTABLE = 3  # job4's unstable-return in jobs/chain.yaml
+JOB_NAMES = {"classify": "job2-classify", "train": "job3-train", "gate": "job4-gate"}
+
+
+class BuildEnv:
+    """The environment of a build (Jenkins' variables and the job's parameters)."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = dict(env)
+
+    @classmethod
+    def from_environ(cls) -> BuildEnv:
+        return cls(os.environ)
+
+    def get(self, name: str, default: str = "") -> str:
+        return self.env.get(name) or default
+
+    @property
+    def workspace(self) -> Path:
+        return Path(self.get("WORKSPACE", os.getcwd()))
+
+    @property
+    def run_id(self) -> str:
+        run_id = self.get("RUN_ID")
+        if not run_id:
+            raise EngineError("RUN_ID is not set", hint="this job is started by the chain (job1 sets RUN_ID)")
+        return run_id
+
+    @property
+    def trial(self) -> int:
+        try:
+            return int(self.get("TRIAL", "1"))
+        except ValueError:
+            raise EngineError(f"TRIAL must be a number, got {self.get('TRIAL')!r}") from None
+
+
+def write_properties(env: BuildEnv, **values: object) -> None:
+    lines = [f"{k}={v}" for k, v in values.items()]
+    path = env.workspace / PROPERTIES_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, path)
+
+
+def repo_name_from_url(url: str) -> str:
+    name = url.rstrip("/").rsplit("/", 1)[-1]
+    return name.removesuffix(".git") or "repository"
+
+
+def resolved_config(settings: Settings, cfg: RepoConfig) -> RepoConfig:
+    """mlchain.yaml with the operator's overrides (flags, settings) applied once."""
+    budget = cfg.budget.model_copy(update={k: v for k, v in {
+        "max_trials": settings.max_trials, "max_minutes": settings.max_minutes,
+        "patience": settings.patience}.items() if v is not None})
+    update: dict[str, Any] = {"budget": budget}
+    if settings.threshold is not None:
+        update["threshold"] = settings.threshold
+    return cfg.model_copy(update=update)
+
+
+def run_config(run: Mapping[str, Any]) -> RepoConfig:
+    return RepoConfig.model_validate(run["config"])
+
+
+# --- job1 ---------------------------------------------------------------------------
+
+def job_pull(settings: Settings, env: BuildEnv, echo: Echo) -> int:
+    run_id = env.get("RUN_ID") or env.get("BUILD_TAG")
+    if not run_id:
+        raise EngineError("neither RUN_ID nor BUILD_TAG is set", hint="run job1 from Jenkins or `mlchain run`")
+    workspace = env.workspace
+    repo_url = env.get("GIT_URL") or env.get("REPO_URL") or str(workspace)
+    commit = env.get("GIT_COMMIT") or trials.git_info(workspace).get("commit", "")
+    store = StateStore(settings.state_db)
+    store.create_run(run_id, repo_url, repo_name_from_url(repo_url), env.get("REF") or None,
+                     env.get("PUSHER_EMAIL") or None, status="running")
+    src = settings.runs_dir / run_id / "src"
+    if src.exists():
+        shutil.rmtree(src)
+    shutil.copytree(workspace, src, ignore=shutil.ignore_patterns(".git", PROPERTIES_FILE))
+    try:
+        cfg = resolved_config(settings, load_repo_config(src))
+    except ConfigError as exc:
+        store.update_run(run_id, status="failed", stop_reason=f"invalid mlchain.yaml: {exc.message}",
+                         failed_job=env.get("JOB_NAME", "job1-pull"), finished_at=time.time())
+        raise
+    store.update_run(run_id, status="running", commit_sha=commit or None, src_dir=str(src),
+                     branch=env.get("REF") or None, config=cfg.model_dump(mode="json"))
+    echo(f"run {run_id}: {repo_url} at {commit[:12] or '?'}; threshold {cfg.threshold:.2f} on {cfg.metric},"
+         f" budget {cfg.budget.max_trials} trials / {cfg.budget.max_minutes:g} min / patience {cfg.budget.patience}")
+    write_properties(env, RUN_ID=run_id, TRIAL=1)
+    return 0
+
+
+# --- job2 ---------------------------------------------------------------------------
+
+def job_classify(settings: Settings, env: BuildEnv, echo: Echo) -> int:
+    from mlchain.detect import classify_repo
+    from mlchain.runners.select import get_runner
+
+    store = StateStore(settings.state_db)
+    run_id, number = env.run_id, env.trial
+    run = store.get_run(run_id)
+    cfg, src = run_config(run), Path(run["src_dir"])
+    framework = run.get("framework")
+    if not framework:
+        classification = classify_repo(src)
+        framework = classification.framework
+        store.update_run(run_id, framework=framework, classification=classification.to_dict(max_reasons=50))
+        echo(classification.explain(max_reasons=6))
+    row = store.get_trial(run_id, number)
+    if row is None:
+        if number != 1:
+            raise EngineError(f"trial {number} of run {run_id} has no params (job4 asks for them)")
+        store.upsert_trial(run_id, 1, cfg.params)
+        row = store.get_trial(run_id, 1)
+    assert row is not None
+    write_properties(env, RUN_ID=run_id, TRIAL=number)
+    if row.get("handle_ref"):
+        echo(f"trial {number} was launched already ({row['runner']} {row['handle_ref']}); not launching again")
+        return 0
+    echo(f"trial {number} params: {row['params']}")
+    runner = get_runner(settings, echo=echo)
+    image = image_id = None
+    if runner.name == "docker":
+        from mlchain.images import ensure_image
+
+        ref = ensure_image(settings, framework, echo=echo)
+        image, image_id = ref.tag, ref.image_id
+    spec = trials.make_spec(settings, run_id=run_id, trial=number, framework=framework, repo_dir=src, cfg=cfg,
+                            params=row["params"], image=image)
+    mlflow_run_id = row.get("mlflow_run_id") or tracking.start_run(
+        settings, run["repo_name"], f"{run['repo_name']}-{run_id}-trial-{number}",
+        trials.base_tags(run_id=run_id, trial=number, framework=framework,
+                         reasons=trials.reason_lines_from_dict(run.get("classification")),
+                         git={"commit": run.get("commit_sha") or "", "remote": run["repo_url"]},
+                         repo_name=run["repo_name"]))
+    store.update_trial(run_id, number, mlflow_run_id=mlflow_run_id, runner=runner.name, image=image,
+                       image_id=image_id, spec=spec.to_json(), status="running", started_at=time.time())
+    handle = runner.start(spec)
+    store.update_trial(run_id, number, handle_ref=handle.ref)
+    echo(f"trial {number} launched: {runner.name} {handle.ref}" + (f" in image {image}" if image else ""))
+    return 0
+
+
+# --- job3 ---------------------------------------------------------------------------
+
+def job_train(settings: Settings, env: BuildEnv, echo: Echo) -> int:
+    from mlchain.monitor import supervise_trial
+
+    store = StateStore(settings.state_db)
+    run_id, number = env.run_id, env.trial
+    write_properties(env, RUN_ID=run_id, TRIAL=number)
+    row = store.get_trial(run_id, number)
+    if row is None or not row.get("spec"):
+        raise EngineError(f"trial {number} of run {run_id} was never launched", hint="run job2-classify first")
+    if row.get("finished_at"):
+        echo(f"trial {number} was collected already: {row['status']}")
+        return 0
+    outcome = supervise_trial(settings, store, run_id, number, echo=echo)
+    row = store.get_trial(run_id, number)
+    assert row is not None
+    spec = TrialSpec.from_json(row["spec"])
+    trials.log_outcome(settings, row["mlflow_run_id"], spec, outcome, runner=row["runner"], image=row["image"],
+                       image_id=row["image_id"], restarts=row["restarts"])
+    store.update_trial(run_id, number, status=outcome.status, metric=outcome.metric, metrics=outcome.metrics,
+                       failure_kind=None if outcome.succeeded else outcome.verdict.kind,
+                       failure_log=outcome.failure_log, finished_at=time.time())
+    shown = f"{outcome.metric:.4f}" if outcome.metric is not None else "-"
+    echo(f"trial {number}: {outcome.status} ({outcome.verdict.reason}); {spec.metric} = {shown};"
+         f" MLflow run {row['mlflow_run_id']}")
+    return 0
+
+
+# --- job4 ---------------------------------------------------------------------------
+
+def job_gate(settings: Settings, env: BuildEnv, echo: Echo) -> int:
+    store = StateStore(settings.state_db)
+    run_id, number = env.run_id, env.trial
+    run = store.get_run(run_id)
+    cfg = run_config(run)
+    rows = store.trials(run_id)
+    current = next((r for r in rows if r["number"] == number), None)
+    if current is None or current["status"] not in ("succeeded", "failed"):
+        raise EngineError(f"trial {number} of run {run_id} has no result yet", hint="run job3-train first")
+    results = [gate.TrialResult(r["number"], r["metric"], r["failure_kind"])
+               for r in rows if r["number"] <= number and r["status"] in ("succeeded", "failed")]
+    budget = gate.Budget(cfg.budget.max_trials, cfg.budget.max_minutes, cfg.budget.patience)
+    elapsed = (time.time() - run["created_at"]) / 60.0
+    decision = gate.decide(results, cfg.threshold, budget, elapsed, cfg.direction, cfg.metric)
+    echo(f"gate: {decision.reason}")
+    search = _tell_search(settings, store, run, cfg, current)
+    if decision.action == "retry":
+        nxt = store.get_trial(run_id, number + 1)
+        if nxt is None:
+            space = tweak.search_space(run["framework"], cfg.search, cfg.params)
+            optuna_number, params = search.ask(space, cfg.params)
+            store.upsert_trial(run_id, number + 1, params, optuna_trial=optuna_number)
+            nxt = store.get_trial(run_id, number + 1)
+        assert nxt is not None
+        changed = {k: v for k, v in nxt["params"].items() if current["params"].get(k) != v}
+        echo(f"next: trial {number + 1} with {changed}")
+        write_properties(env, RUN_ID=run_id, TRIAL=number + 1)
+        return EXIT_UNSTABLE
+    if run["status"] not in TERMINAL_RUN_STATUSES:
+        store.update_run(run_id, status=decision.status, stop_reason=decision.reason)
+    write_properties(env, RUN_ID=run_id, TRIAL=number)
+    return 0
+
+
+def _tell_search(settings: Settings, store: StateStore, run: Mapping[str, Any], cfg: RepoConfig,
+                 current: Mapping[str, Any]) -> tweak.Search:
+    """Tell the study what this trial reached (once, even when the job runs again)."""
+    search = tweak.Search(settings.resolved_optuna_storage, tweak.study_name(run["repo_name"], run.get("branch")),
+                          cfg.direction)
+    told = current.get("optuna_trial")
+    if told is None:  # the repository's own params: taught to the study when they fit the space
+        space = tweak.search_space(run["framework"], cfg.search, cfg.params)
+        search.add_baseline(current["params"], space, current["metric"])
+        store.update_trial(run["run_id"], current["number"], optuna_trial=-1)
+    elif told >= 0:
+        search.tell(int(told), current["metric"])
+    return search
+
+
+# --- job5 ---------------------------------------------------------------------------
+
+def job_notify(settings: Settings, env: BuildEnv, echo: Echo) -> int:
+    from mlchain import notify
+    from mlchain.summary import build_summary
+
+    store = StateStore(settings.state_db)
+    run_id = env.run_id
+    run = store.get_run(run_id)
+    failed_job = env.get("FAILED_JOB")
+    if failed_job and run["status"] not in TERMINAL_RUN_STATUSES:
+        store.update_run(run_id, status="failed", failed_job=failed_job,
+                         stop_reason=run.get("stop_reason") or f"{failed_job} failed")
+    summary = build_summary(store, run_id, settings)
+    if summary.passed and summary.best is not None and summary.best.mlflow_run_id and not run.get("registered"):
+        registered = tracking.register_best(settings, summary.repo_name, summary.best.mlflow_run_id,
+                                            summary.metric_name, float(summary.best.metric or 0.0),
+                                            summary.direction)
+        store.update_run(run_id, registered=registered)
+        echo(f"registered {registered['name']} version {registered['version']}"
+             f" ({'champion moved' if registered['champion'] else 'champion unchanged'})")
+        summary = build_summary(store, run_id, settings)
+    if run.get("email"):
+        echo(f"email already handled: {run['email'].get('summary')}")
+    else:
+        delivery = notify.send_run_email(summary, settings)
+        store.update_run(run_id, email=delivery.to_dict())
+        echo(f"email: {delivery.summary}")
+    store.update_run(run_id, finished_at=time.time())
+    return 0
+
+
+def job_monitor(settings: Settings, env: BuildEnv, echo: Echo) -> int:
+    from mlchain.monitor import monitor_pass
+
+    for line in monitor_pass(settings):
+        echo(line)
+    return 0
+
+
+JOBS: dict[str, Callable[[Settings, BuildEnv, Echo], int]] = {
+    "pull": job_pull,
+    "classify": job_classify,
+    "train": job_train,
+    "gate": job_gate,
+    "notify": job_notify,
+    "monitor": job_monitor,
+}

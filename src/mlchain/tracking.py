@@ -1,0 +1,112 @@
+"""MLflow: one run per trial, with params, per-epoch metrics, tags and the model.
+
+The embedded default is SQLite plus a local artifact folder under MLCHAIN_HOME;
+``MLFLOW_TRACKING_URI`` (or the setting) points it elsewhere.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlchain.config import Settings
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+MAX_PARAM_LEN = 6000
+MAX_TAG_LEN = 5000
+
+
+def client(settings: Settings) -> MlflowClient:
+    from mlflow.tracking import MlflowClient
+
+    settings.ensure_dirs()
+    return MlflowClient(tracking_uri=settings.resolved_tracking_uri,
+                        registry_uri=settings.registry_uri or settings.resolved_tracking_uri)
+
+
+def experiment_id(mlflow_client: MlflowClient, settings: Settings, name: str) -> str:
+    """The experiment of a repository; artifacts under MLCHAIN_HOME for the embedded store."""
+    found = mlflow_client.get_experiment_by_name(name)
+    if found is not None:
+        return str(found.experiment_id)
+    location = None
+    if settings.resolved_tracking_uri.startswith("sqlite:"):
+        location = (settings.artifact_root / name).as_uri()
+    try:
+        return str(mlflow_client.create_experiment(name, artifact_location=location))
+    except Exception:  # another job created it meanwhile
+        again = mlflow_client.get_experiment_by_name(name)
+        if again is None:
+            raise
+        return str(again.experiment_id)
+
+
+def start_run(settings: Settings, experiment: str, run_name: str, tags: Mapping[str, str]) -> str:
+    c = client(settings)
+    run = c.create_run(experiment_id(c, settings, experiment), run_name=run_name,
+                       tags={k: str(v)[:MAX_TAG_LEN] for k, v in tags.items()})
+    return str(run.info.run_id)
+
+
+def log_trial(settings: Settings, run_id: str, *, params: Mapping[str, Any], metrics: Mapping[str, float],
+              history: Sequence[Mapping[str, Any]], tags: Mapping[str, str], model_dir: Path | None,
+              status: str) -> None:
+    """Everything a finished trial has, in one go (a restarted trial logs into the same run)."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    c = client(settings)
+    now = int(time.time() * 1000)
+    existing = c.get_run(run_id).data.params
+    param_rows = [Param(k, str(v)[:MAX_PARAM_LEN]) for k, v in sorted(params.items()) if k not in existing]
+    metric_rows = []
+    for row in history:
+        step = int(row.get("epoch", 0))
+        stamp = int(float(row.get("time", now / 1000)) * 1000)
+        metric_rows += [Metric(f"epoch_{k}", float(v), stamp, step) for k, v in row.items()
+                        if k not in ("epoch", "epochs", "time") and isinstance(v, (int, float))]
+    metric_rows += [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+    tag_rows = [RunTag(k, str(v)[:MAX_TAG_LEN]) for k, v in tags.items()]
+    for start in range(0, max(len(metric_rows), 1), 900):  # MLflow caps a batch at 1000 entries
+        c.log_batch(run_id, metrics=metric_rows[start:start + 900],
+                    params=param_rows if start == 0 else [], tags=tag_rows if start == 0 else [])
+    if model_dir is not None and (model_dir / "MLmodel").is_file():
+        c.log_artifacts(run_id, str(model_dir), "model")
+    c.set_terminated(run_id, status=status)
+
+
+def model_uri(run_id: str) -> str:
+    return f"runs:/{run_id}/model"
+
+
+def register_best(settings: Settings, name: str, run_id: str, metric_name: str, metric: float,
+                  direction: str = "maximize") -> dict[str, Any]:
+    """Register the run's model under ``name``; move the alias ``champion`` only when it beats
+    the current champion's metric."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    c = client(settings)
+    mlflow.set_tracking_uri(settings.resolved_tracking_uri)
+    mlflow.set_registry_uri(settings.registry_uri or settings.resolved_tracking_uri)
+    try:
+        c.get_registered_model(name)
+    except MlflowException:
+        c.create_registered_model(name, tags={"mlchain.managed": "true"})
+    version = c.create_model_version(name, f"{c.get_run(run_id).info.artifact_uri}/model", run_id=run_id,
+                                     tags={"mlchain.metric": metric_name, "mlchain.metric_value": str(metric)})
+    previous: float | None = None
+    try:
+        champion = c.get_model_version_by_alias(name, "champion")
+        previous = float(champion.tags.get("mlchain.metric_value", "nan"))
+    except MlflowException:
+        champion = None
+    better = previous is None or previous != previous or (
+        metric > previous if direction == "maximize" else metric < previous)
+    if better:
+        c.set_registered_model_alias(name, "champion", version.version)
+    return {"name": name, "version": int(version.version), "champion": better,
+            "previous_champion_metric": previous, "metric": metric}

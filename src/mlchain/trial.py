@@ -1,0 +1,157 @@
+"""One trial's life, shared by `mlchain train` and the chain's jobs: where its files go,
+how it is launched, what it left behind, and what MLflow is told about it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlchain import contract, tracking
+from mlchain.config import Settings
+from mlchain.contract import RepoConfig
+from mlchain.failures import Verdict, classify_exit
+from mlchain.runners.base import ExitInfo, TrainingHandle, TrialSpec, follow_log
+
+Echo = Callable[[str], None]
+LOG_TAIL_LINES = 30
+
+
+def trial_dir(settings: Settings, run_id: str, trial: int) -> Path:
+    return settings.runs_dir / run_id / "trials" / str(trial)
+
+
+def make_spec(settings: Settings, *, run_id: str, trial: int, framework: str, repo_dir: Path,
+              cfg: RepoConfig, params: Mapping[str, Any], attempt: int = 1, image: str | None = None,
+              job: str = "job2-classify") -> TrialSpec:
+    base = trial_dir(settings, run_id, trial)
+    data_dir = (repo_dir / cfg.data) if cfg.data else base / "data"
+    return TrialSpec(run_id=run_id, trial=trial, framework=framework, repo_dir=repo_dir.resolve(),
+                     entry=cfg.entry, params=dict(params), output_dir=base / "output",
+                     checkpoint_dir=base / "checkpoints", data_dir=data_dir, metric=cfg.metric,
+                     attempt=attempt, image=image, job=job)
+
+
+@dataclass
+class TrialOutcome:
+    status: str                      # succeeded | failed
+    verdict: Verdict
+    metric: float | None
+    metrics: dict[str, float]
+    failure_log: str | None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "succeeded"
+
+
+def collect(spec: TrialSpec, info: ExitInfo, *, hung_after_s: float) -> TrialOutcome:
+    """Read what a finished attempt left: metrics.json, or the tail of its log."""
+    verdict = classify_exit(info, running=False, hung_after_s=hung_after_s)
+    metrics: dict[str, float] = {}
+    path = spec.output_dir / contract.METRICS_FILE
+    if verdict.kind == "completed" and path.is_file():
+        metrics = json.loads(path.read_text())
+    metric = metrics.get(spec.metric)
+    if verdict.kind == "completed" and metric is not None:
+        return TrialOutcome("succeeded", verdict, float(metric), metrics, None)
+    tail = "\n".join(info.last_lines[-LOG_TAIL_LINES:])
+    return TrialOutcome("failed", verdict, None, metrics, tail or None)
+
+
+def wait_following(handle: TrainingHandle, echo: Echo | None, timeout: float | None) -> ExitInfo:
+    """Wait for training while its log streams to the console."""
+    if echo is None:
+        return handle.wait(timeout)
+    stop = threading.Event()
+    follower = threading.Thread(target=follow_log, args=(handle.spec.log_file, echo, stop), daemon=True)
+    follower.start()
+    try:
+        return handle.wait(timeout)
+    finally:
+        stop.set()
+        follower.join(timeout=5)
+
+
+def git_info(path: Path) -> dict[str, str]:
+    """Commit and remote when ``path`` is a git checkout (empty otherwise)."""
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", "-C", str(path), *args], capture_output=True, text=True, check=False)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    info = {"commit": git("rev-parse", "HEAD"), "remote": git("remote", "get-url", "origin")}
+    return {k: v for k, v in info.items() if v}
+
+
+def data_hash(spec: TrialSpec) -> str:
+    """The fingerprint sdk.record_data() wrote, else a hash of the data folder's files."""
+    recorded = spec.output_dir / "data.json"
+    if recorded.is_file():
+        return str(json.loads(recorded.read_text()).get("hash", ""))
+    digest = hashlib.sha256()
+    if spec.data_dir.is_dir():
+        for file in sorted(p for p in spec.data_dir.rglob("*") if p.is_file()):
+            digest.update(str(file.relative_to(spec.data_dir)).encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def reason_lines(classification: Any, limit: int = 20) -> list[str]:
+    """The classifier's strongest reasons, one line each (file:line, evidence, kind)."""
+    return [f"{r.where}: {r.evidence} ({r.framework}, {r.kind})" for r in classification.reasons[:limit]]
+
+
+def reason_lines_from_dict(classification: Mapping[str, Any] | None, limit: int = 20) -> list[str]:
+    """The same lines, from the classification stored in the run state."""
+    reasons = (classification or {}).get("reasons") or []
+    return [f"{r['file']}:{r['line']}: {r['evidence']} ({r['framework']}, {r['kind']})" for r in reasons[:limit]]
+
+
+def base_tags(*, run_id: str, trial: int, framework: str, reasons: list[str], git: Mapping[str, str],
+              repo_name: str) -> dict[str, str]:
+    tags = {
+        "mlchain.run_id": run_id,
+        "mlchain.trial": str(trial),
+        "mlchain.repo": repo_name,
+        "mlchain.framework": framework,
+        "mlchain.reasons": "\n".join(reasons),
+    }
+    if git.get("commit"):
+        tags["mlchain.commit"] = git["commit"]
+        tags["mlflow.source.git.commit"] = git["commit"]
+    if git.get("remote"):
+        tags["mlchain.remote"] = git["remote"]
+        tags["mlflow.source.git.repoURL"] = git["remote"]
+    return tags
+
+
+def read_history(spec: TrialSpec) -> list[dict[str, Any]]:
+    from mlchain.summary import read_history as read
+
+    return read(spec.output_dir)
+
+
+def log_outcome(settings: Settings, mlflow_run_id: str, spec: TrialSpec, outcome: TrialOutcome, *,
+                runner: str, image: str | None, image_id: str | None, restarts: int) -> None:
+    tags = {
+        "mlchain.data_hash": data_hash(spec),
+        "mlchain.runner": runner,
+        "mlchain.status": outcome.status,
+        "mlchain.exit": outcome.verdict.kind,
+        "mlchain.restarts": str(restarts),
+    }
+    if image:
+        tags["mlchain.image"] = image
+    if image_id:
+        tags["mlchain.image_id"] = image_id
+    if outcome.failure_log:
+        tags["mlchain.failure"] = outcome.verdict.reason + "\n" + outcome.failure_log
+    tracking.log_trial(settings, mlflow_run_id, params=spec.params, metrics=outcome.metrics,
+                       history=read_history(spec), tags=tags,
+                       model_dir=spec.output_dir / contract.MODEL_DIR if outcome.succeeded else None,
+                       status="FINISHED" if outcome.succeeded else "FAILED")

@@ -1,0 +1,123 @@
+"""The search for the next architecture: Optuna's ask-and-tell over persistent storage,
+one study per repository and branch. The first trial is the repository's own params;
+later ones come from the search space in mlchain.yaml, or the default space of the
+framework restricted to the params the repository actually has.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from mlchain.contract import ParamSpec
+from mlchain.errors import ConfigError
+
+if TYPE_CHECKING:
+    import optuna
+
+# Documented default spaces (README, "The search"): they change the architecture and the
+# training knobs. Only keys the repository's params already have are searched.
+DEFAULT_SPACES: dict[str, dict[str, ParamSpec]] = {
+    "keras": {
+        "conv_blocks": ParamSpec(type="int", low=1, high=3),
+        "filters": ParamSpec(type="categorical", choices=[16, 32, 64]),
+        "kernel_size": ParamSpec(type="categorical", choices=[3, 5]),
+        "dense_units": ParamSpec(type="categorical", choices=[32, 64, 128, 256]),
+        "dropout": ParamSpec(type="float", low=0.0, high=0.5),
+        "learning_rate": ParamSpec(type="float", low=1e-4, high=1e-2, log=True),
+        "epochs": ParamSpec(type="int", low=5, high=20),
+        "batch_size": ParamSpec(type="categorical", choices=[32, 64, 128]),
+    },
+    "sklearn": {
+        "hidden_layers": ParamSpec(type="int", low=1, high=3),
+        "hidden_units": ParamSpec(type="categorical", choices=[32, 64, 128, 256]),
+        "n_estimators": ParamSpec(type="int", low=50, high=400, log=True),
+        "max_depth": ParamSpec(type="int", low=2, high=32, log=True),
+        "alpha": ParamSpec(type="float", low=1e-6, high=1e-2, log=True),
+        "C": ParamSpec(type="float", low=1e-3, high=1e3, log=True),
+        "learning_rate": ParamSpec(type="float", low=1e-4, high=1e-1, log=True),
+        "epochs": ParamSpec(type="int", low=5, high=50),
+        "batch_size": ParamSpec(type="categorical", choices=[32, 64, 128]),
+    },
+}
+
+
+def study_name(repo_name: str, branch: str | None) -> str:
+    return f"mlchain:{repo_name}@{branch or 'HEAD'}"
+
+
+def search_space(framework: str, configured: Mapping[str, ParamSpec], params: Mapping[str, Any]) -> dict[str, ParamSpec]:
+    if configured:
+        return dict(configured)
+    space = {k: v for k, v in DEFAULT_SPACES.get(framework, {}).items() if k in params}
+    if not space:
+        raise ConfigError("no search space: mlchain.yaml has no 'search:' and none of its params is in the"
+                          f" default {framework} space ({', '.join(DEFAULT_SPACES.get(framework, {}))})",
+                          hint="add a 'search:' section to mlchain.yaml")
+    return space
+
+
+def distributions(space: Mapping[str, ParamSpec]) -> dict[str, optuna.distributions.BaseDistribution]:
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    def one(spec: ParamSpec) -> optuna.distributions.BaseDistribution:
+        if spec.type == "categorical":
+            return CategoricalDistribution(list(spec.choices or []))
+        if spec.type == "int":
+            return IntDistribution(int(spec.low or 0), int(spec.high or 0), log=spec.log,
+                                   step=int(spec.step) if spec.step and not spec.log else 1)
+        return FloatDistribution(float(spec.low or 0), float(spec.high or 0), log=spec.log,
+                                 step=spec.step if spec.step and not spec.log else None)
+
+    return {name: one(spec) for name, spec in space.items()}
+
+
+class Search:
+    """One study per repository and branch, in any Optuna storage (SQLite by default)."""
+
+    def __init__(self, storage: str, name: str, direction: str = "maximize") -> None:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.name = name
+        self.direction = direction
+        self.storage = storage
+        self.study = optuna.create_study(study_name=name, storage=storage, direction=direction,
+                                         load_if_exists=True)
+        # Every job is a fresh process: seed by study and progress so that successive asks
+        # do not replay the same random start-up draws, yet a run can be replayed.
+        seed = int(hashlib.sha256(f"{name}:{len(self.study.trials)}".encode()).hexdigest()[:8], 16)
+        self.study.sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=5)
+
+    def ask(self, space: Mapping[str, ParamSpec], base: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
+        trial = self.study.ask(distributions(space))
+        return trial.number, {**base, **trial.params}
+
+    def tell(self, optuna_trial: int, value: float | None) -> None:
+        import optuna
+
+        existing = self.study.trials[optuna_trial] if optuna_trial < len(self.study.trials) else None
+        if existing is not None and existing.state != optuna.trial.TrialState.RUNNING:
+            return  # told already (a job run twice after a resume)
+        if value is None:
+            self.study.tell(optuna_trial, state=optuna.trial.TrialState.FAIL)
+        else:
+            self.study.tell(optuna_trial, value)
+
+    def add_baseline(self, params: Mapping[str, Any], space: Mapping[str, ParamSpec], value: float | None) -> bool:
+        """Teach the study the repository's own params, when they fit the space."""
+        import optuna
+
+        dists = distributions(space)
+        fitted = {k: params[k] for k in dists if k in params}
+        if value is None or len(fitted) != len(dists):
+            return False
+        try:
+            for k, dist in dists.items():
+                if not dist._contains(dist.to_internal_repr(fitted[k])):  # noqa: SLF001
+                    return False
+            self.study.add_trial(optuna.trial.create_trial(params=fitted, distributions=dists, value=value))
+        except (ValueError, TypeError):
+            return False
+        return True
