@@ -11,8 +11,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from test_webhook_helpers import SECRET, Service, delivery_headers, push_payload
+
 from mlchain.webhook.queue import WebhookQueue, queue_path
 from mlchain.webhook.signature import sign
 
@@ -249,7 +249,7 @@ def test_logs_never_contain_the_secret_or_signatures(tmp_path: Path) -> None:
 
 def test_refuses_to_start_without_a_secret(tmp_path: Path) -> None:
     env = {"MLCHAIN_HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin"}
-    out = subprocess.run([sys.executable, "-m", "mlchain.cli", "serve", "--port", "0"], env=env,
+    out = subprocess.run([sys.executable, "-m", "mlchain.cli", "serve", "--port", "0"], env=env, check=False,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 14
     assert "MLCHAIN_WEBHOOK_SECRET" in out.stderr
