@@ -1,0 +1,465 @@
+"""The docker runner: each training attempt in a sandboxed container of its framework's image.
+
+The sandbox: the repository mounted read-only, only the output and checkpoint
+folders writable, no network, a non-root user, a read-only root filesystem with a
+tmpfs /tmp, no capabilities, no privilege escalation, and limits on memory, CPU
+and processes. The container's environment is the training contract and nothing
+of the host's (secrets stay out).
+
+Containers are kept after they exit (the monitor reads their exit code and OOM
+flag) and are found again by id (``attach``) or by label
+(``find_training_containers``) from another process. Their output is appended to
+``spec.log_file`` by a follower thread, as the process runner's output is, so job3
+and the monitor read the same file whichever runner ran the trial. A lock file and
+a cursor (the timestamp of the last copied line) in the output folder let a
+follower in another process (job3 after job2 has exited) take over without
+copying a line twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from mlchain.config import Settings
+from mlchain.errors import MlchainError, RunnerUnavailable
+from mlchain.runners.base import (
+    LABEL_MANAGED,
+    LABEL_RUN,
+    ExitInfo,
+    Status,
+    TrialSpec,
+    heartbeat_age,
+    tail_lines,
+)
+
+if TYPE_CHECKING:
+    import docker
+    from docker.models.containers import Container
+
+Echo = Callable[[str], None]
+
+LABEL_IMAGE = "io.mlchain.image"
+LABEL_SPEC = "io.mlchain.spec"   # the whole TrialSpec as JSON: the monitor rebuilds a spec from it
+
+# Where things are inside the container (the image creates these folders).
+REPO_MOUNT = "/workspace/repo"
+OUTPUT_MOUNT = "/workspace/output"
+CHECKPOINT_MOUNT = "/workspace/checkpoints"
+DATA_MOUNT = "/workspace/data"
+TRAIN_UID = 10001
+TMPFS_OPTIONS = "rw,nosuid,nodev,size=1g,mode=1777"
+
+STOP_TIMEOUT_S = 10
+WAIT_SLICE_S = 30.0          # container.wait in slices, so a vanished engine is noticed
+LOG_JOIN_S = 15.0            # how long wait() lets the follower drain the last lines
+LOG_LOCK = ".docker-logs.lock"
+LOG_CURSOR = ".docker-logs.cursor"
+LAST_LINES = 200
+API_TIMEOUT_S = 120
+
+# Docker's states -> the handle's; anything unknown counts as exited.
+STATUS_MAP: dict[str, Status] = {
+    "created": "created",
+    "running": "running",
+    "paused": "running",
+    "restarting": "running",
+    "exited": "exited",
+    "dead": "exited",
+    "removing": "exited",
+}
+RUNNING_STATES = {"created", "running", "paused", "restarting"}
+NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]+")
+
+
+def container_name(spec: TrialSpec) -> str:
+    """``mlchain-{run_id}-t{trial}-a{attempt}``, with what Docker refuses in names replaced."""
+    raw = f"mlchain-{spec.run_id}-t{spec.trial}-a{spec.attempt}"
+    return NAME_UNSAFE.sub("-", raw).strip("-.")[:200]
+
+
+def signal_of(exit_code: int | None) -> int | None:
+    """A container killed by signal n exits 128+n (137 is SIGKILL: a kill or the OOM killer)."""
+    if exit_code is not None and 128 < exit_code <= 128 + 64:
+        return exit_code - 128
+    return None
+
+
+def _docker_errors() -> Any:
+    import docker
+
+    return docker.errors
+
+
+def _engine_errors() -> tuple[type[BaseException], ...]:
+    """What the SDK raises when the engine stops answering (requests' errors, not DockerException)."""
+    import requests
+
+    return (requests.exceptions.ConnectionError, requests.exceptions.Timeout, _docker_errors().DockerException)
+
+
+# --- ownership of the writable mounts ---------------------------------------------------
+
+def make_writable_for_container(path: Path) -> None:
+    """The container runs as uid 10001: give it the folder (chown as root, else open it up)."""
+    paths = [path, *path.rglob("*")]
+    if os.geteuid() == 0:
+        for p in paths:
+            with contextlib.suppress(FileNotFoundError):
+                os.chown(p, TRAIN_UID, TRAIN_UID, follow_symlinks=False)
+        return
+    for p in paths:
+        with contextlib.suppress(PermissionError, FileNotFoundError):
+            if p.is_dir() and not p.is_symlink():
+                p.chmod(0o777)
+            elif p.is_file():
+                p.chmod(0o666)
+
+
+# --- log following ----------------------------------------------------------------------
+
+def _timestamp_ns(stamp: str) -> int:
+    """Docker's RFC 3339 nano timestamp -> integer nanoseconds (datetime keeps only micro)."""
+    from datetime import datetime
+
+    head, _, frac = stamp.rstrip("Z").partition(".")
+    seconds = datetime.strptime(head, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp()
+    return int(seconds) * 1_000_000_000 + int((frac + "000000000")[:9])
+
+
+class LogFollower(threading.Thread):
+    """Copies a container's output into the trial's log file, once, across processes."""
+
+    def __init__(self, container: Container, log_file: Path, echo: Echo | None = None) -> None:
+        super().__init__(name=f"mlchain-logs-{container.short_id}", daemon=True)
+        self.container = container
+        self.log_file = log_file
+        self.echo = echo
+        self._stop_event = threading.Event()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+    def run(self) -> None:
+        lock_path = self.log_file.parent / LOG_LOCK
+        with contextlib.suppress(*_engine_errors(), OSError), open(lock_path, "a") as lock:
+            if self._acquire(lock):
+                try:
+                    self._copy()
+                finally:
+                    fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _acquire(self, lock: Any) -> bool:
+        # Another process (job2 still running) may be copying: wait for it, not duplicate it.
+        while not self._stop_event.is_set():
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                self._stop_event.wait(0.5)
+        return False
+
+    def _cursor(self) -> int:
+        try:
+            return int((self.log_file.parent / LOG_CURSOR).read_text().strip() or 0)
+        except (FileNotFoundError, ValueError):
+            return 0
+
+    def _copy(self) -> None:
+        cursor = self._cursor()
+        # `since` has second resolution on old engines: ask a second early, drop what was copied.
+        since = max(cursor / 1e9 - 1.0, 0.0) or None
+        stream = self.container.logs(stream=True, follow=True, timestamps=True, since=since)
+        cursor_file = self.log_file.parent / LOG_CURSOR
+        with open(self.log_file, "ab") as out:
+            for stamp, line in _split_frames(cast(Iterator[bytes], stream)):
+                stamp_ns = _timestamp_ns(stamp)
+                if stamp_ns <= cursor:
+                    continue
+                out.write(line)
+                out.flush()
+                cursor = stamp_ns
+                cursor_file.write_text(str(cursor))
+                if self.echo is not None:
+                    self.echo(line.decode("utf-8", "replace").rstrip("\n"))
+                if self._stop_event.is_set():
+                    break
+
+
+def _split_frames(stream: Iterator[bytes]) -> Iterator[tuple[str, bytes]]:
+    """(timestamp, line) from a timestamped log stream; a frame may hold part of a line."""
+    pending = b""
+    for chunk in stream:
+        pending += chunk
+        while b"\n" in pending:
+            raw, pending = pending.split(b"\n", 1)
+            stamp, _, line = raw.partition(b" ")
+            yield stamp.decode(), line + b"\n"
+    if pending:
+        stamp, _, line = pending.partition(b" ")
+        yield stamp.decode(), line + b"\n"
+
+
+# --- the handle -----------------------------------------------------------------------
+
+class DockerHandle:
+    """One container; survives its creator: any process can rebuild it from the id."""
+
+    runner = "docker"
+
+    def __init__(self, client: docker.DockerClient, spec: TrialSpec, container: Container,
+                 echo: Echo | None = None, follow_logs: bool = True) -> None:
+        self.client = client
+        self.spec = spec
+        self.container = container
+        self.ref = str(container.id)
+        self.image: str | None = container.labels.get(LABEL_IMAGE) or spec.image
+        self.image_id: str | None = container.attrs.get("Image")
+        self._follower: LogFollower | None = None
+        if follow_logs:
+            self._follower = LogFollower(container, spec.log_file, echo)
+            self._follower.start()
+
+    # state ----------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any] | None:
+        """The container's State, or None when it is gone or the engine does not answer."""
+        try:
+            self.container.reload()
+        except _engine_errors():
+            return None
+        return cast(dict[str, Any], self.container.attrs.get("State", {}))
+
+    def status(self) -> Status:
+        state = self._state()
+        if state is None:
+            return "missing"
+        return STATUS_MAP.get(str(state.get("Status")), "exited")
+
+    def exit_info(self) -> ExitInfo:
+        info = ExitInfo(last_lines=tail_lines(self.logs(LAST_LINES), LAST_LINES),
+                        heartbeat_age_s=heartbeat_age(self.spec.output_dir))
+        state = self._state()
+        if state is None:
+            info.engine_lost = True
+            return info
+        if state.get("Status") in RUNNING_STATES:
+            return info
+        info.exit_code = int(state.get("ExitCode", -1))
+        info.oom_killed = bool(state.get("OOMKilled"))
+        info.signal = signal_of(info.exit_code)
+        return info
+
+    # waiting --------------------------------------------------------------------------
+    def wait(self, timeout: float | None = None) -> ExitInfo:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = WAIT_SLICE_S if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
+                return self.exit_info()
+            try:
+                self.container.wait(timeout=max(0.1, min(WAIT_SLICE_S, remaining)))
+                break
+            except _engine_errors():
+                # A read timeout (still running) or a lost engine: the state tells which.
+                if self.status() != "running":
+                    break
+        self._drain_logs()
+        return self.exit_info()
+
+    def _drain_logs(self) -> None:
+        """After the exit, let the follower copy the last lines before they are read."""
+        if self._follower is None:
+            # A handle that did not follow (the monitor's) still makes the file complete.
+            self._follower = LogFollower(self.container, self.spec.log_file)
+            self._follower.start()
+        self._follower.join(LOG_JOIN_S)
+
+    def logs(self, tail: int | None = None) -> str:
+        try:
+            raw = self.container.logs(stdout=True, stderr=True, tail=tail if tail else "all")
+            return cast(bytes, raw).decode("utf-8", "replace")
+        except _engine_errors():
+            return self._log_file_tail(tail)
+
+    def _log_file_tail(self, tail: int | None) -> str:
+        try:
+            text = self.spec.log_file.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+        return "\n".join(text.splitlines()[-tail:]) if tail else text
+
+    def cancel(self) -> None:
+        """Stop (SIGTERM, then SIGKILL after a grace); the container is kept for inspection."""
+        with contextlib.suppress(*_engine_errors()):
+            self.container.stop(timeout=STOP_TIMEOUT_S)
+
+
+# --- the runner -----------------------------------------------------------------------
+
+def docker_client(timeout: int = API_TIMEOUT_S) -> docker.DockerClient:
+    """A client of the engine in the environment; RunnerUnavailable with how to start one."""
+    import docker
+
+    try:
+        client = docker.from_env(timeout=timeout)
+        client.ping()
+    except (docker.errors.DockerException, *_engine_errors()) as exc:
+        raise RunnerUnavailable(
+            f"no Docker engine answers ({exc})",
+            hint="start it: `sudo systemctl start docker`, or `dockerd &`, or `bash scripts/setup-docker.sh`;"
+                 " or point DOCKER_HOST at an engine that runs; or set MLCHAIN_RUNNER=process") from exc
+    return client
+
+
+def parse_memory(value: str) -> int:
+    """'4g' / '512m' / '64m' / bytes -> bytes (what memswap_limit needs to equal mem_limit)."""
+    units = {"b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+    text = value.strip().lower()
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(text)
+
+
+class DockerRunner:
+    name = "docker"
+
+    def __init__(self, settings: Settings, client: docker.DockerClient | None = None,
+                 echo: Echo | None = None, echo_logs: bool = False) -> None:
+        self.settings = settings
+        self.client = client or docker_client()
+        self.echo = echo
+        # Off by default: job3 already tails train.log to the console; echoing here too doubles it.
+        self.echo_logs = echo_logs
+
+    def _image(self, spec: TrialSpec) -> str:
+        if spec.image:
+            return spec.image
+        from mlchain.images import ensure_image
+
+        return ensure_image(self.settings, spec.framework, echo=self.echo, client=self.client).tag
+
+    def container_options(self, spec: TrialSpec, image: str) -> dict[str, Any]:
+        """Everything the sandbox is made of, as arguments of containers.create."""
+        s = self.settings
+        memory = parse_memory(s.docker_memory)
+        env = spec.contract_env(repo_dir=REPO_MOUNT, output_dir=OUTPUT_MOUNT,
+                                checkpoint_dir=CHECKPOINT_MOUNT, data_dir=DATA_MOUNT)
+        env["HOME"] = "/tmp"
+        return {
+            "image": image,
+            "name": container_name(spec),
+            "environment": env,
+            "volumes": {
+                str(spec.repo_dir.resolve()): {"bind": REPO_MOUNT, "mode": "ro"},
+                str(spec.output_dir.resolve()): {"bind": OUTPUT_MOUNT, "mode": "rw"},
+                str(spec.checkpoint_dir.resolve()): {"bind": CHECKPOINT_MOUNT, "mode": "rw"},
+                str(spec.data_dir.resolve()): {"bind": DATA_MOUNT, "mode": "ro"},
+            },
+            "working_dir": REPO_MOUNT,
+            "user": f"{TRAIN_UID}:{TRAIN_UID}",
+            "network_mode": s.docker_network,
+            "read_only": True,
+            "tmpfs": {"/tmp": TMPFS_OPTIONS},
+            "cap_drop": ["ALL"],
+            "security_opt": ["no-new-privileges"],
+            "mem_limit": memory,
+            "memswap_limit": memory,   # equal: no swap, so an over-limit run is OOM-killed, not slowed
+            "nano_cpus": int(s.docker_cpus * 1e9),
+            "pids_limit": s.docker_pids_limit,
+            "init": True,              # tini as PID 1: SIGTERM reaches training, zombies are reaped
+            "labels": {**spec.labels(), LABEL_IMAGE: image, LABEL_SPEC: spec.to_json()},
+            "auto_remove": False,      # the monitor needs the exit code and the OOM flag
+            "detach": True,
+        }
+
+    def start(self, spec: TrialSpec) -> DockerHandle:
+        spec.prepare()
+        for writable in (spec.output_dir, spec.checkpoint_dir):
+            make_writable_for_container(writable)
+        for stale in (LOG_CURSOR,):
+            (spec.output_dir / stale).unlink(missing_ok=True)
+        options = self.container_options(spec, self._image(spec))
+        container = self._create(options)
+        container.start()
+        container.reload()
+        return DockerHandle(self.client, spec, container, echo=self.echo if self.echo_logs else None)
+
+    def _create(self, options: dict[str, Any]) -> Container:
+        errors = _docker_errors()
+        try:
+            return self.client.containers.create(**options)
+        except errors.ImageNotFound as exc:
+            raise MlchainError(f"image {options['image']} is not on this engine",
+                               hint="build it: `mlchain images build`") from exc
+        except errors.APIError as exc:
+            if exc.status_code != 409:
+                raise MlchainError(f"docker refused the training container: {exc.explanation}") from exc
+        # A container of the same name: a rerun of the same attempt. Replace it unless it runs.
+        old = self.client.containers.get(options["name"])
+        if old.status in RUNNING_STATES:
+            raise MlchainError(f"container {options['name']} is already running",
+                               hint=f"wait for it or stop it: docker stop {options['name']}")
+        old.remove(force=True)
+        return self.client.containers.create(**options)
+
+    def attach(self, spec: TrialSpec, ref: str, follow_logs: bool = True) -> DockerHandle:
+        """Find the container again by id (from job3 or the monitor, in another process)."""
+        errors = _docker_errors()
+        try:
+            container = self.client.containers.get(ref)
+        except errors.NotFound:
+            return _MissingHandle.make(self.client, spec, ref)
+        return DockerHandle(self.client, spec, container, echo=self.echo if self.echo_logs else None,
+                            follow_logs=follow_logs)
+
+
+class _MissingHandle(DockerHandle):
+    """A container that no longer exists (removed, or the engine lost it): reports engine_lost."""
+
+    def __init__(self, client: docker.DockerClient, spec: TrialSpec, ref: str) -> None:
+        self.client = client
+        self.spec = spec
+        self.ref = ref
+        self.image = spec.image
+        self.image_id = None
+        self._follower = None
+
+    @classmethod
+    def make(cls, client: docker.DockerClient, spec: TrialSpec, ref: str) -> DockerHandle:
+        return cls(client, spec, ref)
+
+    def status(self) -> Status:
+        return "missing"
+
+    def exit_info(self) -> ExitInfo:
+        return ExitInfo(engine_lost=True, last_lines=tail_lines(self._log_file_tail(LAST_LINES), LAST_LINES),
+                        heartbeat_age_s=heartbeat_age(self.spec.output_dir))
+
+    def wait(self, timeout: float | None = None) -> ExitInfo:
+        return self.exit_info()
+
+    def logs(self, tail: int | None = None) -> str:
+        return self._log_file_tail(tail)
+
+    def cancel(self) -> None:
+        return None
+
+
+def find_training_containers(client: docker.DockerClient, run_id: str | None = None) -> list[Container]:
+    """mlchain's training containers (all states), optionally of one run: for the monitor."""
+    labels = [f"{LABEL_MANAGED}=true"] + ([f"{LABEL_RUN}={run_id}"] if run_id else [])
+    return cast(list["Container"], client.containers.list(all=True, filters={"label": labels}))
+
+
+def spec_of(container: Container) -> TrialSpec | None:
+    """The TrialSpec a container was started with (from its label), when it carries one."""
+    raw = container.labels.get(LABEL_SPEC)
+    return TrialSpec.from_json(raw) if raw else None
