@@ -76,7 +76,9 @@ class RunSummary:
         return failed[-1].failure_log if failed else None
 
     def mlflow_ui_command(self) -> str:
-        uri = self.tracking_uri
+        from mlchain.notify.build import redact_uri
+
+        uri = redact_uri(self.tracking_uri)
         if uri.startswith("sqlite:///"):
             artifacts = Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts"
             return f"mlflow ui --backend-store-uri {uri} --default-artifact-root {artifacts}"
@@ -88,6 +90,9 @@ class RunSummary:
             t.pop("history", None)
         if d["best"]:
             d["best"].pop("history", None)
+        from mlchain.notify.build import redact_uri
+
+        d["tracking_uri"] = redact_uri(self.tracking_uri)
         d["mlflow_run_ids"] = self.mlflow_run_ids
         d["mlflow_ui"] = self.mlflow_ui_command()
         return d

@@ -260,6 +260,8 @@ def job_notify(settings: Settings, env: BuildEnv, echo: Echo) -> int:
     store = StateStore(settings.state_db)
     run_id = env.run_id
     run = store.get_run(run_id)
+    for retried in notify.flush_outbox(settings):  # emails kept while SMTP was down go out first
+        echo(f"outbox: {retried.summary}")
     failed_job = env.get("FAILED_JOB")
     if failed_job and run["status"] not in TERMINAL_RUN_STATUSES:
         store.update_run(run_id, status="failed", failed_job=failed_job,

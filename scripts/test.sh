@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The test suite, from a fresh machine: virtual environment, Docker engine, the offline
+# base image, both framework images, the browser and Groovy for the browser and Job DSL
+# tests, then pytest. Arguments go to pytest.
+#
+#   bash scripts/test.sh                 # everything
+#   bash scripts/test.sh tests/unit -x   # a part
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+say() { echo "test.sh: $*" >&2; }
+
+bash scripts/bootstrap.sh test
+
+# Debian packages the tests use: the browser (dashboard test) and Groovy (Job DSL test).
+need=()
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v groovy >/dev/null 2>&1 || need+=(groovy)
+command -v git >/dev/null 2>&1 || need+=(git)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing ${need[*]} from Debian's packages"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  else
+    say "missing ${need[*]}: the tests that need them are skipped (they fail when CI=true)"
+  fi
+fi
+
+# Docker: the engine, the offline base image (no registry reachable here) and the images.
+if bash scripts/setup-docker.sh; then
+  if [ -z "${MLCHAIN_BASE_IMAGE:-}" ]; then
+    if docker image inspect python:3.11-slim >/dev/null 2>&1; then
+      export MLCHAIN_BASE_IMAGE=python:3.11-slim
+    else
+      export MLCHAIN_BASE_IMAGE="$(bash scripts/build-base-image.sh)"
+    fi
+  fi
+  if [ -z "${MLCHAIN_BUILD_CA_BUNDLE:-}" ] && [ -n "${PIP_CERT:-}" ] && [ -f "${PIP_CERT}" ]; then
+    export MLCHAIN_BUILD_CA_BUNDLE="$PIP_CERT"
+  fi
+  say "building the framework images from $MLCHAIN_BASE_IMAGE"
+  .venv/bin/mlchain images build
+else
+  say "no Docker engine: the docker tests are skipped (they fail when CI=true)"
+fi
+
+set +e
+.venv/bin/python -m pytest -p no:cacheprovider "$@"
+code=$?
+set -e
+# pytest's 5 means "no tests collected": a real failure for CI's purposes too.
+exit $code

@@ -1,0 +1,94 @@
+"""Shared fixtures: fresh settings and stores per test, real git repositories, a real SMTP server."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ROOT / "models"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/ helpers (docker_support, fakes)
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Any:
+    """Settings on a fresh MLCHAIN_HOME (fresh SQLite MLflow, Optuna and state stores)."""
+    from mlchain.config import load_settings
+
+    def make(**flags: Any) -> Any:
+        values = {"home": tmp_path / "home", "runner": "process", "monitor_interval_s": 0.5,
+                  "backoff_base_s": 0.05, **flags}
+        return load_settings(values, env={})
+
+    return make
+
+
+def git(cwd: Path, *args: str) -> str:
+    done = subprocess.run(["git", "-C", str(cwd), "-c", "user.name=Test", "-c", "user.email=test@example.com",
+                           *args], capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
+def make_git_repo(dest: Path, files: dict[str, str] | None = None, example: str | None = None,
+                  branch: str = "main") -> Path:
+    """A real git repository: an example from models/ and/or files, committed on ``branch``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    if example:
+        shutil.copytree(MODELS / example, dest, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("mlchain-output", "__pycache__"))
+    for name, text in (files or {}).items():
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        (dest / name).write_text(text)
+    git(dest, "init", "-q", "-b", branch)
+    git(dest, "add", "-A")
+    git(dest, "commit", "-q", "-m", "training code")
+    return dest
+
+
+@pytest.fixture
+def git_repo(tmp_path: Path) -> Any:
+    def make(name: str = "repo", **kwargs: Any) -> Path:
+        return make_git_repo(tmp_path / name, **kwargs)
+
+    return make
+
+
+class Mailbox:
+    """Collects what a real aiosmtpd server received."""
+
+    def __init__(self) -> None:
+        self.messages: list[Any] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        from email import message_from_bytes, policy
+
+        self.messages.append((envelope.rcpt_tos, message_from_bytes(envelope.content, policy=policy.default)))
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[tuple[str, int, Mailbox]]:
+    from aiosmtpd.controller import Controller
+
+    mailbox = Mailbox()
+    port = free_port()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield "127.0.0.1", port, mailbox
+    finally:
+        controller.stop()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

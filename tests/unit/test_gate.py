@@ -1,0 +1,71 @@
+"""The gate's decision, without I/O."""
+
+from __future__ import annotations
+
+import pytest
+
+from mlchain.gate import Budget, TrialResult, decide, passes, trials_since_best
+
+BUDGET = Budget(max_trials=5, max_minutes=30, patience=3)
+
+
+def results(*metrics: float | None) -> list[TrialResult]:
+    return [TrialResult(i + 1, m, None if m is not None else "killed") for i, m in enumerate(metrics)]
+
+
+def test_a_metric_at_the_threshold_passes() -> None:
+    decision = decide(results(0.5, 0.80), 0.80, BUDGET, 1.0, metric_name="accuracy")
+    assert (decision.action, decision.status) == ("pass", "passed")
+    assert "accuracy 0.8000 >= 0.80" in decision.reason
+
+
+def test_below_the_threshold_with_budget_left_retries() -> None:
+    decision = decide(results(0.5), 0.80, BUDGET, 1.0)
+    assert decision.action == "retry"
+    assert "below 0.80" in decision.reason
+
+
+def test_max_trials_stops_the_loop() -> None:
+    decision = decide(results(0.1, 0.2, 0.3, 0.4, 0.5), 0.80, BUDGET, 1.0)
+    assert (decision.action, decision.status) == ("stop", "budget_spent")
+    assert "max_trials reached (5)" in decision.reason
+
+
+def test_max_minutes_stops_the_loop() -> None:
+    decision = decide(results(0.1, 0.2), 0.80, BUDGET, 31.0)
+    assert decision.action == "stop" and "max_minutes" in decision.reason
+
+
+def test_patience_counts_trials_without_improvement() -> None:
+    assert trials_since_best(results(0.6, 0.5, 0.4), "maximize") == 2
+    decision = decide(results(0.6, 0.5, 0.4, 0.3), 0.80, Budget(10, 30, 3), 1.0)
+    assert decision.action == "stop" and "patience spent (3" in decision.reason
+    assert decide(results(0.6, 0.5, 0.7), 0.80, Budget(10, 30, 3), 1.0).action == "retry"
+
+
+def test_failed_trials_count_against_patience_and_trials() -> None:
+    decision = decide(results(None, None, None), 0.80, Budget(10, 30, 3), 1.0)
+    assert decision.action == "stop" and "patience" in decision.reason
+
+
+def test_a_code_error_stops_with_failure() -> None:
+    trials = [TrialResult(1, 0.5), TrialResult(2, None, "code_error")]
+    decision = decide(trials, 0.80, BUDGET, 1.0)
+    assert (decision.action, decision.status) == ("stop", "failed")
+    assert "code_error" in decision.reason
+
+
+@pytest.mark.parametrize("direction,metric,ok", [("maximize", 0.9, True), ("maximize", 0.7, False),
+                                                  ("minimize", 0.1, True), ("minimize", 0.9, False)])
+def test_direction(direction: str, metric: float, ok: bool) -> None:
+    assert passes(metric, 0.8 if direction == "maximize" else 0.2, direction) is ok
+
+
+def test_the_loop_always_ends() -> None:
+    """Whatever the metrics, max_trials bounds the loop."""
+    trials: list[TrialResult] = []
+    for n in range(1, 100):
+        trials.append(TrialResult(n, 0.1 + n * 0.001))  # always improving, never passing
+        if decide(trials, 0.80, Budget(7, 1e9, 1000), 0.0).action != "retry":
+            break
+    assert len(trials) == 7
