@@ -611,7 +611,8 @@ class WebhookQueue:
     def release(self, run_id: str, me: str) -> None:
         """Give the lease up at once (shutdown, or a retry): the next claim takes it over."""
         with self.connect() as db:
-            db.execute("UPDATE queue SET lease_until=0, child_pid=NULL WHERE run_id=? AND owner=?"
+            # owner NULL: even this service's own next claim sees it as an orphan to take over
+            db.execute("UPDATE queue SET lease_until=0, owner=NULL, child_pid=NULL WHERE run_id=? AND owner=?"
                        " AND status='running'", (run_id, me))
 
     # reading -------------------------------------------------------------------------
