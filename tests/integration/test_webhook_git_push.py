@@ -1,0 +1,143 @@
+"""`git push` to a local bare repository with scripts/post-receive installed starts a run.
+
+test_git_push_enqueues_through_the_hook: the hook's signed payload, with a fake chain.
+test_git_push_runs_the_chain_to_the_email: the real service (`mlchain serve`) and the real
+engine: the pushed digits_sklearn example is trained, gated and announced (outbox .eml).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_webhook_helpers import SECRET, Service, read_record, wait_for, write_fake_chain
+
+from mlchain.webhook.queue import WebhookQueue, queue_path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+HOOK = REPO_ROOT / "scripts" / "post-receive"
+EXAMPLE = REPO_ROOT / "models" / "digits_sklearn"
+
+TINY_TRAIN = '''
+from sklearn.datasets import load_digits
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
+from mlchain import sdk
+
+X, y = load_digits(return_X_y=True)
+Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.25, random_state=0)
+model = LogisticRegression(max_iter=200).fit(Xtr, ytr)
+sdk.report({"accuracy": float(model.score(Xte, yte))})
+sdk.save_model(model)
+'''
+
+
+def git(*args: str, cwd: Path, env: dict[str, str]) -> str:
+    out = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    assert out.returncode == 0, f"git {' '.join(args)}: {out.stderr}"
+    return out.stdout + out.stderr
+
+
+def git_env(tmp: Path) -> dict[str, str]:
+    cfg = tmp / "gitconfig"
+    cfg.write_text("[user]\n\tname = Dee Veloper\n\temail = dee@example.com\n[init]\n\tdefaultBranch = main\n")
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "MLCHAIN_"))}
+    env.update({"GIT_CONFIG_GLOBAL": str(cfg), "GIT_CONFIG_NOSYSTEM": "1"})
+    return env
+
+
+def bare_repo_with_hook(tmp: Path, env: dict[str, str], url: str) -> Path:
+    bare = tmp / "digits.git"
+    git("init", "-q", "--bare", "-b", "main", str(bare), cwd=tmp, env=env)
+    shutil.copy(HOOK, bare / "hooks" / "post-receive")
+    (bare / "hooks" / "post-receive").chmod(0o755)
+    secret_file = tmp / "webhook-secret"
+    secret_file.write_text(SECRET + "\n")
+    git("config", "mlchain.url", url, cwd=bare, env=env)
+    git("config", "mlchain.secretfile", str(secret_file), cwd=bare, env=env)
+    return bare
+
+
+def working_copy(tmp: Path, env: dict[str, str], bare: Path) -> Path:
+    work = tmp / "work"
+    git("clone", "-q", str(bare), str(work), cwd=tmp, env=env)
+    if EXAMPLE.is_dir():
+        shutil.copytree(EXAMPLE, work, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+    else:  # the example is not there yet: a tiny sklearn repository
+        (work / "train.py").write_text(TINY_TRAIN)
+        (work / "requirements.txt").write_text("scikit-learn\n")
+    git("add", "-A", cwd=work, env=env)
+    git("commit", "-q", "-m", "digits: first model", cwd=work, env=env)
+    return work
+
+
+def test_git_push_enqueues_through_the_hook(tmp_path: Path) -> None:
+    env = git_env(tmp_path)
+    record = tmp_path / "record.jsonl"
+    svc = Service(tmp_path / "home", workers=1, chain_command=write_fake_chain(tmp_path),
+                  env={"FAKE_CHAIN_RECORD": str(record), "MLCHAIN_WEBHOOK_BRANCHES": "main"})
+    try:
+        bare = bare_repo_with_hook(tmp_path, env, svc.url)  # a base URL: the hook adds /github-webhook/
+        work = working_copy(tmp_path, env, bare)
+        out = git("push", "origin", "main", cwd=work, env=env)
+        sha = git("rev-parse", "HEAD", cwd=work, env=env).strip()
+        assert "remote: mlchain: refs/heads/main: 202 accepted wh-" in out, out
+        wq = WebhookQueue(queue_path(svc.home))
+        wait_for(lambda: wq.counts().get("finished") == 1, what="the fake chain to finish")
+        [row] = wq.entries()
+        assert (row["commit_sha"], row["ref"], row["pusher_email"], row["repo_url"]) == (
+            sha, "refs/heads/main", "dee@example.com", bare.resolve().as_uri())
+        [start] = [e for e in read_record(record) if e["event"] == "start"]
+        assert (start["repo"], start["ref"], start["email"]) == (bare.resolve().as_uri(), "main", "dee@example.com")
+
+        git("checkout", "-q", "-b", "feature", cwd=work, env=env)
+        out = git("push", "origin", "feature", cwd=work, env=env)
+        assert "202 ignored" in out and "MLCHAIN_WEBHOOK_BRANCHES" in out
+        out = git("push", "origin", ":feature", cwd=work, env=env)  # a deletion
+        assert "202 ignored" in out and "deletion" in out
+        assert len(wq.entries()) == 1
+    finally:
+        svc.stop()
+
+
+def test_git_push_runs_the_chain_to_the_email(tmp_path: Path) -> None:
+    """The real engine: needs `mlchain run --run-id` (the engine's CLI) and a process runner."""
+    env = git_env(tmp_path)
+    home = tmp_path / "home"
+    svc = Service(home, argv=[sys.executable, "-m", "mlchain.cli", "serve", "--port", "0", "--workers", "1"],
+                  env={"MLCHAIN_RUNNER": "process", "MLCHAIN_MAX_TRIALS": "2"})
+    try:
+        bare = bare_repo_with_hook(tmp_path, env, svc.url)
+        work = working_copy(tmp_path, env, bare)
+        out = git("push", "origin", "main", cwd=work, env=env)
+        assert "202 accepted" in out, out
+        wq = WebhookQueue(queue_path(home))
+        [row] = wq.entries()
+        outbox = home / "outbox"
+        wait_for(lambda: list(outbox.glob("*.eml")) or (wq.counts().get("finished") and pytest.fail(
+            f"the run finished without an email: {wq.entries()} \n{_service_log(home, row['run_id'])}")),
+                 timeout=600, interval=1, what="the chain's email in the outbox")
+        wait_for(lambda: wq.counts().get("finished") == 1, timeout=60, what="the queue row to finish")
+        [row] = wq.entries()
+        assert row["result"] in ("passed", "budget_spent"), _service_log(home, row["run_id"])
+        api = svc.client.get(f"/api/runs/{row['run_id']}").json()
+        assert api["status"] in ("passed", "budget_spent")
+        assert api["commit"] == git("rev-parse", "HEAD", cwd=work, env=env).strip()
+        assert api["jobs"][0]["state"] == "passed"  # job1-pull
+        eml = next(outbox.glob("*.eml")).read_text(errors="replace")
+        assert "digits" in eml
+    finally:
+        svc.stop()
+
+
+def _service_log(home: Path, run_id: str) -> str:
+    path = home / "webhook-logs" / f"{run_id}.log"
+    text = path.read_text(errors="replace")[-4000:] if path.exists() else "(no service log)"
+    summary = home / "webhook-logs" / f"{run_id}.json"
+    return text + ("\n" + json.dumps(summary.read_text()[:2000]) if summary.exists() else "")
