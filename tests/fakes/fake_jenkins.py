@@ -4,6 +4,7 @@ It answers the REST endpoints python-jenkins calls for ``mlchain jenkins
 deploy``, ``status`` and ``trigger``, the way Jenkins answers them, and keeps
 jobs, views, builds and the queue in memory. Endpoints covered:
 
+- ``GET  login``                                the login page (no authentication: a liveness probe)
 - ``GET  crumbIssuer/api/json``                 CSRF crumb; POSTs without it get 403 (crumb can be disabled)
 - ``GET  api/json[?tree=...]``                  top-level jobs (name, url, color) and views
 - ``GET  me/api/json``, ``GET whoAmI/api/json`` the authenticated user
@@ -15,7 +16,7 @@ jobs, views, builds and the queue in memory. Endpoints covered:
 - ``POST createItem?name=<name>``               create a job from the posted config.xml (400 if it exists)
 - ``POST job/<name>/doDelete``                  delete a job
 - ``GET  view/<name>/api/json?tree=name``       view existence check
-- ``GET|POST view/<name>/config.xml``           read / replace a view's config
+- ``GET|POST view/<name>/config.xml``           read / replace a view's config (GET view/all/config.xml too)
 - ``POST createView?name=<name>``               create a view from the posted config.xml
 - ``POST view/<name>/doDelete``                 delete a view
 - ``POST job/<name>/buildWithParameters?K=V``   queue a build: 201 with ``Location: .../queue/item/<n>/``
@@ -61,6 +62,9 @@ PLUGIN_CLASSES = {
 ALL_PLUGINS = ("git", "github", "parameterized-trigger", "build-pipeline-plugin", "email-ext",
                "configuration-as-code", "job-dsl", "credentials", "ssh-slaves")
 CORE_ROOTS = {"project", "hudson.model.ListView"}
+ALL_VIEW = ("<?xml version='1.1' encoding='UTF-8'?>\n<hudson.model.AllView><name>all</name>"
+            "<filterExecutors>false</filterExecutors><filterQueue>false</filterQueue>"
+            '<properties class="hudson.model.View$PropertyList"/></hudson.model.AllView>')
 
 
 def plugin_of(class_name: str) -> str | None:
@@ -242,6 +246,9 @@ class _Handler(BaseHTTPRequestHandler):
         path = unquote(parts.path)
         with self.jenkins._lock:
             self.jenkins.requests.append((method, path))
+        if method == "GET" and path == "/login":
+            self._send(200, "<html><body>Sign in to Jenkins</body></html>")
+            return
         user = self._authorised(write=method == "POST")
         if user is None:
             return
@@ -324,6 +331,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._json({"_class": "view", "name": name})
 
     def view_config(self, user: str, query: dict[str, str], name: str) -> None:
+        if name == "all":  # Jenkins' built-in view, always there
+            self._send(200, ALL_VIEW, "application/xml")
+            return
         if name not in self.jenkins.views:
             self._send(404, "Not Found")
             return

@@ -8,6 +8,7 @@ the controller's URL, user and token in the environment, as a user sets them.
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -243,3 +244,21 @@ def test_trigger_does_not_print_credentials_in_the_repo_url(fake: FakeJenkins, j
     assert result.exit_code == 0, result.output
     assert "ghp_secret123" not in result.output
     assert "https://***@github.com/acme/digits.git" in result.output
+
+
+# --- the compose stack's one-shot deployer (Jenkins Job Builder itself) ---------------------------
+
+def test_the_compose_deployer_deploys_with_jjb_and_agrees_with_mlchain(fake: FakeJenkins, jobs_dir: Path,
+                                                                      tmp_path: Path) -> None:
+    fake.add_job("old-managed", STALE)
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path),
+           "JENKINS_URL": fake.url, "JENKINS_USER": "admin", "JENKINS_PASSWORD": TOKEN, "JOBS_DIR": str(jobs_dir),
+           "JJB_INI_TEMPLATE": str(REPO / "jenkins" / "jenkins_jobs.ini.template"), "WAIT_FOR_JENKINS_S": "10"}
+    done = subprocess.run([sys.executable, str(REPO / "jenkins" / "deployer" / "deploy_jobs.py")], env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert sorted(fake.jobs) == CHAIN and list(fake.views) == ["mlchain"]
+    assert TOKEN not in done.stdout + done.stderr
+    # JJB and `mlchain jenkins deploy` render the same: nothing left to change.
+    result = deploy(fake, jobs_dir)
+    assert "nothing to change" in result.output, result.output
