@@ -9,7 +9,7 @@ is put back, and two people deploying from two machines agree.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,14 +52,17 @@ def describe(change: Change, dry_run: bool) -> str:
 
 # --- planning --------------------------------------------------------------------------
 
-def _plan_item(item: Item, existing: set[str], current_xml: Any) -> Change:
+def _plan_item(item: Item, existing: set[str], current_xml: Callable[[str], str]) -> Change:
     if item.name not in existing:
         return Change("create", item.kind, item.name, item.xml)
-    same = normalise_xml(current_xml(item.name)) == normalise_xml(item.xml)
+    try:
+        same = normalise_xml(current_xml(item.name)) == normalise_xml(item.xml)
+    except ET.ParseError:
+        same = False  # a config we cannot read is replaced by one we can
     return Change("unchanged" if same else "update", item.kind, item.name, item.xml)
 
 
-def _plan_stale(kind: str, names: Iterable[str], config: Any) -> list[Change]:
+def _plan_stale(kind: str, names: Iterable[str], config: Callable[[str], str]) -> list[Change]:
     return [Change("delete" if is_managed(config(name)) else "spare", kind, name) for name in sorted(names)]
 
 
@@ -76,9 +79,9 @@ def plan(controller: Controller, defs: Definitions, delete_old: bool) -> list[Ch
     return changes
 
 
-# action -> kind -> what to call on the controller
 def _apply(controller: Controller, change: Change) -> None:
-    actions = {
+    # (action, kind) -> the request that makes it; "unchanged" and "spare" make none.
+    actions: dict[tuple[str, str], Callable[[], None]] = {
         ("create", "job"): lambda: controller.create_job(change.name, change.xml),
         ("update", "job"): lambda: controller.update_job(change.name, change.xml),
         ("delete", "job"): lambda: controller.delete_job(change.name),
