@@ -5,6 +5,15 @@
     sdk.report({"accuracy": held_out_accuracy})       # the gate metric: held-out data
     sdk.save_model(model)                 # MLflow flavor format, registrable later
 
+scikit-learn estimators that train epoch by epoch (``partial_fit``, or ``warm_start=True``)
+checkpoint after each epoch, so a restarted trial goes on where it stopped:
+
+    model, done = sdk.resume(lambda: MLPClassifier(...))  # the last checkpoint, or a new model and 0
+    for epoch in range(done + 1, epochs + 1):
+        model.partial_fit(x, y, classes=classes)
+        sdk.checkpoint(model, epoch)      # atomic; the previous checkpoint is kept as a backup
+        sdk.log_epoch(epoch, epochs, loss=model.loss_)
+
 Outside mlchain (``python train.py`` in a checkout) the same calls work: params
 come from the repository's ``mlchain.yaml``, outputs go to ``./mlchain-output``.
 Only the standard library is imported at module level; frameworks load on use.
@@ -15,12 +24,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from mlchain import contract
 
@@ -174,20 +185,371 @@ def _sklearn_format(model: Any) -> dict[str, Any]:
     return {"serialization_format": "skops", "skops_trusted_types": trusted}
 
 
+# --- checkpoints --------------------------------------------------------------------
+#
+# One folder per checkpoint, ``<checkpoint_dir>/<framework>-<params hash>/epoch-000012/``,
+# written under a temporary name and renamed into place (a rename is atomic: a kill
+# leaves either the whole checkpoint or none). ``meta.json`` in it names the epoch, the
+# params hash, the time and a sha256 of every file, so a truncated file is seen before it
+# is loaded. The newest two are kept: when the newest is unreadable the other one is used,
+# and when both are, training starts from scratch (and says so).
+
+CHECKPOINT_META = "meta.json"
+CHECKPOINT_PREFIX = "epoch-"
+CHECKPOINTS_KEPT = 2
+SKLEARN_MODEL_FILE = "model.joblib"
+KERAS_WEIGHTS_FILE = "model.weights.h5"
+M = TypeVar("M")
+
+
+def _say(message: str) -> None:
+    """A line for the training log (and so for job3's console and the monitor)."""
+    print(f"mlchain: {message}", flush=True)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """One checkpoint on disk: its folder and its metadata."""
+
+    path: Path
+    meta: dict[str, Any]
+
+    @property
+    def epoch(self) -> int:
+        return int(self.meta.get("epoch", 0))
+
+    @property
+    def resumable(self) -> bool:
+        return bool(self.meta.get("resumable", True))
+
+    def problem(self, params_hash_: str | None = None) -> str | None:
+        """Why this checkpoint cannot be used (a file missing, truncated or changed), or None."""
+        if params_hash_ is not None and self.meta.get("params_hash") != params_hash_:
+            return f"it belongs to other params ({self.meta.get('params_hash')}, not {params_hash_})"
+        for name, expected in (self.meta.get("files") or {}).items():
+            file = self.path / name
+            if not file.is_file():
+                return f"{name} is missing"
+            if file.stat().st_size != expected.get("size"):
+                return f"{name} has {file.stat().st_size} bytes, {expected.get('size')} were written"
+            if _sha256(file) != expected.get("sha256"):
+                return f"{name} does not match its checksum"
+        return None
+
+
+class CheckpointFolder:
+    """The checkpoints of one model of one trial: atomic writes, the newest two kept."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def checkpoints(self) -> list[CheckpointInfo]:
+        """Every checkpoint with readable metadata, newest first."""
+        found = []
+        if not self.root.is_dir():
+            return []
+        for child in self.root.iterdir():
+            if not child.name.startswith(CHECKPOINT_PREFIX) or not child.is_dir():
+                continue
+            try:
+                meta = json.loads((child / CHECKPOINT_META).read_text())
+            except (OSError, ValueError):
+                meta = {"epoch": _epoch_of(child.name), "unreadable": True}
+            if isinstance(meta, dict):
+                found.append(CheckpointInfo(child, meta))
+        return sorted(found, key=lambda c: (c.epoch, c.path.name), reverse=True)
+
+    def write(self, epoch: int, meta: Mapping[str, Any], save: Callable[[Path], None]) -> CheckpointInfo:
+        """``save(folder)`` writes the files; they are checksummed, then the folder is renamed in."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.clean_partial()
+        tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=f".tmp-{CHECKPOINT_PREFIX}"))
+        try:
+            save(tmp)
+            files = {}
+            for file in sorted(p for p in tmp.iterdir() if p.is_file()):
+                with open(file, "rb+") as fh:
+                    os.fsync(fh.fileno())
+                files[file.name] = {"sha256": _sha256(file), "size": file.stat().st_size}
+            full = {**meta, "epoch": int(epoch), "time": round(time.time(), 3), "files": files}
+            atomic_write_text(tmp / CHECKPOINT_META, json.dumps(full, indent=2, sort_keys=True))
+            target = self.root / f"{CHECKPOINT_PREFIX}{int(epoch):06d}"
+            if target.exists():  # the same epoch again (after a fallback to the backup)
+                trash = self.root / f".trash-{target.name}-{os.getpid()}"
+                os.replace(target, trash)
+                shutil.rmtree(trash, ignore_errors=True)
+            os.replace(tmp, target)
+            _fsync_dir(self.root)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        self._prune(keep=target)
+        return CheckpointInfo(target, full)
+
+    def _prune(self, keep: Path) -> None:
+        kept = [keep]
+        for info in self.checkpoints():
+            if info.path == keep:
+                continue
+            if len(kept) < CHECKPOINTS_KEPT and info.epoch < _epoch_of(keep.name):
+                kept.append(info.path)
+                continue
+            shutil.rmtree(info.path, ignore_errors=True)
+
+    def clean_partial(self) -> None:
+        """Remove what a killed write left (temporary folders are never loaded)."""
+        if self.root.is_dir():
+            for child in self.root.iterdir():
+                if child.name.startswith((".tmp-", ".trash-")):
+                    shutil.rmtree(child, ignore_errors=True)
+
+    def load(self, loader: Callable[[CheckpointInfo], M], what: str,
+             params_hash_: str | None = None) -> tuple[M, CheckpointInfo] | None:
+        """The newest checkpoint that verifies and loads; None (and a log line) when none does."""
+        problems = []
+        for info in self.checkpoints():
+            if not info.resumable:
+                continue  # a marker of a model that cannot resume: nothing to load
+            problem = "its metadata is unreadable" if info.meta.get("unreadable") else info.problem(params_hash_)
+            if problem is None:
+                try:
+                    return loader(info), info
+                except Exception as exc:  # noqa: BLE001 - any failure to load means: try the backup
+                    problem = f"loading it failed: {type(exc).__name__}: {exc}"
+            problems.append(f"epoch {info.epoch}: {problem}")
+            _say(f"{what}: the checkpoint of epoch {info.epoch} is unusable ({problem}); trying the previous one")
+        if problems:
+            _say(f"{what}: no usable checkpoint ({'; '.join(problems)}); training from scratch")
+        return None
+
+
+def _epoch_of(name: str) -> int:
+    try:
+        return int(name.rsplit("-", 1)[-1])
+    except ValueError:
+        return -1
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def checkpoint_folder(framework: str, values: Mapping[str, Any] | None = None) -> Path:
+    """This trial's checkpoint folder for one framework, keyed by the params: a tweaked
+    architecture (other params) never loads another one's weights."""
+    return checkpoint_dir() / f"{framework}-{params_hash(values)}"
+
+
+# --- scikit-learn --------------------------------------------------------------------
+
+def can_resume(model: Any) -> bool:
+    """An estimator that goes on from its state: ``partial_fit``, or ``warm_start=True``."""
+    if hasattr(model, "partial_fit"):
+        return True
+    get_params = getattr(model, "get_params", None)
+    try:
+        return bool(get_params(deep=False).get("warm_start")) if callable(get_params) else False
+    except Exception:  # noqa: BLE001 - an odd estimator: treat it as not resumable
+        return False
+
+
+def _simple_params(model: Any) -> dict[str, str]:
+    """The estimator's plain hyperparameters (numbers, strings, tuples of them), to compare."""
+    plain = (int, float, str, bool, type(None))
+    out: dict[str, str] = {}
+    try:
+        values = model.get_params(deep=False)
+    except Exception:  # noqa: BLE001
+        return out
+    for key, value in values.items():
+        if isinstance(value, plain) or (isinstance(value, tuple | list) and all(isinstance(v, plain) for v in value)):
+            out[key] = repr(value)
+    return out
+
+
+class SklearnCheckpoint:
+    """Checkpoints of one scikit-learn estimator of this trial (joblib, one per epoch).
+
+    ``sdk.resume`` and ``sdk.checkpoint`` use one of these; make your own to keep two
+    models apart (``SklearnCheckpoint("encoder")``)."""
+
+    def __init__(self, name: str = "model", directory: Path | None = None,
+                 params: Mapping[str, Any] | None = None) -> None:
+        self.name = name
+        self._directory = directory
+        self._params = dict(params) if params is not None else None
+        self._warned_not_resumable = False
+
+    @property
+    def params_hash(self) -> str:
+        return params_hash(self._params)
+
+    @property
+    def folder(self) -> CheckpointFolder:
+        root = self._directory or checkpoint_folder("sklearn", self._params)
+        return CheckpointFolder(root if self.name == "model" else root / self.name)
+
+    def resume(self, make_model: Callable[[], M]) -> tuple[M, int]:
+        """The model of the last checkpoint and its epoch, else ``make_model()`` and 0."""
+        fresh = make_model()
+        kind = type(fresh).__name__
+        folder = self.folder
+        folder.clean_partial()
+        found = folder.checkpoints()
+        if not found:
+            return fresh, 0
+        if not can_resume(fresh):
+            _say(f"{kind} cannot resume (it has neither partial_fit nor warm_start=True); "
+                 "retraining from scratch")
+            return fresh, 0
+        expected = _simple_params(fresh)
+
+        def load(info: CheckpointInfo) -> M:
+            import joblib
+
+            model = joblib.load(info.path / SKLEARN_MODEL_FILE)
+            if type(model).__name__ != kind:
+                raise TypeError(f"it holds a {type(model).__name__}, the code makes a {kind}")
+            changed = sorted(k for k, v in _simple_params(model).items() if expected.get(k, v) != v)
+            if changed:
+                raise ValueError(f"its hyperparameters differ ({', '.join(changed)})")
+            return model
+
+        loaded = folder.load(load, kind, self.params_hash)
+        if loaded is None:
+            return fresh, 0
+        model, info = loaded
+        _say(f"{kind}: resuming from the checkpoint of epoch {info.epoch}")
+        return model, info.epoch
+
+    def save(self, model: Any, epoch: int) -> Path | None:
+        """Checkpoint after an epoch (atomically; the previous one stays as the backup)."""
+        kind = type(model).__name__
+        meta = {"framework": "sklearn", "estimator": kind, "params_hash": self.params_hash,
+                "name": self.name}
+        if not can_resume(model):
+            # Nothing worth saving: a restart retrains it. A marker says so (the monitor reads it).
+            if not self._warned_not_resumable:
+                self._warned_not_resumable = True
+                _say(f"{kind} cannot resume (it has neither partial_fit nor warm_start=True);"
+                     " a restart retrains it from scratch")
+                self.folder.write(epoch, {**meta, "resumable": False}, lambda _folder: None)
+            return None
+
+        def save(folder: Path) -> None:
+            import joblib
+
+            joblib.dump(model, folder / SKLEARN_MODEL_FILE)
+
+        return self.folder.write(epoch, {**meta, "resumable": True}, save).path
+
+
+_default_checkpoint: SklearnCheckpoint | None = None
+
+
+def _sklearn_checkpoint() -> SklearnCheckpoint:
+    global _default_checkpoint
+    if _default_checkpoint is None:
+        _default_checkpoint = SklearnCheckpoint()
+    return _default_checkpoint
+
+
+def resume(make_model: Callable[[], M]) -> tuple[M, int]:
+    """``model, done = sdk.resume(make_model)``: the last checkpoint's model and epoch, or a
+    new model and 0. Train on from epoch ``done + 1``."""
+    return _sklearn_checkpoint().resume(make_model)
+
+
+def checkpoint(model: Any, epoch: int) -> Path | None:
+    """Save the model after ``epoch`` (1-based, like log_epoch): atomic, the previous one kept."""
+    return _sklearn_checkpoint().save(model, epoch)
+
+
+# --- what the monitor tells about a trial's checkpoints -------------------------------
+
+def checkpoint_summary(directory: Path, values: Mapping[str, Any] | None = None) -> str:
+    """One line on where a restart of this trial will start (read by the monitor, on the host)."""
+    wanted = params_hash(values) if values is not None else None
+    newest: CheckpointInfo | None = None
+    if directory.is_dir():
+        for child in sorted(directory.iterdir()):
+            if not child.is_dir() or (wanted and not child.name.endswith(f"-{wanted}")):
+                continue
+            for info in CheckpointFolder(child).checkpoints():
+                if newest is None or info.meta.get("time", 0) > newest.meta.get("time", 0):
+                    newest = info
+                break
+    if newest is None:
+        return "no checkpoint yet: training starts from scratch"
+    what = newest.meta.get("estimator") or newest.meta.get("framework") or "model"
+    if not newest.resumable:
+        return f"{what} cannot resume (neither partial_fit nor warm_start): retraining from scratch"
+    return f"resuming {what} from the checkpoint of epoch {newest.epoch}"
+
+
+# --- Keras -----------------------------------------------------------------------------
+
 def keras_callbacks(progress: bool = True) -> list[Any]:
-    """Checkpoint/restore (Keras' BackupAndRestore, in a folder keyed by the params) and a progress line."""
+    """Checkpoint/restore (each epoch, in a folder keyed by the params) and a progress line."""
     import keras
 
-    backup = checkpoint_dir() / f"keras-{params_hash()}"
-    callbacks: list[Any] = [keras.callbacks.BackupAndRestore(str(backup), save_freq="epoch",
-                                                              delete_checkpoint=False)]
+    callbacks: list[Any] = [_restore_callback(keras, checkpoint_folder("keras"), params_hash())]
     if progress:
         callbacks.append(_progress_callback(keras))
     return callbacks
 
 
+def _restore_callback(keras: Any, root: Path, hash_: str) -> Any:
+    class Restore(keras.callbacks.Callback):
+        """Keras' BackupAndRestore, made safe against kills: atomic checkpoints, a backup,
+        and training from scratch (said in the log) when neither loads."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.folder = CheckpointFolder(root)
+
+        def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
+            model = self.model
+
+            def load(info: CheckpointInfo) -> int:
+                model.load_weights(str(info.path / KERAS_WEIGHTS_FILE))
+                return info.epoch
+
+            if not self.folder.checkpoints():
+                return
+            loaded = self.folder.load(load, "keras model", hash_)
+            if loaded is not None:
+                model._initial_epoch = loaded[1]
+                _say(f"keras model: resuming from the checkpoint of epoch {loaded[1]}")
+
+        def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+            model = self.model
+            self.folder.write(epoch + 1, {"framework": "keras", "estimator": type(model).__name__,
+                                          "params_hash": hash_, "resumable": True},
+                              lambda folder: model.save_weights(str(folder / KERAS_WEIGHTS_FILE)))
+
+    return Restore()
+
+
 def _progress_callback(keras: Any) -> Any:
-    class Progress(keras.callbacks.Callback):  # type: ignore[misc,name-defined]
+    class Progress(keras.callbacks.Callback):
         """Prints one mlchain progress line per epoch."""
 
         def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
