@@ -86,12 +86,9 @@ def register_best(settings: Settings, name: str, run_id: str, metric_name: str, 
                   direction: str = "maximize") -> dict[str, Any]:
     """Register the run's model under ``name``; move the alias ``champion`` only when it beats
     the current champion's metric."""
-    import mlflow
     from mlflow.exceptions import MlflowException
 
     c = client(settings)
-    mlflow.set_tracking_uri(settings.resolved_tracking_uri)
-    mlflow.set_registry_uri(settings.registry_uri or settings.resolved_tracking_uri)
     try:
         c.get_registered_model(name)
     except MlflowException:
