@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS runs (
     email TEXT,                    -- JSON: where the email went
     registered TEXT,               -- JSON: registered model version and alias
     failed_job TEXT,
+    engine_pid INTEGER,            -- the engine driving the run; a dead pid means "resume me"
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
     finished_at REAL

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import uuid
@@ -161,6 +162,8 @@ def _engine(settings: Settings, store: StateStore, view: LiveView, jobs_dir: Pat
 
 
 def _drive(settings: Settings, engine: LocalEngine, store: StateStore, run_id: str, view: LiveView) -> RunSummary:
+    if _maybe_run(store, run_id) is not None:
+        store.update_run(run_id, engine_pid=os.getpid())
     monitor = MonitorThread(settings, run_id, view)
     monitor.start()
     try:
@@ -215,8 +218,15 @@ def resume_chain(settings: Settings, run_id: str, live: bool = True, jobs_dir: P
     return _drive(settings, engine, store, run_id, view)
 
 
+def interrupted_runs(store: StateStore) -> list[str]:
+    """Unfinished runs whose engine is gone (killed, or the machine restarted)."""
+    from mlchain.runners.process import _alive
+
+    return [run["run_id"] for run in store.unfinished_runs()
+            if store.builds(run["run_id"]) and not (run.get("engine_pid") and _alive(int(run["engine_pid"])))]
+
+
 def resume_unfinished(settings: Settings, live: bool = False) -> list[RunSummary]:
     """On start: finish the runs whose engine was killed."""
     store = StateStore(settings.state_db)
-    return [resume_chain(settings, run["run_id"], live=live) for run in store.unfinished_runs()
-            if store.builds(run["run_id"])]
+    return [resume_chain(settings, run_id, live=live) for run_id in interrupted_runs(store)]
