@@ -44,6 +44,7 @@ class Settings(BaseModel):
     max_minutes: float | None = None
     patience: int | None = None
     train_timeout_s: float = 3600.0
+    search_seed: int = 0  # mixed into the search's sampler seed (benchmarks vary it)
     # Docker sandbox
     base_image: str = "python:3.11-slim"
     image_prefix: str = "mlchain"
@@ -72,6 +73,7 @@ class Settings(BaseModel):
     webhook_secret: SecretStr | None = None
     webhook_branches: list[str] = Field(default_factory=list)
     webhook_max_body: int = 25 * 1024 * 1024
+    webhook_tags: list[str] = Field(default_factory=list)  # tag globs to build (empty: tag pushes ignored)
     # Jenkins
     jenkins_url: str | None = None
     jenkins_user: str | None = None

@@ -85,8 +85,8 @@ def train_once(settings: Settings, path: Path, overrides: dict[str, Any], echo: 
     tags = trials.base_tags(run_id=run_id, trial=1, framework=classification.framework,
                             reasons=trials.reason_lines(classification),
                             git=trials.git_info(path), repo_name=name)
+    handle = runner.start(spec)  # training starts first; MLflow's import and run creation overlap it
     mlflow_run_id = tracking.start_run(settings, name, f"{name}-trial-1", tags)
-    handle = runner.start(spec)
     info = trials.wait_following(handle, echo, settings.train_timeout_s)
     if handle.status() == "running":
         handle.cancel()

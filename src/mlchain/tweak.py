@@ -76,7 +76,7 @@ def distributions(space: Mapping[str, ParamSpec]) -> dict[str, optuna.distributi
 class Search:
     """One study per repository and branch, in any Optuna storage (SQLite by default)."""
 
-    def __init__(self, storage: str, name: str, direction: str = "maximize") -> None:
+    def __init__(self, storage: str, name: str, direction: str = "maximize", seed: int = 0) -> None:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -87,8 +87,8 @@ class Search:
                                          load_if_exists=True)
         # Every job is a fresh process: seed by study and progress so that successive asks
         # do not replay the same random start-up draws, yet a run can be replayed.
-        seed = int(hashlib.sha256(f"{name}:{len(self.study.trials)}".encode()).hexdigest()[:8], 16)
-        self.study.sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=5)
+        mixed = int(hashlib.sha256(f"{name}:{seed}:{len(self.study.trials)}".encode()).hexdigest()[:8], 16)
+        self.study.sampler = optuna.samplers.TPESampler(seed=mixed, n_startup_trials=5)
 
     def ask(self, space: Mapping[str, ParamSpec], base: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
         trial = self.study.ask(distributions(space))

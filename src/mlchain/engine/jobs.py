@@ -146,6 +146,7 @@ def job_classify(settings: Settings, env: BuildEnv, echo: Echo) -> int:
     write_properties(env, RUN_ID=run_id, TRIAL=number)
     if row.get("handle_ref"):
         echo(f"trial {number} was launched already ({row['runner']} {row['handle_ref']}); not launching again")
+        _ensure_mlflow_run(settings, store, run, number)
         return 0
     echo(f"trial {number} params: {row['params']}")
     runner = get_runner(settings, echo=echo)
@@ -157,18 +158,27 @@ def job_classify(settings: Settings, env: BuildEnv, echo: Echo) -> int:
         image, image_id = ref.tag, ref.image_id
     spec = trials.make_spec(settings, run_id=run_id, trial=number, framework=framework, repo_dir=src, cfg=cfg,
                             params=row["params"], image=image)
-    mlflow_run_id = row.get("mlflow_run_id") or tracking.start_run(
-        settings, run["repo_name"], f"{run['repo_name']}-{run_id}-trial-{number}",
-        trials.base_tags(run_id=run_id, trial=number, framework=framework,
-                         reasons=trials.reason_lines_from_dict(run.get("classification")),
-                         git={"commit": run.get("commit_sha") or "", "remote": run["repo_url"]},
-                         repo_name=run["repo_name"]))
-    store.update_trial(run_id, number, mlflow_run_id=mlflow_run_id, runner=runner.name, image=image,
-                       image_id=image_id, spec=spec.to_json(), status="running", started_at=time.time())
-    handle = runner.start(spec)
+    store.update_trial(run_id, number, runner=runner.name, image=image, image_id=image_id, spec=spec.to_json(),
+                       status="running", started_at=time.time())
+    handle = runner.start(spec)  # training starts first; the MLflow run is created while it imports
     store.update_trial(run_id, number, handle_ref=handle.ref)
+    _ensure_mlflow_run(settings, store, store.get_run(run_id), number)
     echo(f"trial {number} launched: {runner.name} {handle.ref}" + (f" in image {image}" if image else ""))
     return 0
+
+
+def _ensure_mlflow_run(settings: Settings, store: StateStore, run: Mapping[str, Any], number: int) -> None:
+    """One MLflow run per trial, created once; restarts log into the same run."""
+    row = store.get_trial(run["run_id"], number)
+    if row is None or row.get("mlflow_run_id"):
+        return
+    tags = trials.base_tags(run_id=run["run_id"], trial=number, framework=run["framework"],
+                            reasons=trials.reason_lines_from_dict(run.get("classification")),
+                            git={"commit": run.get("commit_sha") or "", "remote": run["repo_url"]},
+                            repo_name=run["repo_name"])
+    name = run["repo_name"]
+    mlflow_run_id = tracking.start_run(settings, name, f"{name}-{run['run_id']}-trial-{number}", tags)
+    store.update_trial(run["run_id"], number, mlflow_run_id=mlflow_run_id)
 
 
 # --- job3 ---------------------------------------------------------------------------
@@ -240,7 +250,7 @@ def _tell_search(settings: Settings, store: StateStore, run: Mapping[str, Any], 
                  current: Mapping[str, Any]) -> tweak.Search:
     """Tell the study what this trial reached (once, even when the job runs again)."""
     search = tweak.Search(settings.resolved_optuna_storage, tweak.study_name(run["repo_name"], run.get("branch")),
-                          cfg.direction)
+                          cfg.direction, seed=settings.search_seed)
     told = current.get("optuna_trial")
     if told is None:  # the repository's own params: taught to the study when they fit the space
         space = tweak.search_space(run["framework"], cfg.search, cfg.params)
