@@ -161,7 +161,26 @@ def _engine(settings: Settings, store: StateStore, view: LiveView, jobs_dir: Pat
     return LocalEngine(settings, chain, store, on_event=view), chain
 
 
+def warm_imports() -> threading.Thread:
+    """Import what later jobs need (MLflow, Optuna, the email's plot) while job1 and training run:
+    the chain's overhead over the training itself is mostly these imports."""
+    def work() -> None:
+        import importlib
+
+        for module in ("mlflow.tracking", "mlflow.entities", "optuna", "mlchain.notify", "matplotlib.figure",
+                       "mlchain.detect"):
+            try:
+                importlib.import_module(module)
+            except Exception:  # noqa: BLE001 - the job that needs it will report the error
+                pass
+
+    thread = threading.Thread(target=work, daemon=True, name="mlchain-warm-imports")
+    thread.start()
+    return thread
+
+
 def _drive(settings: Settings, engine: LocalEngine, store: StateStore, run_id: str, view: LiveView) -> RunSummary:
+    warm_imports()
     if _maybe_run(store, run_id) is not None:
         store.update_run(run_id, engine_pid=os.getpid())
     monitor = MonitorThread(settings, run_id, view)
