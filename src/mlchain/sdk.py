@@ -529,6 +529,9 @@ def _restore_callback(keras: Any, root: Path, hash_: str) -> Any:
             model = self.model
 
             def load(info: CheckpointInfo) -> int:
+                optimizer = getattr(model, "optimizer", None)
+                if optimizer is not None and not optimizer.built:  # its state is in the checkpoint too
+                    optimizer.build(model.trainable_variables)
                 model.load_weights(str(info.path / KERAS_WEIGHTS_FILE))
                 return info.epoch
 
@@ -536,8 +539,9 @@ def _restore_callback(keras: Any, root: Path, hash_: str) -> Any:
                 return
             loaded = self.folder.load(load, "keras model", hash_)
             if loaded is not None:
-                model._initial_epoch = loaded[1]
-                _say(f"keras model: resuming from the checkpoint of epoch {loaded[1]}")
+                epoch = loaded[0]
+                model._initial_epoch = epoch
+                _say(f"keras model: resuming from the checkpoint of epoch {epoch}")
 
         def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
             model = self.model
