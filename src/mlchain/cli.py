@@ -149,7 +149,7 @@ def _job_command(name: str, help_text: str) -> None:
     def _cmd(ctx: Context) -> None:
         from mlchain.engine import jobs
 
-        code = jobs.JOBS[name](ctx.settings(), jobs.BuildEnv.from_environ())
+        code = jobs.JOBS[name](ctx.settings(), jobs.BuildEnv.from_environ(), click.echo)
         sys.exit(code)
 
 

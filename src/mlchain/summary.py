@@ -172,7 +172,8 @@ def pick_best(trials: list[TrialRecord], direction: str) -> TrialRecord | None:
     scored = [t for t in trials if t.metric is not None]
     if not scored:
         return None
-    key = (lambda t: t.metric) if direction == "maximize" else (lambda t: -t.metric)  # type: ignore[operator]
+    sign = 1.0 if direction == "maximize" else -1.0
+    key = lambda t: sign * float(t.metric or 0.0)
     return max(scored, key=key)
 
 

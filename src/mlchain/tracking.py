@@ -6,6 +6,7 @@ The embedded default is SQLite plus a local artifact folder under MLCHAIN_HOME;
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -101,7 +102,7 @@ def register_best(settings: Settings, name: str, run_id: str, metric_name: str, 
         previous = float(champion.tags.get("mlchain.metric_value", "nan"))
     except MlflowException:
         champion = None
-    better = previous is None or previous != previous or (
+    better = previous is None or math.isnan(previous) or (
         metric > previous if direction == "maximize" else metric < previous)
     if better:
         c.set_registered_model_alias(name, "champion", version.version)

@@ -9,8 +9,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from mlchain import trial as trials
 from mlchain import tracking
+from mlchain import trial as trials
 from mlchain.config import Settings
 from mlchain.contract import load_repo_config
 from mlchain.errors import ConfigError, TrainingFailed
@@ -51,8 +51,8 @@ class TrainResult:
     def explain(self, settings: Settings) -> str:
         metric = f"{self.metric:.4f}" if self.metric is not None else "-"
         return "\n".join([
-            f"trained {self.experiment} ({self.framework}, {self.runner} runner) in {self.duration_s:.1f} s:"
-            f" {self.metric_name} = {metric}",
+            (f"trained {self.experiment} ({self.framework}, {self.runner} runner) in {self.duration_s:.1f} s:"
+             f" {self.metric_name} = {metric}"),
             f"  MLflow run {self.mlflow_run_id} in {settings.resolved_tracking_uri}",
             f"  see it with: mlflow ui --backend-store-uri {settings.resolved_tracking_uri}",
         ])

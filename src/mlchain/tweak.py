@@ -83,7 +83,8 @@ class Search:
         self.name = name
         self.direction = direction
         self.storage = storage
-        self.study = optuna.create_study(study_name=name, storage=storage, direction=direction,
+        self.study = optuna.create_study(study_name=name, storage=storage,
+                                         direction="maximize" if direction == "maximize" else "minimize",
                                          load_if_exists=True)
         # Every job is a fresh process: seed by study and progress so that successive asks
         # do not replay the same random start-up draws, yet a run can be replayed.
@@ -115,7 +116,7 @@ class Search:
             return False
         try:
             for k, dist in dists.items():
-                if not dist._contains(dist.to_internal_repr(fitted[k])):  # noqa: SLF001
+                if not dist._contains(dist.to_internal_repr(fitted[k])):
                     return False
             self.study.add_trial(optuna.trial.create_trial(params=fitted, distributions=dists, value=value))
         except (ValueError, TypeError):

@@ -149,7 +149,7 @@ class MonitorThread(threading.Thread):
             try:
                 for line in monitor_pass(self.settings, run_id=self.run_id):
                     self.view("log", job="job6-monitor", line=f"monitor: {line}")
-            except Exception as exc:  # a failed pass is retried next interval; the chain goes on
+            except Exception as exc:  # noqa: BLE001 - a failed pass is retried next interval
                 self.view("log", job="job6-monitor", line=f"monitor: pass failed: {exc}")
 
     def stop(self) -> None:
@@ -171,7 +171,7 @@ def warm_imports() -> threading.Thread:
                        "mlchain.detect"):
             try:
                 importlib.import_module(module)
-            except Exception:  # noqa: BLE001 - the job that needs it will report the error
+            except Exception:  # noqa: BLE001,S110 - the job that needs it will report the error
                 pass
 
     thread = threading.Thread(target=work, daemon=True, name="mlchain-warm-imports")

@@ -6,7 +6,7 @@ what is supported: never silently skipped.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,7 +104,7 @@ class Chain:
             raise EngineError(f"jobs/ has no job named {name!r} (it has {', '.join(sorted(self.jobs))})") from None
 
 
-def _unsupported(where: str, key: str, supported: Sequence[str] | Mapping[str, str]) -> EngineError:
+def _unsupported(where: str, key: str, supported: Iterable[str]) -> EngineError:
     listing = ", ".join(sorted(supported))
     return EngineError(f"{where}: '{key}' is not supported by the local engine (supported: {listing})",
                        hint="use a supported key, or run this job on Jenkins")
@@ -120,7 +120,8 @@ def _one_key(item: Any, where: str) -> tuple[str, Any]:
     raise EngineError(f"{where}: expected a name or a one-key mapping, got {item!r}")
 
 
-def _check_keys(where: str, data: Mapping[str, Any], allowed: set[str] | Mapping[str, str]) -> None:
+def _check_keys(where: str, data: Mapping[str, Any], allowed: Iterable[str]) -> None:
+    allowed = set(allowed)
     for key in data:
         if key not in allowed:
             raise _unsupported(where, str(key), allowed)

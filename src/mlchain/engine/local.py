@@ -238,7 +238,7 @@ def run_job_inprocess(fn: Callable[..., int], settings: Settings, env: Any, ctx:
     except MlchainError as exc:
         echo(f"Error: {exc.format_message()}")
         return exc.exit_code
-    except Exception:  # the job crashed: its console shows why, as Jenkins' would
+    except Exception:  # noqa: BLE001 - the job crashed: its console shows why, as Jenkins' would
         for line in traceback.format_exc().splitlines():
             echo(line)
         return 1

@@ -65,7 +65,8 @@ class ProcessHandle:
     def _exit_record(self) -> dict[str, int | None] | None:
         path = self.spec.output_dir / EXIT_FILE
         try:
-            return json.loads(path.read_text())  # type: ignore[no-any-return]
+            record: dict[str, int | None] = json.loads(path.read_text())
+            return record
         except (FileNotFoundError, json.JSONDecodeError):
             return None
 
@@ -142,14 +143,11 @@ class ProcessRunner:
     def start(self, spec: TrialSpec) -> ProcessHandle:
         spec.prepare()
         (spec.output_dir / EXIT_FILE).unlink(missing_ok=True)
-        log = open(spec.log_file, "ab")
-        try:
+        with open(spec.log_file, "ab") as log:
             popen = subprocess.Popen(
                 [sys.executable, "-m", "mlchain.runners.supervise", str(spec.output_dir / EXIT_FILE)],
                 env=training_env(spec), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 cwd=spec.output_dir, start_new_session=True)
-        finally:
-            log.close()
         (spec.output_dir / PID_FILE).write_text(str(popen.pid))
         return ProcessHandle(spec, popen.pid, popen)
 
