@@ -5,7 +5,6 @@ what is supported: never silently skipped.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -221,23 +220,12 @@ def parse_job(data: Mapping[str, Any]) -> Job:
 
 
 def expand(jobs_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """JJB's own loading: YAML, defaults, templates and projects expanded as JJB expands them."""
-    from jenkins_jobs.config import JJBConfig
-    from jenkins_jobs.loader import load_files
-    from jenkins_jobs.roots import Roots
+    """JJB's own loading (the same as `mlchain jenkins render`): YAML, defaults, templates and
+    projects expanded as JJB expands them; keys JJB itself does not know are refused there."""
+    from mlchain.jenkins.render import load
 
-    logging.getLogger("jenkins_jobs").setLevel(logging.ERROR)
-    config = JJBConfig()
-    config.validate()
-    roots = Roots(config)
-    try:
-        load_files(config, roots, [jobs_dir])
-        jobs = [dict(j.data) for j in roots.generate_jobs()]
-        views = [dict(v.data) for v in roots.generate_views()]
-    except Exception as exc:  # JJB raises many kinds; all mean "jobs/ is wrong"
-        raise EngineError(f"Jenkins Job Builder could not load {jobs_dir}: {exc}",
-                          hint="run `jenkins-jobs test jobs/` to see the error in context") from exc
-    return jobs, views
+    definitions = load(jobs_dir)
+    return [dict(j.data) for j in definitions.jobs], [dict(v.data) for v in definitions.views]
 
 
 def load_chain(jobs_dir: Path) -> Chain:
@@ -253,9 +241,6 @@ def load_chain(jobs_dir: Path) -> Chain:
 
 
 def default_jobs_dir() -> Path:
-    """jobs/ of the mlchain checkout (next to src/), or the copy shipped in the package."""
-    here = Path(__file__).resolve()
-    for candidate in (here.parents[3] / "jobs", here.parents[1] / "jobs"):
-        if candidate.is_dir():
-            return candidate
-    raise EngineError("cannot find the jobs/ folder", hint="pass --jobs-dir or run from an mlchain checkout")
+    from mlchain.jenkins.render import default_jobs_dir as find
+
+    return find()
