@@ -63,7 +63,8 @@ def test_cancel_attach_and_kill(tmp_path: Path, make_settings: Any) -> None:
     # SIGKILL of the training process: the supervisor records the signal
     spec = replace(spec, output_dir=tmp_path / "out2")
     handle = ProcessRunner(settings).start(spec)
-    wait_for(lambda: len((spec.output_dir / "progress.jsonl").read_text().splitlines()) >= 3)
+    progress = spec.output_dir / "progress.jsonl"
+    wait_for(lambda: progress.is_file() and len(progress.read_text().splitlines()) >= 3)
     trainer_pid = next(int(p) for p in os.listdir("/proc") if p.isdigit() and _is_trainer(int(p), handle.pid))
     os.kill(trainer_pid, signal.SIGKILL)
     info = handle.wait(timeout=30)
