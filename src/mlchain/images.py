@@ -66,6 +66,9 @@ class BuildInputs:
     requirements: Path
     project_root: Path        # holds pyproject.toml and src/mlchain
     base_image: str
+    # The base's local image id when known: a rebuilt base (build-base-image.sh --force, a newer
+    # python:3.11-slim) changes the tag even though its name did not change.
+    base_image_id: str = ""
 
     @property
     def pyproject(self) -> Path:
@@ -88,7 +91,8 @@ def project_root() -> Path:
     return root
 
 
-def build_inputs(settings: Settings, framework: str, root: Path | None = None) -> BuildInputs:
+def build_inputs(settings: Settings, framework: str, root: Path | None = None,
+                 client: docker.DockerClient | None = None) -> BuildInputs:
     if framework not in FRAMEWORKS:
         raise ImageBuildError(f"unknown framework {framework!r}", hint=f"use one of: {', '.join(FRAMEWORKS)}")
     root = root or project_root()
@@ -98,6 +102,7 @@ def build_inputs(settings: Settings, framework: str, root: Path | None = None) -
         requirements=root / DOCKERFILES_DIR / f"requirements-{framework}.txt",
         project_root=root,
         base_image=settings.base_image,
+        base_image_id=_local_image_id(client, settings.base_image) if client is not None else "",
     )
 
 
@@ -140,6 +145,7 @@ def content_hash(inputs: BuildInputs) -> str:
         digest.update(data)
 
     part("base_image", inputs.base_image.encode())
+    part("base_image_id", inputs.base_image_id.encode())
     part("mlchain_version", mlchain.__version__.encode())
     part("Dockerfile", inputs.dockerfile.read_bytes())
     part("requirements", inputs.requirements.read_bytes())
@@ -153,8 +159,9 @@ def image_repo(settings: Settings, framework: str) -> str:
     return f"{settings.image_prefix}-{framework}"
 
 
-def image_tag(settings: Settings, framework: str, root: Path | None = None) -> str:
-    inputs = build_inputs(settings, framework, root)
+def image_tag(settings: Settings, framework: str, root: Path | None = None,
+              client: docker.DockerClient | None = None) -> str:
+    inputs = build_inputs(settings, framework, root, client)
     return f"{image_repo(settings, framework)}:{content_hash(inputs)}"
 
 
@@ -202,6 +209,11 @@ def docker_client(timeout: int = DOCKER_TIMEOUT_S) -> docker.DockerClient:
     from mlchain.runners.docker import docker_client as runner_client
 
     return runner_client(timeout=timeout)
+
+
+def _local_image_id(client: docker.DockerClient, name: str) -> str:
+    image = find_local_image(client, name)
+    return str(image.id) if image is not None else ""
 
 
 def find_local_image(client: docker.DockerClient, tag: str) -> Any | None:
@@ -271,7 +283,7 @@ def build_image(settings: Settings, framework: str, echo: Echo | None = None,
                 client: docker.DockerClient | None = None, force: bool = False) -> ImageRef:
     """Build one framework's image, or return the one already tagged with the same content hash."""
     client = client or docker_client()
-    inputs = build_inputs(settings, framework)
+    inputs = build_inputs(settings, framework, client=client)
     tag = f"{image_repo(settings, framework)}:{content_hash(inputs)}"
     existing = None if force else find_local_image(client, tag)
     if existing is not None:

@@ -6,6 +6,7 @@ import re
 import shutil
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,8 @@ from docker_support import (
     require_docker,
 )
 
-from mlchain.images import ImageRef, build_images, build_inputs, content_hash, image_tag
+from mlchain.errors import ImageBuildError
+from mlchain.images import ImageRef, build_image, build_images, build_inputs, content_hash, image_tag
 from mlchain.runners.docker import DockerRunner
 
 pytestmark = pytest.mark.docker
@@ -122,32 +124,34 @@ def test_final_image_holds_no_build_ca_nor_pip_settings(sklearn_image: ImageRef,
     bundle = ca_bundle()
     if bundle is not None:
         assert str(bundle) not in history
-    found = run_in_image(docker_client, sklearn_image.tag, "python", "-c", FIND_CA)
-    assert found.strip() == "[]", f"a CA file was left in the image: {found}"
+    leftovers = run_in_image(docker_client, sklearn_image.tag, "python", "-c", FIND_CA)
+    assert leftovers.strip() == "[]", f"a CA file was left in the image: {leftovers}"
     if bundle is None:
         return
     # The certificates only the build CA bundle has (the proxy's): no file of the image holds them.
     system = run_in_image(docker_client, sklearn_image.tag, "cat", "/etc/ssl/certs/ca-certificates.crt")
     extra = [pem for pem in PEM.findall(bundle.read_text()) if pem not in system]
-    assert extra, "the build CA bundle adds nothing to the system bundle: nothing to look for"
     needles = [max(pem.splitlines()[1:-1], key=len).encode() for pem in extra]
-    found = [n.decode() for n in needles if filesystem_contains(docker_client, sklearn_image.tag, n)]
+    found = filesystem_holds(docker_client, sklearn_image.tag, needles)
     assert not found, f"the build CA is in the image ({found})"
 
 
-def filesystem_contains(client: Any, image: str, needle: bytes) -> bool:
-    """Whether any file of the image holds ``needle``: scans the exported filesystem (a tar stream)."""
+def filesystem_holds(client: Any, image: str, needles: list[bytes]) -> list[str]:
+    """Which needles some file of the image holds: one scan of the exported filesystem (a tar stream)."""
+    if not needles:
+        return []
     container = client.containers.create(image, entrypoint=["true"])
+    keep = max(len(n) for n in needles)
+    found: set[bytes] = set()
     try:
         tail = b""
         for chunk in container.export(chunk_size=1 << 20):
             window = tail + chunk
-            if needle in window:
-                return True
-            tail = window[-len(needle):]
-        return False
+            found.update(n for n in needles if n in window)
+            tail = window[-keep:]
     finally:
         container.remove(force=True)
+    return sorted(n.decode() for n in found)
 
 
 def _copy_project(dest: Path) -> Path:
@@ -193,6 +197,18 @@ def test_tag_follows_what_goes_into_the_image_not_the_training_code(tmp_path: Pa
     assert len(seen) == 1 + len(changes)
     other_base = content_hash(build_inputs(docker_settings(tmp_path, base_image="debian:bookworm"), "sklearn", root))
     assert other_base not in seen
+    seen.add(other_base)
+    # A base rebuilt under the same name (build-base-image.sh --force) is a different input too.
+    rebuilt = build_inputs(settings, "sklearn", root)
+    assert content_hash(replace(rebuilt, base_image_id="sha256:another")) not in seen
+
+
+def test_missing_base_image_fails_with_what_to_do(tmp_path: Path, docker_client: Any) -> None:
+    settings = docker_settings(tmp_path, base_image="mlchain-no-such-base:nope", image_prefix="mlchain-failtest")
+    with pytest.raises(ImageBuildError, match="build-base-image.sh") as failure:
+        build_image(settings, "sklearn", client=docker_client)
+    assert failure.value.exit_code == 12
+    assert "Step 2/" in str(failure.value)  # the last build lines are part of the message
 
 
 @pytest.mark.slow
