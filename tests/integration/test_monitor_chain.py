@@ -57,7 +57,7 @@ def run_with_kills(settings: Settings, repo: Path, run_id: str, docker_client: A
     finally:
         killer.stopped.set()
         killer.join(timeout=30)
-    assert killer.error is None, f"the killer failed: {killer.error!r}"
+    assert not killer.is_alive() and killer.error is None, f"the killer failed: {killer.error!r}"
     return summary, killer
 
 

@@ -266,12 +266,18 @@ class Killer(threading.Thread):
             raise AssertionError(f"the trial ended ({row['status']}) before the kill schedule did")
         return row if row is not None and live_ref(row) not in (None, last_ref) else None
 
+    def _still_running(self, seen: dict[str, Any]) -> bool:
+        row = trial_row(self.settings, self.run_id, self.number)
+        if row is None or row["status"] != "running" or row["attempt"] != seen["attempt"]:
+            raise AssertionError("the attempt to kill ended before its kill was due")
+        return True
+
     def _kill_one(self, kill: Kill, last_ref: str | None) -> str | None:
         row = wait_for(lambda: self._new_attempt(last_ref), self.timeout_s, "a new attempt")
         out = self._output_dir()
         base = len(progress_rows(out))
-        wait_for(lambda: len(progress_rows(out)) >= base + kill.after_lines, self.timeout_s,
-                 f"{kill.after_lines} progress lines")
+        wait_for(lambda: self._still_running(row) and len(progress_rows(out)) >= base + kill.after_lines,
+                 self.timeout_s, f"{kill.after_lines} progress lines")
         time.sleep(kill.delay_s)  # the schedule: this far into the epoch (or the start)
         if self.before_kill is not None:
             self.before_kill(row)
