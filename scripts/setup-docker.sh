@@ -53,6 +53,27 @@ wait_until_answers() {
   done
 }
 
+# The engine answers but its default bridge interface is gone (deleted by hand, or by another
+# daemon's experiments): builds and bridge containers then fail with "could not find bridge".
+# Recreate it with the engine's own subnet instead of restarting the engine (which would kill
+# running training containers).
+repair_bridge() {
+  command -v ip >/dev/null 2>&1 || return 0
+  local name subnet gateway
+  name=$(docker network inspect bridge --format '{{index .Options "com.docker.network.bridge.name"}}' 2>/dev/null) || return 0
+  [ -n "$name" ] || return 0
+  ip link show "$name" >/dev/null 2>&1 && return 0
+  subnet=$(docker network inspect bridge --format '{{(index .IPAM.Config 0).Subnet}}')
+  gateway=$(docker network inspect bridge --format '{{(index .IPAM.Config 0).Gateway}}')
+  if [ -z "$gateway" ] || [ "$gateway" = "<no value>" ]; then
+    gateway="${subnet%.*/*}.1"   # first host of the subnet, as dockerd picks it
+  fi
+  say "bridge $name is missing; recreating it ($gateway/${subnet#*/})"
+  as_root ip link add "$name" type bridge
+  as_root ip addr add "$gateway/${subnet#*/}" dev "$name"
+  as_root ip link set "$name" up
+}
+
 main() {
   if ! command -v docker >/dev/null 2>&1 || ! command -v dockerd >/dev/null 2>&1; then
     install_docker
@@ -68,6 +89,7 @@ main() {
     start_dockerd
     wait_until_answers
   fi
+  repair_bridge
   docker version --format 'setup-docker: engine {{.Server.Version}} (API {{.Server.APIVersion}})' >&2
 }
 
