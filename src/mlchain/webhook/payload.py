@@ -27,6 +27,7 @@ REF_KINDS = (("refs/heads/", "branch"), ("refs/tags/", "tag"))
 
 MAX_FIELD = 2048  # longer than any real URL, ref or address: refuse rather than store it
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_SPACE = re.compile(r"\s")
 _HEX = re.compile(r"^[0-9a-fA-F]{40}$|^[0-9a-fA-F]{64}$")  # SHA-1 and SHA-256 repositories
 
 
@@ -145,7 +146,7 @@ def decide_push(payload: Any, policy: Policy) -> Decision:
     if not isinstance(after, str) or not _HEX.match(after):
         return Decision("reject", "push payload has no commit id in 'after'")
     repo_url = _text(_get(payload, "repository", "clone_url")) or _text(_get(payload, "repository", "url"))
-    if repo_url is None or repo_url.startswith("-") or any(c.isspace() for c in repo_url):
+    if repo_url is None or repo_url.startswith("-") or _SPACE.search(repo_url):
         return Decision("reject", "push payload has no usable repository.clone_url")
     kind_name = ref_kind(ref)
     if kind_name is None:

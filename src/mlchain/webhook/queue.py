@@ -30,6 +30,7 @@ engine had finished it the row is just closed.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import contextlib
 import json
@@ -63,11 +64,11 @@ CREATE TABLE IF NOT EXISTS deliveries (
     outcome TEXT NOT NULL,        -- accepted | ignored
     reason TEXT,
     run_id TEXT
-);
+) WITHOUT ROWID;                  -- one b-tree: the key is the de-duplication
 CREATE TABLE IF NOT EXISTS queue (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER PRIMARY KEY,      -- enqueue order (rows are never deleted, so it only grows)
     run_id TEXT NOT NULL UNIQUE,
-    delivery_id TEXT NOT NULL UNIQUE,
+    delivery_id TEXT NOT NULL,    -- unique through deliveries' key
     lane TEXT NOT NULL,           -- repo_url#ref: one run at a time per lane
     repo_url TEXT NOT NULL,
     repo_name TEXT NOT NULL,
@@ -416,24 +417,39 @@ def kill_leftover_child(pid: int | None, run_id: str) -> None:
 # --- the store ------------------------------------------------------------------------
 
 
-class GroupWriter:
-    """One thread owns the write connection and commits queued operations in batches.
+Op = Callable[[sqlite3.Connection], Any]
+# Where an operation's result goes: a thread's future, or an event loop's future.
+Target = concurrent.futures.Future[Any] | tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
+Outcomes = list[tuple[Target, Any, BaseException | None]]
 
-    Each operation runs inside its own SAVEPOINT, so one failing operation does not
-    undo the others of its batch; their futures resolve only after COMMIT returned.
+
+class GroupWriter:
+    """One thread owns the write connection and commits queued operations in batches:
+    one transaction, one fsync, for whatever arrived while the previous commit ran.
+
+    Results are handed back only after COMMIT returned. An event loop's futures are
+    resolved with one wake-up per batch, not one per operation. If an operation
+    raises, the batch is rolled back and its operations are redone one transaction
+    each, so only the failing one fails.
     """
 
     def __init__(self, path: Path, max_batch: int = 512) -> None:
         self.path = path
         self.max_batch = max_batch
-        self._q: queue_mod.SimpleQueue[tuple[Callable[[sqlite3.Connection], Any],
-                                             concurrent.futures.Future[Any]] | None] = queue_mod.SimpleQueue()
+        self._q: queue_mod.SimpleQueue[tuple[Op, Target] | None] = queue_mod.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name="webhook-writer", daemon=True)
         self._thread.start()
 
     def submit(self, op: Callable[[sqlite3.Connection], T]) -> concurrent.futures.Future[T]:
         fut: concurrent.futures.Future[T] = concurrent.futures.Future()
         self._q.put((op, fut))
+        return fut
+
+    def submit_async(self, op: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """From a coroutine: a future of the running loop, resolved after the commit."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        self._q.put((op, (loop, fut)))
         return fut
 
     def close(self) -> None:
@@ -458,39 +474,59 @@ class GroupWriter:
                         stop = True
                         break
                     batch.append(item)
-                self._commit(db, batch)
+                _deliver(self._commit(db, batch))
                 if stop:
                     return
         finally:
             db.close()
 
     @staticmethod
-    def _commit(db: sqlite3.Connection,
-                batch: list[tuple[Callable[[sqlite3.Connection], Any], concurrent.futures.Future[Any]]]) -> None:
-        results: list[tuple[concurrent.futures.Future[Any], Any, BaseException | None]] = []
+    def _commit(db: sqlite3.Connection, batch: list[tuple[Op, Target]]) -> Outcomes:
         try:
             db.execute("BEGIN IMMEDIATE")
-            for op, fut in batch:
-                db.execute("SAVEPOINT op")
-                try:
-                    results.append((fut, op(db), None))
-                    db.execute("RELEASE op")
-                except Exception as exc:  # noqa: BLE001 (one bad operation fails alone, its caller learns why)
-                    db.execute("ROLLBACK TO op")
-                    db.execute("RELEASE op")
-                    results.append((fut, None, exc))
+            values = [op(db) for op, _ in batch]
             db.execute("COMMIT")
-        except Exception as exc:  # noqa: BLE001 (nothing of the batch is durable: every caller learns it)
-            with contextlib.suppress(Exception):
+            return [(target, value, None) for (_, target), value in zip(batch, values, strict=True)]
+        except Exception:  # noqa: BLE001 (redone one by one below: each caller learns its own outcome)
+            with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
-            for _, fut in batch:
-                fut.set_exception(exc)
-            return
-        for fut, value, error in results:
-            if error is None:
-                fut.set_result(value)
-            else:
-                fut.set_exception(error)
+        outcomes: Outcomes = []
+        for op, target in batch:
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                value = op(db)
+                db.execute("COMMIT")
+                outcomes.append((target, value, None))
+            except Exception as exc:  # noqa: BLE001 (not durable: its caller gets the error)
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+                outcomes.append((target, None, exc))
+        return outcomes
+
+
+def _deliver(outcomes: Outcomes) -> None:
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]] = {}
+    for target, value, error in outcomes:
+        if isinstance(target, tuple):
+            loop, afut = target
+            by_loop.setdefault(loop, []).append((afut, value, error))
+        elif error is None:
+            target.set_result(value)
+        else:
+            target.set_exception(error)
+    for loop, items in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody is waiting
+            loop.call_soon_threadsafe(_resolve, items)
+
+
+def _resolve(items: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for fut, value, error in items:
+        if fut.done():  # the request was cancelled (client gone)
+            continue
+        if error is None:
+            fut.set_result(value)
+        else:
+            fut.set_exception(error)
 
 
 @dataclass(frozen=True)
@@ -537,6 +573,14 @@ class WebhookQueue:
         assert self._writer is not None
         at = time.time() if now is None else now
         return self._writer.submit(lambda db: record_push(db, delivery_id, decision, at))
+
+    def submit_push_async(self, delivery_id: str, decision: Decision) -> asyncio.Future[Recorded]:
+        """The same, as a future of the running event loop (the request path)."""
+        if self._writer is None:
+            self.start_writer()
+        assert self._writer is not None
+        at = time.time()
+        return self._writer.submit_async(lambda db: record_push(db, delivery_id, decision, at))
 
     def record_push(self, delivery_id: str, decision: Decision, now: float | None = None) -> Recorded:
         """The same, synchronously, outside the writer (tests, tools)."""
