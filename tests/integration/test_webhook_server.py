@@ -299,3 +299,9 @@ def test_answers_in_milliseconds_under_concurrency(service: Service) -> None:
         times = sorted(pool.map(one, range(200)))
     assert times[len(times) // 2] < 0.1
     assert len(queue_rows(service.home)) == before + 200
+
+
+def test_other_methods_on_the_webhook_path_are_405(service: Service) -> None:
+    r = service.client.get("/github-webhook/")
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+    assert service.client.get("/healthz").json()["signed"] is True
