@@ -252,6 +252,9 @@ def _failure_hint(inputs: BuildInputs, lines: Iterable[str]) -> str:
          "offline with `bash scripts/build-base-image.sh` and set MLCHAIN_BASE_IMAGE=mlchain-base:bookworm")),
         (("could not find a version", "no matching distribution", "resolutionimpossible"),
          f"a requirement in {inputs.requirements.name} cannot be installed for this base image's Python"),
+        (("could not find bridge",),
+         ("the Docker engine's bridge interface is gone (a second dockerd started with --bridge none "
+         "deletes docker0): run `bash scripts/setup-docker.sh`, which recreates it")),
         (("temporary failure in name resolution", "connection refused", "max retries"),
          "the build cannot reach the package index: check the network of the Docker engine"),
     )
