@@ -265,7 +265,9 @@ def chain_argv(command: Sequence[str], claim: Claim) -> list[str]:
     """
     if claim.mode == "resume":
         return [*command, "resume", "--json", "--", claim.run_id]
-    argv = [*command, "run", f"--ref={claim.name}", f"--run-id={claim.run_id}", "--json"]
+    # --no-resume: `mlchain run` would otherwise first resume any interrupted run it finds,
+    # which here are the service's to resume (one worker each), never a bystander's.
+    argv = [*command, "run", f"--ref={claim.name}", f"--run-id={claim.run_id}", "--no-resume", "--json"]
     if claim.pusher_email:
         argv.append(f"--pusher-email={claim.pusher_email}")
     return [*argv, "--", claim.repo_url]
