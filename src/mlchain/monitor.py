@@ -185,6 +185,16 @@ def attach(settings: Settings, row: dict[str, Any], follow_logs: bool = False) -
     return runner.attach(spec, row["handle_ref"])
 
 
+_unreachable: set[tuple[str, int]] = set()  # trials whose runner did not answer (said once per outage)
+
+
+def _say_once(say: Echo, row: dict[str, Any], line: str) -> None:
+    key = (row["run_id"], row["number"])
+    if key not in _unreachable:
+        _unreachable.add(key)
+        say(line)
+
+
 def _launch_state(row: dict[str, Any], now: float) -> tuple[str, ExitInfo | None]:
     """('attached', None) for a real handle; ('waiting', None) while a restart launches;
     ('lost', info) for a launch that failed or never finished."""
@@ -222,9 +232,15 @@ def check_trial(settings: Settings, store: StateStore, row: dict[str, Any], echo
             status = handle.status()
             running = status in ("running", "created")
             info = handle.exit_info()
+            if info.engine_lost:
+                # Gone, or is its engine just not answering (dockerd restarting)? Only a runner
+                # that answers can tell; until then nothing is decided (nor restarted twice).
+                _runner(settings, row["runner"])
         except RunnerUnavailable as exc:
-            say(f"trial {number}: cannot reach its runner ({exc.message.splitlines()[0]}); will look again")
+            _say_once(say, row, f"trial {number}: cannot reach its runner ({exc.message.splitlines()[0]});"
+                                " will look again")
             return "waiting"
+        _unreachable.discard((row["run_id"], number))
         info.heartbeat_age_s = attempt_heartbeat_age(spec, now)
     verdict = classify_exit(info, running=running, hung_after_s=settings.hung_after_s)
     plan = plan_for(verdict, restarts=row["restarts"], max_restarts=settings.max_restarts,
@@ -262,9 +278,10 @@ def _restart(settings: Settings, store: StateStore, row: dict[str, Any], spec: T
     try:
         runner = _runner(settings, row["runner"])  # unreachable: wait, without spending a restart
     except RunnerUnavailable as exc:
-        say(f"trial {number}: cannot reach its runner to restart it ({exc.message.splitlines()[0]});"
-            " will look again")
+        _say_once(say, row, f"trial {number}: cannot reach its runner to restart it"
+                            f" ({exc.message.splitlines()[0]}); will look again")
         return "waiting"
+    _unreachable.discard((run_id, number))
     new_spec = replace(spec, attempt=spec.attempt + 1, job="job6-monitor")
     if not claim_restart(store, run_id, number, row["attempt"], spec=new_spec.to_json(),
                          handle_ref=f"{LAUNCHING}{now:.3f}", next_restart_at=None, failure_kind=None,
@@ -332,7 +349,9 @@ def supervise_trial(settings: Settings, store: StateStore, run_id: str, number: 
                     time.sleep(settings.monitor_interval_s)
             action = check_trial(settings, store, row, echo, handle=handle)
             if action == "completed":
-                assert handle is not None
+                if handle is None or handle.ref != row["handle_ref"]:
+                    handle = attach(settings, row, follow_logs=True)
+                    handle.wait(timeout=settings.monitor_interval_s)  # the log's last lines
                 return collect(TrialSpec.from_json(row["spec"]), handle.exit_info(),
                                hung_after_s=settings.hung_after_s)
             if action == "gave_up":
