@@ -48,13 +48,12 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
-from mlchain.webhook.payload import Decision, PushJob
+from mlchain.webhook.payload import Decision
 
 log = logging.getLogger("mlchain.webhook")
 
-T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -419,39 +418,44 @@ def kill_leftover_child(pid: int | None, run_id: str) -> None:
 # --- the store ------------------------------------------------------------------------
 
 
-Op = Callable[[sqlite3.Connection], Any]
-# Where an operation's result goes: a thread's future, or an event loop's future.
+I = TypeVar("I")  # an item written by the GroupWriter
+R = TypeVar("R")
+# Where an item's result goes: a thread's future, or an event loop's future.
 Target = concurrent.futures.Future[Any] | tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
 Outcomes = list[tuple[Target, Any, BaseException | None]]
 
 
-class GroupWriter:
-    """One thread owns the write connection and commits queued operations in batches:
-    one transaction, one fsync, for whatever arrived while the previous commit ran.
+class GroupWriter(Generic[I, R]):
+    """One thread owns the write connection and commits queued items in batches: one
+    transaction, one fsync, for whatever arrived while the previous commit ran.
 
-    Results are handed back only after COMMIT returned. An event loop's futures are
-    resolved with one wake-up per batch, not one per operation. If an operation
-    raises, the batch is rolled back and its operations are redone one transaction
-    each, so only the failing one fails.
+    ``batch_fn(db, items)`` writes a whole batch in a few statements (executemany): each
+    SQLite call gives up the GIL and must win it back from the busy event loop, so calls
+    per batch, not per item, is what keeps the request path fast. Results are handed back
+    only after COMMIT returned; an event loop's futures with one wake-up per batch. If a
+    batch fails it is rolled back and redone one item per transaction, so only a failing
+    item fails.
     """
 
-    def __init__(self, path: Path, max_batch: int = 512) -> None:
+    def __init__(self, path: Path, batch_fn: Callable[[sqlite3.Connection, list[I]], list[R]],
+                 max_batch: int = 512) -> None:
         self.path = path
+        self.batch_fn = batch_fn
         self.max_batch = max_batch
-        self._q: queue_mod.SimpleQueue[tuple[Op, Target] | None] = queue_mod.SimpleQueue()
+        self._q: queue_mod.SimpleQueue[tuple[I, Target] | None] = queue_mod.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name="webhook-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, op: Callable[[sqlite3.Connection], T]) -> concurrent.futures.Future[T]:
-        fut: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._q.put((op, fut))
+    def submit(self, item: I) -> concurrent.futures.Future[R]:
+        fut: concurrent.futures.Future[R] = concurrent.futures.Future()
+        self._q.put((item, fut))
         return fut
 
-    def submit_async(self, op: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+    def submit_async(self, item: I) -> asyncio.Future[R]:
         """From a coroutine: a future of the running loop, resolved after the commit."""
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[T] = loop.create_future()
-        self._q.put((op, (loop, fut)))
+        fut: asyncio.Future[R] = loop.create_future()
+        self._q.put((item, (loop, fut)))
         return fut
 
     def close(self) -> None:
@@ -469,34 +473,33 @@ class GroupWriter:
                 stop = False
                 while len(batch) < self.max_batch:
                     try:
-                        item = self._q.get_nowait()
+                        entry = self._q.get_nowait()
                     except queue_mod.Empty:
                         break
-                    if item is None:
+                    if entry is None:
                         stop = True
                         break
-                    batch.append(item)
+                    batch.append(entry)
                 _deliver(self._commit(db, batch))
                 if stop:
                     return
         finally:
             db.close()
 
-    @staticmethod
-    def _commit(db: sqlite3.Connection, batch: list[tuple[Op, Target]]) -> Outcomes:
+    def _commit(self, db: sqlite3.Connection, batch: list[tuple[I, Target]]) -> Outcomes:
         try:
             db.execute("BEGIN IMMEDIATE")
-            values = [op(db) for op, _ in batch]
+            values = self.batch_fn(db, [item for item, _ in batch])
             db.execute("COMMIT")
             return [(target, value, None) for (_, target), value in zip(batch, values, strict=True)]
         except Exception:  # noqa: BLE001 (redone one by one below: each caller learns its own outcome)
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
         outcomes: Outcomes = []
-        for op, target in batch:
+        for item, target in batch:
             try:
                 db.execute("BEGIN IMMEDIATE")
-                value = op(db)
+                [value] = self.batch_fn(db, [item])
                 db.execute("COMMIT")
                 outcomes.append((target, value, None))
             except Exception as exc:  # noqa: BLE001 (not durable: its caller gets the error)
@@ -547,7 +550,7 @@ class WebhookQueue:
         path.parent.mkdir(parents=True, exist_ok=True)
         with self.connect() as db:
             db.executescript(SCHEMA)
-        self._writer: GroupWriter | None = None
+        self._writer: GroupWriter[PushItem, Recorded] | None = None
 
     @contextlib.contextmanager
     def connect(self) -> Iterator[sqlite3.Connection]:
@@ -560,36 +563,34 @@ class WebhookQueue:
     # the request path ------------------------------------------------------------------
     def start_writer(self) -> None:
         if self._writer is None:
-            self._writer = GroupWriter(self.path)
+            self._writer = GroupWriter(self.path, record_pushes)
 
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
 
+    def _started_writer(self) -> GroupWriter[PushItem, Recorded]:
+        if self._writer is None:
+            self.start_writer()
+        assert self._writer is not None
+        return self._writer
+
     def submit_push(self, delivery_id: str, decision: Decision,
                     now: float | None = None) -> concurrent.futures.Future[Recorded]:
         """Record a push delivery (and enqueue its run when accepted); resolves once committed."""
-        if self._writer is None:
-            self.start_writer()
-        assert self._writer is not None
-        at = time.time() if now is None else now
-        return self._writer.submit(lambda db: record_push(db, delivery_id, decision, at))
+        return self._started_writer().submit(PushItem(delivery_id, decision, time.time() if now is None else now))
 
     def submit_push_async(self, delivery_id: str, decision: Decision) -> asyncio.Future[Recorded]:
         """The same, as a future of the running event loop (the request path)."""
-        if self._writer is None:
-            self.start_writer()
-        assert self._writer is not None
-        at = time.time()
-        return self._writer.submit_async(lambda db: record_push(db, delivery_id, decision, at))
+        return self._started_writer().submit_async(PushItem(delivery_id, decision, time.time()))
 
     def record_push(self, delivery_id: str, decision: Decision, now: float | None = None) -> Recorded:
         """The same, synchronously, outside the writer (tests, tools)."""
         with self.connect() as db:
             db.execute("BEGIN IMMEDIATE")
             try:
-                rec = record_push(db, delivery_id, decision, time.time() if now is None else now)
+                [rec] = record_pushes(db, [PushItem(delivery_id, decision, time.time() if now is None else now)])
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
@@ -688,26 +689,51 @@ class WebhookQueue:
         return dict(row) if row is not None else None
 
 
-def record_push(db: sqlite3.Connection, delivery_id: str, decision: Decision, now: float) -> Recorded:
-    """Inside a transaction: the delivery row (the de-duplication) and, if accepted, its queue row."""
-    job = decision.job if decision.action == "enqueue" else None
-    run_id = new_run_id(now) if job is not None else None
-    outcome: Outcome = "accepted" if job is not None else "ignored"
-    cur = db.execute("INSERT OR IGNORE INTO deliveries (delivery_id, event, received_at, outcome, reason, run_id)"
-                     " VALUES (?,?,?,?,?,?)", (delivery_id, "push", now, outcome, decision.reason, run_id))
-    if cur.rowcount == 0:
-        prior = db.execute("SELECT run_id, reason FROM deliveries WHERE delivery_id=?", (delivery_id,)).fetchone()
-        return Recorded("duplicate", prior["run_id"], prior["reason"])
-    if job is not None:
-        _insert_job(db, run_id or "", delivery_id, job, now)
-    return Recorded(outcome, run_id, decision.reason)
+@dataclass(frozen=True)
+class PushItem:
+    delivery_id: str
+    decision: Decision
+    at: float
 
 
-def _insert_job(db: sqlite3.Connection, run_id: str, delivery_id: str, job: PushJob, now: float) -> None:
-    db.execute("INSERT INTO queue (run_id, delivery_id, lane, repo_url, repo_name, ref, name, kind, commit_sha,"
-               " pusher_email, status, enqueued_at) VALUES (?,?,?,?,?,?,?,?,?,?,'queued',?)",
-               (run_id, delivery_id, job.lane, job.repo_url, job.repo_name, job.ref, job.name, job.kind,
-                job.commit, job.pusher_email, now))
+_MAX_VARS = 500  # placeholders per statement: well under SQLite's limit on any build
+
+
+def record_pushes(db: sqlite3.Connection, items: Sequence[PushItem]) -> list[Recorded]:
+    """Inside a transaction: for each push delivery, its deliveries row (the de-duplication)
+    and, when accepted, its queue row. A handful of statements for the whole batch."""
+    ids = list(dict.fromkeys(i.delivery_id for i in items))
+    prior: dict[str, tuple[str | None, str | None]] = {}
+    for k in range(0, len(ids), _MAX_VARS):
+        chunk = ids[k:k + _MAX_VARS]
+        rows = db.execute(f"SELECT delivery_id, run_id, reason FROM deliveries WHERE delivery_id IN"
+                          f" ({','.join('?' * len(chunk))})", chunk).fetchall()
+        prior.update({r[0]: (r[1], r[2]) for r in rows})
+    out: list[Recorded] = []
+    deliveries: list[tuple[Any, ...]] = []
+    jobs: list[tuple[Any, ...]] = []
+    for it in items:
+        if it.delivery_id in prior:  # seen before, or earlier in this very batch
+            run_id, reason = prior[it.delivery_id]
+            out.append(Recorded("duplicate", run_id, reason))
+            continue
+        job = it.decision.job if it.decision.action == "enqueue" else None
+        new_id = new_run_id(it.at) if job is not None else None
+        outcome: Outcome = "accepted" if job is not None else "ignored"
+        prior[it.delivery_id] = (new_id, it.decision.reason)
+        deliveries.append((it.delivery_id, "push", it.at, outcome, it.decision.reason, new_id))
+        if job is not None:
+            jobs.append((new_id, it.delivery_id, job.lane, job.repo_url, job.repo_name, job.ref, job.name, job.kind,
+                         job.commit, job.pusher_email, it.at))
+        out.append(Recorded(outcome, new_id, it.decision.reason))
+    if deliveries:
+        db.executemany("INSERT INTO deliveries (delivery_id, event, received_at, outcome, reason, run_id)"
+                       " VALUES (?,?,?,?,?,?)", deliveries)
+    if jobs:
+        db.executemany("INSERT INTO queue (run_id, delivery_id, lane, repo_url, repo_name, ref, name, kind,"
+                       " commit_sha, pusher_email, status, enqueued_at) VALUES (?,?,?,?,?,?,?,?,?,?,'queued',?)",
+                       jobs)
+    return out
 
 
 def _claim(row: sqlite3.Row, *, fresh: bool, attempt: int) -> Claim:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import gc
 import json
 import logging
 import re
@@ -247,6 +248,10 @@ def create_app(settings: Settings, *, insecure: bool = False, workers: int = 2,
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if secret is None:
             log.warning(INSECURE_WARNING)
+        # Everything imported and built so far lives as long as the service: keep the
+        # cyclic GC from rescanning it on every collection (shorter pauses under load).
+        gc.collect()
+        gc.freeze()
         wq.start_writer()
         if dispatcher is not None:
             dispatcher.start()
