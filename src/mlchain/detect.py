@@ -42,6 +42,7 @@ import warnings
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -311,6 +312,9 @@ class RepoScan:
 
 @dataclass(frozen=True)
 class Classification:
+    """The decision, why (every reason names file, line, evidence, kind and weight), the
+    scores per framework, and what could not be read or parsed."""
+
     framework: Framework
     decided_by: str  # "override" | "model-building" | "weaker evidence"
     reasons: tuple[Reason, ...]  # the chosen framework's first, strongest first
@@ -359,7 +363,7 @@ class Classification:
             if len(group) > max_reasons:
                 lines.append(f"  ... and {len(group) - max_reasons} more")
         if self.skipped:
-            lines.append(f"skipped {len(self.skipped)} unparsable file(s) or cell(s):")
+            lines.append(f"skipped {len(self.skipped)} file(s) or cell(s) that could not be read or parsed:")
             lines.extend(f"  {s}" for s in self.skipped[:max_reasons])
             if len(self.skipped) > max_reasons:
                 lines.append(f"  ... and {len(self.skipped) - max_reasons} more")
@@ -474,6 +478,7 @@ class _FileEvidence:
         assigns: list[tuple[int, int, ast.Assign]] = []
         bound = self.bound
         scopes = 0
+        known_fields = _CHILD_FIELDS.get
         for u, unit in enumerate(self.source.units):
             todo: list[tuple[ast.AST, int]] = [(unit.tree, 0)]
             while todo:
@@ -500,7 +505,10 @@ class _FileEvidence:
                         scopes += 1
                         todo.append((node, scopes))
                         continue
-                    for name in _child_fields(kind):
+                    fields = known_fields(kind)
+                    if fields is None:
+                        fields = _child_fields(kind)
+                    for name in fields:
                         value = getattr(node, name, None)
                         if type(value) is list:
                             for child in value:
@@ -808,11 +816,20 @@ def top_level_starts(text: str) -> list[int]:
     return starts
 
 
-def _top_level_names(tree: ast.Module, words: set[str]) -> tuple[set[str], bool]:
-    """Names a module's top level binds to framework things (imports of framework modules,
-    ``x = <call on such a name>``), and whether it star-imports a framework module."""
-    found: set[str] = set()
+@dataclass(frozen=True)
+class _TopLevel:
+    """What a parsed piece's top level binds: names imported from framework modules, whether
+    it star-imports one, and ``x = f(...)`` assignments as (root name of f, targets)."""
+
+    imported: frozenset[str]
+    star: bool
+    assigned: tuple[tuple[str, tuple[str, ...]], ...]
+
+
+def _top_level(tree: ast.Module) -> _TopLevel:
+    imported: set[str] = set()
     star = False
+    assigned: list[tuple[str, tuple[str, ...]]] = []
     todo: list[ast.AST] = list(tree.body)
     while todo:
         node = todo.pop()
@@ -820,7 +837,7 @@ def _top_level_names(tree: ast.Module, words: set[str]) -> tuple[set[str], bool]
             for alias in node.names:
                 root = alias.name.partition(".")[0]
                 if root in _RELEVANT_ROOTS:
-                    found.add(alias.asname or root)
+                    imported.add(alias.asname or root)
         elif isinstance(node, ast.ImportFrom):
             if node.level or (node.module or "").partition(".")[0] not in _RELEVANT_ROOTS:
                 continue
@@ -828,21 +845,42 @@ def _top_level_names(tree: ast.Module, words: set[str]) -> tuple[set[str], bool]
                 if alias.name == "*":
                     star = True
                 else:
-                    found.add(alias.asname or alias.name)
+                    imported.add(alias.asname or alias.name)
         elif isinstance(node, ast.Assign | ast.AnnAssign) and isinstance(node.value, ast.Call):
+            targets = tuple(t.id for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
+                            if isinstance(t, ast.Name))
+            args = node.value.args
+            if args and isinstance(args[0], ast.Constant) and isinstance(args[0].value, str) \
+                    and args[0].value.partition(".")[0] in _RELEVANT_ROOTS:
+                imported.update(targets)  # x = importlib.import_module("tensorflow")
+                continue
             func = node.value.func
             while isinstance(func, ast.Attribute):
                 func = func.value
-            args = node.value.args
-            dynamic = bool(args) and isinstance(args[0], ast.Constant) and isinstance(args[0].value, str) \
-                and args[0].value.partition(".")[0] in _RELEVANT_ROOTS
-            if dynamic or (isinstance(func, ast.Name) and (func.id in words or func.id in found)):
-                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-                found.update(t.id for t in targets if isinstance(t, ast.Name))
-        elif isinstance(node, ast.If | ast.Try | ast.TryStar | ast.With | ast.For | ast.While | ast.ExceptHandler):
+            if isinstance(func, ast.Name) and targets:
+                assigned.append((func.id, targets))
+        elif isinstance(node, ast.If | ast.Try | ast.TryStar | ast.With | ast.For | ast.While
+                        | ast.ExceptHandler):
             for name in ("body", "orelse", "finalbody", "handlers"):
                 todo.extend(getattr(node, name, ()))
-    return found - words, star
+    return _TopLevel(frozenset(imported), star, tuple(assigned))
+
+
+def _bound_names(pieces: Sequence[_TopLevel]) -> set[str]:
+    """Names bound at top level to framework things, to a fixpoint: ``model = tf.keras...``
+    binds ``model`` once ``tf`` is known, from whichever piece imports it."""
+    names: set[str] = set()
+    for piece in pieces:
+        names |= piece.imported
+    grew = True
+    while grew:
+        grew = False
+        for piece in pieces:
+            for root, targets in piece.assigned:
+                if root in names and not names.issuperset(targets):
+                    names.update(targets)
+                    grew = True
+    return names
 
 
 def parse_selected(path: str, source: str | bytes) -> ParsedSource | None:
@@ -881,6 +919,7 @@ def parse_selected(path: str, source: str | bytes) -> ParsedSource | None:
     selected: set[int] = set()
     words: set[str] = set()
     units: list[ParsedUnit] = []
+    pieces: list[_TopLevel] = []
     while pending:
         for first, last in _runs(sorted(pending)):
             offset = starts[first]
@@ -888,32 +927,34 @@ def parse_selected(path: str, source: str | bytes) -> ParsedSource | None:
                 tree = ast.parse(text[offset:ends[last]], filename=path)
             except _PARSE_ERRORS:
                 return None
+            piece = _top_level(tree)
+            if piece.star:
+                return None
+            pieces.append(piece)
             units.append(ParsedUnit(tree, None, text.count("\n", 0, offset) + 1))
         selected |= pending
-        # Names bound at top level, to a fixpoint (``model = tf.keras...`` needs ``tf`` first).
-        new_words: set[str] = set()
-        while True:
-            grown: set[str] = set()
-            for unit in units:
-                names, star = _top_level_names(unit.tree, words | new_words)
-                if star:
-                    return None
-                grown |= names
-            if not grown:
-                break
-            new_words |= grown
+        new_words = _bound_names(pieces) - words
         words |= new_words
         pending = set()
-        if new_words and len(selected) < len(starts):
-            pattern = re.compile(r"\b(?:" + "|".join(map(re.escape, sorted(new_words))) + r")\b")
-            match = pattern.search(text)
-            while match is not None:
-                chunk = bisect_right(starts, match.start()) - 1
-                if chunk not in selected:
-                    pending.add(chunk)
-                match = pattern.search(text, ends[chunk])
+        if len(selected) < len(starts):
+            for word in new_words:  # as a whole identifier
+                pos = text.find(word)
+                while pos >= 0:
+                    after = pos + len(word)
+                    if (pos and _is_identifier_char(text[pos - 1])) or \
+                            (after < len(text) and _is_identifier_char(text[after])):
+                        pos = text.find(word, after)
+                        continue
+                    chunk = bisect_right(starts, pos) - 1
+                    if chunk not in selected:
+                        pending.add(chunk)
+                    pos = text.find(word, ends[chunk])
     units.sort(key=lambda unit: unit.first_line)
     return ParsedSource(path, tuple(units))
+
+
+def _is_identifier_char(char: str) -> bool:
+    return char.isalnum() or char == "_"
 
 
 def _runs(indices: Sequence[int]) -> Iterator[tuple[int, int]]:
@@ -992,7 +1033,10 @@ def parse_file(path: str, data: bytes) -> tuple[ParsedSource | None, tuple[Skipp
 
 def mentions_framework(data: bytes) -> bool:
     """Cheap prefilter: can these bytes import any module the tables know? (no: no evidence)."""
-    return any(needle in data for needle in _NEEDLES)
+    for needle in _NEEDLES:
+        if needle in data:
+            return True
+    return False
 
 
 # --- requirement files (pure: text in, requirements out) --------------------------------------
@@ -1253,7 +1297,12 @@ class RepoScanner:
             context = multiprocessing.get_context("fork")
             with ProcessPoolExecutor(max_workers=n - 1, mp_context=context) as pool:
                 futures = [pool.submit(_evidence_batch, batch) for batch in batches[1:]]
-                results = [_evidence_batch(batches[0])] + [f.result() for f in futures]
+                results = [_evidence_batch(batches[0])]
+                for batch, future in zip(batches[1:], futures, strict=True):
+                    try:
+                        results.append(future.result())
+                    except BrokenProcessPool:  # a worker died (killed, out of memory): do it here
+                        results.append(_evidence_batch(batch))
         found = sorted((item for result in results for item in result[0]), key=lambda item: item[0])
         skipped = sorted((item for result in results for item in result[1]), key=lambda item: item[0])
         self.files_parsed = sum(result[2] for result in results)
