@@ -92,7 +92,7 @@ def check_the_run(settings: Settings, summary: RunSummary, killer: Killer) -> No
     # The email tells the restarts.
     (eml,) = settings.outbox_dir.glob("*.eml")
     body = _text(email.message_from_bytes(eml.read_bytes()))
-    assert "restart" in body.lower()
+    assert f"trial 1: restart {KILLS}/{settings.max_restarts} after killed" in body
 
 
 def _text(message: email.message.Message) -> str:

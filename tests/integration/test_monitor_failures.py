@@ -110,6 +110,7 @@ def test_a_training_script_that_raises_is_not_restarted_and_the_email_shows_the_
                      for p in message.walk() if p.get_content_type() == "text/plain")
     assert "Traceback (most recent call last)" in text
     assert "ValueError: the training data is broken at epoch 2" in text
+    assert "trial 1: gave up: code_error: the training code raised ValueError" in text  # named in it
 
 
 def test_a_hung_training_is_stopped_and_restarted_from_its_checkpoint(tmp_path: Path) -> None:
