@@ -24,6 +24,7 @@ from mlchain.runners.docker import (
     LABEL_IMAGE,
     DockerHandle,
     DockerRunner,
+    LogFollower,
     container_name,
     find_training_containers,
     spec_of,
@@ -147,8 +148,8 @@ def test_status_cancel_keeps_the_container(tmp_path: Path, run_id: str, sklearn_
     assert "still training" in (tmp_path / "out" / "train.log").read_text()
 
 
-def test_attach_from_another_runner_finds_the_container(tmp_path: Path, run_id: str,
-                                                         sklearn_image: ImageRef) -> None:
+def test_attach_from_another_runner_finds_the_container(tmp_path: Path, run_id: str, sklearn_image: ImageRef,
+                                                         docker_client: Any) -> None:
     script = LONG_RUNNING.replace("range(600)", "range(6)") + """
     from mlchain import sdk
     sdk.report({"accuracy": 1.0})
@@ -159,11 +160,15 @@ def test_attach_from_another_runner_finds_the_container(tmp_path: Path, run_id: 
     assert runner_by_name("docker", docker_settings(tmp_path)).name == "docker"
     assert again.ref == handle.ref and again.status() == "running"
     assert again.image == sklearn_image.tag and again.image_id == sklearn_image.image_id
+    # As a follower in another process would (flock locks are per open file, not per process).
+    rival = LogFollower(docker_client.containers.get(handle.ref), spec.log_file)
+    rival.start()
     info = again.wait(timeout=60)
     assert info.exit_code == 0, info.last_lines
     handle.wait(timeout=30)
+    rival.join(15)
     log = (tmp_path / "out" / "train.log").read_text().splitlines()
-    # Two followers (one per handle) copied the output once.
+    # Two followers copied the output once: the lock and the cursor share the work.
     for i in range(6):
         assert log.count(f"still training {i}") == 1, log
 

@@ -194,6 +194,25 @@ class LogFollower(threading.Thread):
                     break
 
 
+_FOLLOWERS: dict[tuple[str, Path], LogFollower] = {}
+_FOLLOWERS_LOCK = threading.Lock()
+
+
+def follow_logs_of(container: Container, log_file: Path, echo: Echo | None = None) -> LogFollower:
+    """The one follower of this container's log in this process (a monitor attaching every few
+    seconds must not start a thread each time)."""
+    key = (str(container.id), log_file)
+    with _FOLLOWERS_LOCK:
+        for stale in [k for k, f in _FOLLOWERS.items() if not f.is_alive()]:
+            del _FOLLOWERS[stale]
+        follower = _FOLLOWERS.get(key)
+        if follower is None:
+            follower = LogFollower(container, log_file, echo)
+            follower.start()
+            _FOLLOWERS[key] = follower
+        return follower
+
+
 def _split_frames(stream: Iterator[bytes]) -> Iterator[tuple[str, bytes]]:
     """(timestamp, line) from a timestamped log stream; a frame may hold part of a line."""
     pending = b""
@@ -225,8 +244,7 @@ class DockerHandle:
         self.image_id: str | None = container.attrs.get("Image")
         self._follower: LogFollower | None = None
         if follow_logs:
-            self._follower = LogFollower(container, spec.log_file, echo)
-            self._follower.start()
+            self._follower = follow_logs_of(container, spec.log_file, echo)
 
     # state ----------------------------------------------------------------------------
     def _state(self) -> dict[str, Any] | None:
@@ -278,8 +296,7 @@ class DockerHandle:
         """After the exit, let the follower copy the last lines before they are read."""
         if self._follower is None:
             # A handle that did not follow (the monitor's) still makes the file complete.
-            self._follower = LogFollower(self.container, self.spec.log_file)
-            self._follower.start()
+            self._follower = follow_logs_of(self.container, self.spec.log_file)
         self._follower.join(LOG_JOIN_S)
 
     def logs(self, tail: int | None = None) -> str:
