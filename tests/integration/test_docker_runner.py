@@ -117,9 +117,12 @@ def test_trains_a_tiny_sklearn_repository(tmp_path: Path, run_id: str, sklearn_i
 
 def test_container_is_sandboxed_as_configured(tmp_path: Path, run_id: str, sklearn_image: ImageRef,
                                               docker_client: Any) -> None:
-    handle = start(tmp_path, run_id, sklearn_image, "print('hi')\n", docker_memory="256m",
-                   docker_cpus=1.5, docker_pids_limit=50)
+    repo = write_repo(tmp_path, "print('hi')\n")
+    spec = make_spec(tmp_path, run_id, repo, None)   # no image named: the runner ensures the framework's
+    settings = docker_settings(tmp_path, docker_memory="256m", docker_cpus=1.5, docker_pids_limit=50)
+    handle = DockerRunner(settings).start(spec)
     handle.wait(timeout=60)
+    assert handle.image is not None and handle.image.startswith("mlchain-sklearn:")
     host = docker_client.containers.get(handle.ref).attrs["HostConfig"]
     config = docker_client.containers.get(handle.ref).attrs["Config"]
     assert host["NetworkMode"] == "none" and host["ReadonlyRootfs"] is True
