@@ -273,6 +273,7 @@ class CheckpointFolder:
         self.clean_partial()
         tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=f".tmp-{CHECKPOINT_PREFIX}"))
         try:
+            tmp.chmod(0o755)  # mkdtemp's 0700 would hide it from the monitor on the host
             save(tmp)
             files = {}
             for file in sorted(p for p in tmp.iterdir() if p.is_file()):
