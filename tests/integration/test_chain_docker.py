@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from docker_support import built_image, docker_settings, require_docker
+
 from mlchain.engine.chain import run_chain
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from conftest import ROOT, git
+
 from mlchain.engine.jjb import default_jobs_dir, load_chain
 from mlchain.engine.local import LocalEngine
 from mlchain.jenkins.deploy import required_plugins
