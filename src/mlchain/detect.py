@@ -1209,14 +1209,13 @@ def _read_code(rel: str, absolute: str) -> tuple[bytes | None, SkippedFile | Non
 
 
 _Batch = list[tuple[int, str, str]]  # (index in the walk order, relative path, absolute path)
-_BatchResult = tuple[list[tuple[int, list[tuple[Any, ...]]]], list[tuple[int, SkippedFile]], int]
+_BatchResult = tuple[list[tuple[int, list[Reason]]], list[tuple[int, SkippedFile]], int]
+_PackedResult = tuple[list[tuple[int, list[tuple[Any, ...]]]], list[tuple[int, SkippedFile]], int]
 
 
 def _evidence_batch(files: _Batch) -> _BatchResult:
-    """Read, prefilter, parse and reduce files to evidence (a worker's job, or the parent's share).
-
-    Reasons travel as plain tuples (pickled much faster than dataclasses)."""
-    found: list[tuple[int, list[tuple[Any, ...]]]] = []
+    """Read, prefilter, parse and reduce files to evidence, one tree at a time."""
+    found: list[tuple[int, list[Reason]]] = []
     skipped: list[tuple[int, SkippedFile]] = []
     parsed = 0
     with _gc_paused():
@@ -1232,25 +1231,39 @@ def _evidence_batch(files: _Batch) -> _BatchResult:
             if source is not None:
                 reasons = evidence_in(source)
                 if reasons:
-                    found.append((index, [(r.framework, r.kind, r.evidence, r.file, r.line, r.weight,
-                                           r.symbol, r.cell) for r in reasons]))
+                    found.append((index, reasons))
     return found, skipped, parsed
+
+
+def _evidence_batch_packed(files: _Batch) -> _PackedResult:
+    """A worker's job: reasons travel as plain tuples (pickled much faster than dataclasses)."""
+    found, skipped, parsed = _evidence_batch(files)
+    packed = [(index, [(r.framework, r.kind, r.evidence, r.file, r.line, r.weight, r.symbol, r.cell)
+                       for r in reasons]) for index, reasons in found]
+    return packed, skipped, parsed
+
+
+def _unpack(result: _PackedResult) -> _BatchResult:
+    return [(index, [Reason(*fields) for fields in reasons]) for index, reasons in result[0]], *result[1:]
 
 
 PARALLEL_MIN_FILES = 400
 
 
 def _default_workers(files: int) -> int:
-    """Processes worth using: the CPUs we may run on, when there is enough to share, and
-    only where fork is safe (Linux-like, and no other thread that could hold a lock)."""
+    """Processes worth using: only for a large repository, only where fork is safe (POSIX,
+    no other thread that could hold a lock), and only as many as there are idle CPUs (on
+    a busy machine a second process only adds its start-up and the pickling; measured)."""
     if files < PARALLEL_MIN_FILES or threading.active_count() > 1 \
             or "fork" not in multiprocessing.get_all_start_methods():
         return 1
     try:
         cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(cpus, 8))
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # not Linux
+        return 1
+    idle = cpus - load  # this process is part of the load
+    return max(1, min(cpus, 8, int(idle + 1)))
 
 
 class RepoScanner:
@@ -1296,18 +1309,18 @@ class RepoScanner:
         else:
             context = multiprocessing.get_context("fork")
             with ProcessPoolExecutor(max_workers=n - 1, mp_context=context) as pool:
-                futures = [pool.submit(_evidence_batch, batch) for batch in batches[1:]]
-                results = [_evidence_batch(batches[0])]
+                futures = [pool.submit(_evidence_batch_packed, batch) for batch in batches[1:]]
+                results = [_evidence_batch(batches[0])]  # this process takes a share too
                 for batch, future in zip(batches[1:], futures, strict=True):
                     try:
-                        results.append(future.result())
+                        results.append(_unpack(future.result()))
                     except BrokenProcessPool:  # a worker died (killed, out of memory): do it here
                         results.append(_evidence_batch(batch))
         found = sorted((item for result in results for item in result[0]), key=lambda item: item[0])
         skipped = sorted((item for result in results for item in result[1]), key=lambda item: item[0])
         self.files_parsed = sum(result[2] for result in results)
         self.skipped.extend(problem for _, problem in skipped)
-        return [Reason(*fields) for _, reasons in found for fields in reasons]
+        return [reason for _, reasons in found for reason in reasons]
 
     def _read_requirements(self, files: Sequence[tuple[str, str, RequirementParser]]) -> None:
         for rel, absolute, parser in files:
