@@ -239,10 +239,10 @@ def resume_chain(settings: Settings, run_id: str, live: bool = True, jobs_dir: P
 
 def interrupted_runs(store: StateStore) -> list[str]:
     """Unfinished runs whose engine is gone (killed, or the machine restarted)."""
-    from mlchain.runners.process import _alive
+    from mlchain.procs import pid_alive
 
     return [run["run_id"] for run in store.unfinished_runs()
-            if store.builds(run["run_id"]) and not (run.get("engine_pid") and _alive(int(run["engine_pid"])))]
+            if store.builds(run["run_id"]) and not (run.get("engine_pid") and pid_alive(int(run["engine_pid"])))]
 
 
 def resume_unfinished(settings: Settings, live: bool = False) -> list[RunSummary]:

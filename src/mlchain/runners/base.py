@@ -134,6 +134,15 @@ class Runner(Protocol):
     def attach(self, spec: TrialSpec, ref: str) -> TrainingHandle: ...
 
 
+def read_tail(path: Path, tail: int | None = None) -> str:
+    """The last ``tail`` lines of a log file (all of it without ``tail``; nothing if missing)."""
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+    return "\n".join(text.splitlines()[-tail:]) if tail else text
+
+
 def tail_lines(text: str, n: int = 40) -> list[str]:
     return text.splitlines()[-n:]
 

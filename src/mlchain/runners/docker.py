@@ -38,6 +38,7 @@ from mlchain.runners.base import (
     Status,
     TrialSpec,
     heartbeat_age,
+    read_tail,
     tail_lines,
 )
 
@@ -307,11 +308,7 @@ class DockerHandle:
             return self._log_file_tail(tail)
 
     def _log_file_tail(self, tail: int | None) -> str:
-        try:
-            text = self.spec.log_file.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-        return "\n".join(text.splitlines()[-tail:]) if tail else text
+        return read_tail(self.spec.log_file, tail)
 
     def cancel(self) -> None:
         """Stop (SIGTERM, then SIGKILL after a grace); the container is kept for inspection."""

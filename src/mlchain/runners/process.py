@@ -15,10 +15,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from mlchain.config import Settings
-from mlchain.runners.base import ExitInfo, Status, TrialSpec, heartbeat_age, tail_lines
+from mlchain.procs import pid_alive
+from mlchain.runners.base import ExitInfo, Status, TrialSpec, heartbeat_age, read_tail, tail_lines
 
 EXIT_FILE = "exit.json"
 PID_FILE = "supervisor.pid"
@@ -35,20 +35,6 @@ def training_env(spec: TrialSpec, host_env: dict[str, str] | None = None) -> dic
     env["PYTHONUNBUFFERED"] = "1"
     env.update(spec.contract_env())
     return env
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is dead for our purposes
-        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-        return state != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
 
 
 class ProcessHandle:
@@ -73,7 +59,7 @@ class ProcessHandle:
     def _running(self) -> bool:
         if self._popen is not None:
             return self._popen.poll() is None
-        return _alive(self.pid)
+        return pid_alive(self.pid)
 
     def status(self) -> Status:
         if self._running():
@@ -114,11 +100,7 @@ class ProcessHandle:
         return info
 
     def logs(self, tail: int | None = None) -> str:
-        try:
-            text = self.spec.log_file.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-        return "\n".join(text.splitlines()[-tail:]) if tail else text
+        return read_tail(self.spec.log_file, tail)
 
     def cancel(self) -> None:
         for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 2.0)):

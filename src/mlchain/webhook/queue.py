@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
 
+from mlchain.procs import pid_alive
 from mlchain.webhook.payload import Decision
 
 log = logging.getLogger("mlchain.webhook")
@@ -393,13 +394,7 @@ def owner_alive(owner: str) -> bool | None:
     actual = _proc_start(pid)
     if actual is not None:
         return start in ("-", actual)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return start == "-"
+    return pid_alive(pid) and start == "-"
 
 
 def kill_leftover_child(pid: int | None, run_id: str) -> None:
