@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from docker_support import (
-    built_image,
     docker_settings,
-    fresh_run_id,
     make_spec,
     read_json,
-    require_docker,
     write_repo,
 )
 
@@ -33,21 +29,6 @@ from mlchain.runners.select import get_runner, runner_by_name
 
 pytestmark = pytest.mark.docker
 
-
-@pytest.fixture(scope="session")
-def docker_client() -> Any:
-    return require_docker()
-
-
-@pytest.fixture(scope="session")
-def sklearn_image(docker_client: Any) -> ImageRef:
-    return built_image("sklearn")
-
-
-@pytest.fixture()
-def run_id(docker_client: Any) -> Iterator[str]:
-    with fresh_run_id(docker_client) as rid:
-        yield rid
 
 TINY_SKLEARN = """
     from sklearn.datasets import load_digits

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import shutil
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -16,10 +15,8 @@ from docker_support import (
     built_image,
     ca_bundle,
     docker_settings,
-    fresh_run_id,
     make_spec,
     read_json,
-    require_docker,
 )
 
 from mlchain.errors import ImageBuildError
@@ -28,21 +25,6 @@ from mlchain.runners.docker import DockerRunner
 
 pytestmark = pytest.mark.docker
 
-
-@pytest.fixture(scope="session")
-def docker_client() -> Any:
-    return require_docker()
-
-
-@pytest.fixture(scope="session")
-def sklearn_image(docker_client: Any) -> ImageRef:
-    return built_image("sklearn")
-
-
-@pytest.fixture()
-def run_id(docker_client: Any) -> Iterator[str]:
-    with fresh_run_id(docker_client) as rid:
-        yield rid
 
 OCI_LABELS = ("org.opencontainers.image.title", "org.opencontainers.image.description",
               "org.opencontainers.image.version", "org.opencontainers.image.source",

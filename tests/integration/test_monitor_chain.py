@@ -8,18 +8,16 @@ developer's machine, failing in CI)."""
 from __future__ import annotations
 
 import email
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from docker_support import built_image, docker_settings, fresh_run_id, require_docker
+from docker_support import docker_settings
 from test_monitor_support import Killer, epochs_started, progress_rows, schedule, write_workload
 
 from mlchain import tracking
 from mlchain.config import Settings
 from mlchain.engine.chain import run_chain
-from mlchain.images import ImageRef
 from mlchain.runners.base import TrialSpec
 from mlchain.state import StateStore
 from mlchain.summary import RunSummary
@@ -30,22 +28,6 @@ EPOCHS = 30
 EPOCH_S = 0.15
 FAST_MONITOR: dict[str, Any] = {"max_restarts": 25, "backoff_base_s": 0.05, "backoff_max_s": 0.2,
                                 "monitor_interval_s": 0.2, "hung_after_s": 60.0}
-
-
-@pytest.fixture(scope="session")
-def docker_client() -> Any:
-    return require_docker()
-
-
-@pytest.fixture(scope="session")
-def sklearn_image(docker_client: Any) -> ImageRef:
-    return built_image("sklearn")
-
-
-@pytest.fixture()
-def run_id(docker_client: Any) -> Iterator[str]:
-    with fresh_run_id(docker_client) as rid:
-        yield rid
 
 
 def run_with_kills(settings: Settings, repo: Path, run_id: str, docker_client: Any = None) -> tuple[RunSummary, Killer]:

@@ -14,18 +14,14 @@ import ipaddress
 import socket
 import subprocess
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from docker_support import (
-    built_image,
     docker_settings,
-    fresh_run_id,
     make_spec,
     read_json,
-    require_docker,
     write_repo,
 )
 
@@ -133,22 +129,6 @@ PRIVILEGES = """
         raise PermissionError(f"no privilege: {result}")
     print("ESCAPED:", result)
 """
-
-
-@pytest.fixture(scope="session")
-def docker_client() -> Any:
-    return require_docker()
-
-
-@pytest.fixture(scope="session")
-def sklearn_image(docker_client: Any) -> ImageRef:
-    return built_image("sklearn")
-
-
-@pytest.fixture()
-def run_id(docker_client: Any) -> Iterator[str]:
-    with fresh_run_id(docker_client) as rid:
-        yield rid
 
 
 def attack(tmp_path: Path, run_id: str, image: ImageRef, script: str, **settings: Any) -> tuple[ExitInfo, Any]:
