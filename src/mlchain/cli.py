@@ -8,6 +8,7 @@ the commands that need them so that `mlchain --help` and small jobs start fast.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -132,8 +133,17 @@ def _print_summary(summary: Any, as_json: bool, settings: Settings) -> None:
         click.echo(json.dumps(summary.to_dict(), indent=2))
     else:
         click.echo(summary.explain(settings))
-    if summary.status not in ("passed", "budget_spent"):
-        sys.exit(summary.exit_code)
+    _exit_now(0 if summary.status in ("passed", "budget_spent") else summary.exit_code)
+
+
+def _exit_now(code: int) -> None:
+    """End at once once everything is written: the run's state is committed and its output
+    flushed, and tearing down MLflow, SQLAlchemy, Optuna and matplotlib takes a second."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if os.environ.get("MLCHAIN_NO_FAST_EXIT") or "pytest" in sys.modules:
+        sys.exit(code)  # in-process callers (tests, embedding) keep normal interpreter shutdown
+    os._exit(code)
 
 
 # --- the jobs (each Jenkins shell step calls one of these) --------------------------

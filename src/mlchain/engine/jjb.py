@@ -224,7 +224,7 @@ def expand(jobs_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     projects expanded as JJB expands them; keys JJB itself does not know are refused there."""
     from mlchain.jenkins.render import load
 
-    definitions = load(jobs_dir)
+    definitions = load(jobs_dir, xml=False)
     return [dict(j.data) for j in definitions.jobs], [dict(v.data) for v in definitions.views]
 
 

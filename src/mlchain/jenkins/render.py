@@ -157,8 +157,11 @@ def _items(kind: str, data: list[Any], xml: list[Any]) -> tuple[Item, ...]:
     return tuple(sorted(items, key=lambda i: i.name))
 
 
-def load(jobs_dir: Path | None = None) -> Definitions:
-    """Load, expand and render jobs/ with JJB; errors say which file and what to fix."""
+def load(jobs_dir: Path | None = None, *, xml: bool = True) -> Definitions:
+    """Load, expand and render jobs/ with JJB; errors say which file and what to fix.
+
+    ``xml=False`` expands without rendering (the local engine needs the definitions only,
+    and JJB's XML modules take most of a second to load)."""
     from jenkins_jobs.errors import JenkinsJobsException
     from jenkins_jobs.loader import load_files
     from jenkins_jobs.roots import Roots
@@ -171,6 +174,10 @@ def load(jobs_dir: Path | None = None) -> Definitions:
         roots = Roots(config)
         load_files(config, roots, [folder])
         _check_known_keys(roots, folder)
+        if not xml:
+            jobs = tuple(Item("job", str(j.name), "", _plain(j.data)) for j in roots.generate_jobs())
+            views = tuple(Item("view", str(v.name), "", _plain(v.data)) for v in roots.generate_views())
+            return Definitions(folder, jobs, views)
         job_data, xml_jobs, view_data, xml_views = _generate(config, roots)
     except (JenkinsJobsException, yaml.YAMLError) as exc:
         raise ConfigError(f"Jenkins Job Builder cannot render {folder}: {exc}",
