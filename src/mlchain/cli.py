@@ -80,6 +80,7 @@ def train(ctx: Context, path: Path, params_json: str | None, runner: str | None,
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:
         click.echo(result.explain(settings))
+    _exit_now(0)
 
 
 # --- the chain -------------------------------------------------------------------
