@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,9 +9,9 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-MODELS = ROOT / "models"
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/ helpers (docker_support, fakes)
+
+from helpers import free_port, make_git_repo
 
 
 @pytest.fixture
@@ -27,28 +25,6 @@ def make_settings(tmp_path: Path) -> Any:
         return load_settings(values, env={})
 
     return make
-
-
-def git(cwd: Path, *args: str) -> str:
-    done = subprocess.run(["git", "-C", str(cwd), "-c", "user.name=Test", "-c", "user.email=test@example.com",
-                           *args], capture_output=True, text=True, check=True)
-    return done.stdout.strip()
-
-
-def make_git_repo(dest: Path, files: dict[str, str] | None = None, example: str | None = None,
-                  branch: str = "main") -> Path:
-    """A real git repository: an example from models/ and/or files, committed on ``branch``."""
-    dest.mkdir(parents=True, exist_ok=True)
-    if example:
-        shutil.copytree(MODELS / example, dest, dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns("mlchain-output", "__pycache__"))
-    for name, text in (files or {}).items():
-        (dest / name).parent.mkdir(parents=True, exist_ok=True)
-        (dest / name).write_text(text)
-    git(dest, "init", "-q", "-b", branch)
-    git(dest, "add", "-A")
-    git(dest, "commit", "-q", "-m", "training code")
-    return dest
 
 
 @pytest.fixture
@@ -84,11 +60,3 @@ def smtp_server() -> Iterator[tuple[str, int, Mailbox]]:
         yield "127.0.0.1", port, mailbox
     finally:
         controller.stop()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import free_port
+from helpers import free_port
 
 from mlchain.engine.chain import resume_unfinished, run_chain
 

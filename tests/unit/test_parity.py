@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from conftest import ROOT, git
+from helpers import ROOT, git
 
 from mlchain.engine.jjb import default_jobs_dir, load_chain
 from mlchain.engine.local import LocalEngine
