@@ -101,9 +101,23 @@ def build_inputs(settings: Settings, framework: str, root: Path | None = None,
         dockerfile=root / DOCKERFILES_DIR / f"{framework}.Dockerfile",
         requirements=root / DOCKERFILES_DIR / f"requirements-{framework}.txt",
         project_root=root,
-        base_image=settings.base_image,
-        base_image_id=_local_image_id(client, settings.base_image) if client is not None else "",
+        base_image=(base := resolve_base_image(settings, client)),
+        base_image_id=_local_image_id(client, base) if client is not None else "",
     )
+
+
+DEFAULT_BASE_IMAGE = "python:3.11-slim"
+OFFLINE_BASE_IMAGE = "mlchain-base:bookworm"  # what scripts/build-base-image.sh tags
+
+
+def resolve_base_image(settings: Settings, client: docker.DockerClient | None) -> str:
+    """The configured base, except that the default one, when it is not on the engine (no
+    registry reachable), gives way to the offline base built by scripts/build-base-image.sh."""
+    if settings.base_image != DEFAULT_BASE_IMAGE or client is None:
+        return settings.base_image
+    if _local_image_id(client, DEFAULT_BASE_IMAGE) or not _local_image_id(client, OFFLINE_BASE_IMAGE):
+        return settings.base_image
+    return OFFLINE_BASE_IMAGE
 
 
 def source_files(package_dir: Path) -> list[Path]:
