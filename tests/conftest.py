@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,10 +42,26 @@ class Mailbox:
 
     def __init__(self) -> None:
         self.messages: list[Any] = []
+        # hold_next(): the next message is held unanswered (the sender waits in DATA) until
+        # release(), then refused with a temporary error and not kept.
+        self._hold = False
+        self.held = threading.Event()
+        self.released = threading.Event()
+
+    def hold_next(self) -> None:
+        self._hold = True
+
+    def release(self) -> None:
+        self.released.set()
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         from email import message_from_bytes, policy
 
+        if self._hold:
+            self._hold = False
+            self.held.set()
+            await asyncio.get_running_loop().run_in_executor(None, self.released.wait)
+            return "451 held by the test, not delivered"
         self.messages.append((envelope.rcpt_tos, message_from_bytes(envelope.content, policy=policy.default)))
         return "250 OK"
 
@@ -59,4 +77,5 @@ def smtp_server() -> Iterator[tuple[str, int, Mailbox]]:
     try:
         yield "127.0.0.1", port, mailbox
     finally:
+        mailbox.release()
         controller.stop()

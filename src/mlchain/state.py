@@ -157,9 +157,11 @@ class StateStore:
         return [r for r in (_row(x) for x in rows) if r is not None]
 
     def unfinished_runs(self) -> list[dict[str, Any]]:
+        """Runs whose chain has a build still to run (queued, or running when its engine
+        stopped). Not the status: job4 sets the verdict before job5 sends the email."""
         with self.connect() as db:
-            rows = db.execute("SELECT * FROM runs WHERE status NOT IN (?,?,?) ORDER BY created_at",
-                              TERMINAL_RUN_STATUSES).fetchall()
+            rows = db.execute("SELECT * FROM runs WHERE run_id IN (SELECT run_id FROM builds WHERE result IN"
+                              " ('PENDING', 'RUNNING')) ORDER BY created_at").fetchall()
         return [r for r in (_row(x) for x in rows) if r is not None]
 
     # trials -------------------------------------------------------------------

@@ -7,6 +7,7 @@ The embedded default is SQLite plus a local artifact folder under MLCHAIN_HOME;
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,12 +22,25 @@ MAX_PARAM_LEN = 6000
 MAX_TAG_LEN = 5000
 
 
+# MLflow caches one store per URI, but two threads asking at once would both build it (and,
+# on a new SQLite file, both create its tables): the engine's warm-up thread and a job.
+_STORE_LOCK = threading.Lock()
+
+
 def client(settings: Settings) -> MlflowClient:
     from mlflow.tracking import MlflowClient
 
     settings.ensure_dirs()
-    return MlflowClient(tracking_uri=settings.resolved_tracking_uri,
-                        registry_uri=settings.registry_uri or settings.resolved_tracking_uri)
+    with _STORE_LOCK:
+        return MlflowClient(tracking_uri=settings.resolved_tracking_uri,
+                            registry_uri=settings.registry_uri or settings.resolved_tracking_uri)
+
+
+def open_stores(settings: Settings) -> None:
+    """Build (and cache) the tracking and registry stores: for the engine's warm-up."""
+    c = client(settings)
+    with _STORE_LOCK:
+        c._get_registry_client().store  # noqa: B018 - MLflow builds the registry store lazily
 
 
 def experiment_id(mlflow_client: MlflowClient, settings: Settings, name: str) -> str:

@@ -7,6 +7,7 @@ framework restricted to the params the repository actually has.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -73,6 +74,24 @@ def distributions(space: Mapping[str, ParamSpec]) -> dict[str, optuna.distributi
     return {name: one(spec) for name, spec in space.items()}
 
 
+_STORAGES: dict[str, Any] = {}
+_STORAGES_LOCK = threading.Lock()
+
+
+def open_storage(url: str) -> Any:
+    """The Optuna storage for ``url``, opened once per process: opening an RDB storage checks
+    its schema (a second or so); the engine opens it while training runs."""
+    if "://" not in url:
+        return url  # not an RDB URL: let Optuna interpret it
+    with _STORAGES_LOCK:
+        opened = _STORAGES.get(url)
+        if opened is None:
+            import optuna
+
+            opened = _STORAGES[url] = optuna.storages.RDBStorage(url)
+        return opened
+
+
 class Search:
     """One study per repository and branch, in any Optuna storage (SQLite by default)."""
 
@@ -83,7 +102,7 @@ class Search:
         self.name = name
         self.direction = direction
         self.storage = storage
-        self.study = optuna.create_study(study_name=name, storage=storage,
+        self.study = optuna.create_study(study_name=name, storage=open_storage(storage),
                                          direction="maximize" if direction == "maximize" else "minimize",
                                          load_if_exists=True)
         # Every job is a fresh process: seed by study and progress so that successive asks

@@ -110,22 +110,30 @@ def _builds(home: Path, run_id: str) -> list[tuple[str, str, str]]:
             return []
 
 
-def test_an_engine_killed_between_jobs_resumes_without_repeating_a_trial(make_settings: Any, git_repo: Any) -> None:
+def test_an_engine_killed_between_jobs_resumes_without_repeating_a_trial(make_settings: Any, git_repo: Any,
+                                                                         smtp_server: Any) -> None:
+    # The kill lands at a known point after the trial: the SMTP server holds job5's email
+    # unanswered, so job1-job4 are finished and job5 is not.
+    host, port, mailbox = smtp_server
     repo = git_repo("digits_sklearn", example="digits_sklearn")
-    settings = make_settings(threshold=0.05)
+    settings = make_settings(threshold=0.05, smtp_host=host, smtp_port=port)
     home = settings.home_abs
     run_id = "killed-run"
-    env = {**os.environ, "MLCHAIN_HOME": str(home), "MLCHAIN_RUNNER": "process"}
+    env = {**os.environ, "MLCHAIN_HOME": str(home), "MLCHAIN_RUNNER": "process",
+           "MLCHAIN_SMTP_HOST": host, "MLCHAIN_SMTP_PORT": str(port)}
+    mailbox.hold_next()
     engine = subprocess.Popen([sys.executable, "-m", "mlchain.cli", "run", str(repo), "--ref", "main",
                                "--threshold", "0.05", "--run-id", run_id, "--json"],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 300
-    while not any(job == "job3-train" and result == "SUCCESS" for job, _, result in _builds(home, run_id)):
-        assert engine.poll() is None, "the engine ended before job3 finished"
-        assert time.monotonic() < deadline, "job3 never finished"
-        time.sleep(0.2)
-    os.killpg(engine.pid, signal.SIGKILL)
-    engine.wait()
+    try:
+        assert mailbox.held.wait(300), "job5 never sent its email"
+        assert engine.poll() is None, "the engine ended while its email was held"
+        assert [job for job, _, result in _builds(home, run_id) if result == "SUCCESS"] == [
+            "job1-pull", "job2-classify", "job3-train", "job4-gate"]
+    finally:
+        os.killpg(engine.pid, signal.SIGKILL)
+        engine.wait()
+        mailbox.release()
 
     summaries = resume_unfinished(settings)  # what the next start does
     assert [s.run_id for s in summaries] == [run_id]
@@ -136,6 +144,7 @@ def test_an_engine_killed_between_jobs_resumes_without_repeating_a_trial(make_se
     trained = [b for b in builds if b[0] == "job3-train" and b[2] == "SUCCESS"]
     assert len(trained) == 1, builds  # the finished trial was not trained again
     assert [b[0] for b in builds if b[2] == "SUCCESS"][-1] == "job5-notify"
+    assert len(mailbox.messages) == 1 and "PASSED" in mailbox.messages[0][1]["Subject"]  # sent once, after all
     runs = mlflow_client(settings).search_runs(
         [mlflow_client(settings).get_experiment_by_name("digits_sklearn").experiment_id])
     assert len(runs) == 1

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-from mlchain import contract
+from mlchain import contract, tracking, tweak
 from mlchain.config import Settings
 from mlchain.engine.jjb import Chain, default_jobs_dir, load_chain
 from mlchain.engine.jobs import repo_name_from_url
@@ -144,7 +145,6 @@ class MonitorThread(threading.Thread):
 
     def run(self) -> None:
         from mlchain.monitor import monitor_pass
-
         while not self.stopped.wait(self.settings.monitor_interval_s):
             try:
                 for line in monitor_pass(self.settings, run_id=self.run_id):
@@ -161,26 +161,61 @@ def _engine(settings: Settings, store: StateStore, view: LiveView, jobs_dir: Pat
     return LocalEngine(settings, chain, store, on_event=view), chain
 
 
-def warm_imports() -> threading.Thread:
-    """Import what later jobs need (MLflow, Optuna, the email's plot) while job1 and training run:
-    the chain's overhead over the training itself is mostly these imports."""
+def lowest_cpu_priority() -> None:
+    """Give the calling thread the lowest CPU priority. Linux keeps a nice value per thread, so
+    the rest of the engine, and the training it launches, keep theirs; elsewhere it is skipped."""
+    if sys.platform.startswith("linux"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        except OSError:
+            pass
+
+
+def warm_up(settings: Settings) -> threading.Thread:
+    """While job1 and the training run: import what the later jobs need and open the stores they
+    use (MLflow's, Optuna's), and draw a first picture. On 2 cores that work competes with the
+    training, so the thread runs at the lowest priority: it takes the CPU the training leaves.
+    (It starts no process: a child would inherit its priority.)"""
     def work() -> None:
         import importlib
 
-        for module in ("mlflow.tracking", "mlflow.entities", "optuna", "mlchain.notify", "matplotlib.figure",
-                       "mlchain.detect"):
+        lowest_cpu_priority()
+        steps: list[Any] = [
+            lambda: importlib.import_module("mlchain.detect"),
+            lambda: tracking.open_stores(settings),
+            lambda: tweak.open_storage(settings.resolved_optuna_storage),
+            lambda: importlib.import_module("mlchain.notify"),
+            warm_plot,
+        ]
+        for step in steps:
             try:
-                importlib.import_module(module)
-            except Exception:  # noqa: BLE001,S110 - the job that needs it will report the error
-                pass
+                step()
+            except Exception:  # noqa: BLE001,S112 - the job that needs it will report the error
+                continue
 
-    thread = threading.Thread(target=work, daemon=True, name="mlchain-warm-imports")
+    thread = threading.Thread(target=work, daemon=True, name="mlchain-warm-up")
     thread.start()
     return thread
 
 
+def warm_plot() -> None:
+    """matplotlib's first picture loads fonts and the Agg backend; job5 then draws at full speed."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(1, 1), dpi=20)
+    FigureCanvasAgg(fig)
+    fig.subplots().set_title("warm-up 0.9")
+    fig.savefig(io.BytesIO(), format="png")
+
+
 def _drive(settings: Settings, engine: LocalEngine, store: StateStore, run_id: str, view: LiveView) -> RunSummary:
-    warm_imports()
+    warm_up(settings)
     if _maybe_run(store, run_id) is not None:
         store.update_run(run_id, engine_pid=os.getpid())
     monitor = MonitorThread(settings, run_id, view)
@@ -242,7 +277,7 @@ def interrupted_runs(store: StateStore) -> list[str]:
     from mlchain.procs import pid_alive
 
     return [run["run_id"] for run in store.unfinished_runs()
-            if store.builds(run["run_id"]) and not (run.get("engine_pid") and pid_alive(int(run["engine_pid"])))]
+            if not (run.get("engine_pid") and pid_alive(int(run["engine_pid"])))]
 
 
 def resume_unfinished(settings: Settings, live: bool = False) -> list[RunSummary]:
