@@ -186,7 +186,7 @@ def pinned_requirements(modules: list[str]) -> list[str]:
     it: a new Python process that imports MLflow and loads the model again, 5 to 15 seconds
     per trial. Local version labels (``+cpu``) are dropped, as MLflow does, to stay installable.
     """
-    import importlib.metadata as metadata
+    from importlib import metadata
 
     providers = metadata.packages_distributions()
     out: list[str] = []

@@ -9,7 +9,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from email import policy
 from pathlib import Path
 from typing import Any
