@@ -8,7 +8,6 @@ the commands that need them so that `mlchain --help` and small jobs start fast.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -137,14 +136,17 @@ def _print_summary(summary: Any, as_json: bool, settings: Settings) -> None:
     _exit_now(0 if summary.status in ("passed", "budget_spent") else summary.exit_code)
 
 
+_standalone = False  # set by main(): the process is this command; not click's CliRunner in a test
+
+
 def _exit_now(code: int) -> None:
     """End at once once everything is written: the run's state is committed and its output
     flushed, and tearing down MLflow, SQLAlchemy, Optuna and matplotlib takes a second."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    if os.environ.get("MLCHAIN_NO_FAST_EXIT") or "pytest" in sys.modules:
-        sys.exit(code)  # in-process callers (tests, embedding) keep normal interpreter shutdown
-    os._exit(code)
+    from mlchain.procs import end_process
+
+    if not _standalone:
+        sys.exit(code)
+    end_process(code)
 
 
 # --- the jobs (each Jenkins shell step calls one of these) --------------------------
@@ -270,6 +272,8 @@ def jenkins_trigger(ctx: Context, repo_url: str, ref: str) -> None:
 
 
 def main() -> None:
+    global _standalone
+    _standalone = True
     cli(prog_name="mlchain")
 
 

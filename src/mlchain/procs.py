@@ -1,8 +1,14 @@
-"""Is a process alive? One answer for the runners, the engine and the webhook service."""
+"""Processes: is one alive (one answer for the runners, the engine and the webhook
+service), and ending this one quickly once its work is done."""
 
 from __future__ import annotations
 
+import atexit
+import gc
+import io
 import os
+import sys
+import threading
 from pathlib import Path
 
 
@@ -19,3 +25,30 @@ def pid_alive(pid: int) -> bool:
     except (OSError, IndexError):
         return True  # no /proc (not Linux): the signal said it exists
     return state != "Z"
+
+
+def end_process(code: int) -> None:
+    """Exit with ``code`` as Python would, minus the interpreter's teardown.
+
+    Non-daemon threads are waited for, atexit handlers run, and every open file, standard
+    streams included, is flushed; then the process ends without tearing down its modules,
+    which takes a second once MLflow, scikit-learn or TensorFlow are loaded. Only for a
+    process's own entry point; ``MLCHAIN_NO_FAST_EXIT=1`` gives a plain ``sys.exit``.
+    """
+    if os.environ.get("MLCHAIN_NO_FAST_EXIT"):
+        sys.exit(code)
+    main = threading.main_thread()
+    for thread in threading.enumerate():
+        if thread is not main and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    writers = (io.BufferedWriter, io.TextIOWrapper, io.BufferedRandom)  # a tuple: 2x faster than a union
+    for file in [obj for obj in gc.get_objects() if isinstance(obj, writers)]:
+        try:  # a file a script left open: teardown would have flushed it
+            if not file.closed:
+                file.flush()
+        except (OSError, ValueError):
+            pass
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -179,6 +178,13 @@ def save_model(model: Any) -> Path:
     return path
 
 
+# Import name -> the distributions that may provide it, in the order they are looked for.
+DISTRIBUTIONS: dict[str, tuple[str, ...]] = {
+    "sklearn": ("scikit-learn",),
+    "tensorflow": ("tensorflow", "tensorflow-cpu", "tensorflow-gpu", "tensorflow-intel", "tensorflow-macos"),
+}
+
+
 def pinned_requirements(modules: list[str]) -> list[str]:
     """``dist==version`` for the distributions that provide ``modules`` here (missing ones left out).
 
@@ -188,15 +194,15 @@ def pinned_requirements(modules: list[str]) -> list[str]:
     """
     from importlib import metadata
 
-    providers = metadata.packages_distributions()
     out: list[str] = []
     for module in modules:
-        for name in providers.get(module, [])[:1]:
-            dist = metadata.distribution(name)
-            normalised = "-".join(re.split(r"[-_.]+", dist.metadata["Name"])).lower()  # PEP 503
-            requirement = f"{normalised}=={dist.version.split('+', 1)[0]}"
-            if requirement not in out:
-                out.append(requirement)
+        for name in DISTRIBUTIONS.get(module, (module,)):
+            try:
+                version = metadata.version(name)
+            except metadata.PackageNotFoundError:
+                continue
+            out.append(f"{name}=={version.split('+', 1)[0]}")
+            break
     return out
 
 

@@ -85,8 +85,10 @@ def run() -> int:
 
 
 def main() -> None:
+    from mlchain.procs import end_process
+
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    sys.exit(run())
+    end_process(run())  # the trial's result is written: skip the second of interpreter teardown
 
 
 if __name__ == "__main__":
