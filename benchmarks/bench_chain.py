@@ -8,6 +8,11 @@
 
     .venv/bin/python benchmarks/bench_chain.py [--example digits_cnn] [--rounds 3] [--seeds 5]
     .venv/bin/python benchmarks/bench_chain.py --skip-search      # overhead only
+    .venv/bin/python benchmarks/bench_chain.py --skip-search --cold   # and without the warm server
+
+The overhead is measured as a user meets it: the first `mlchain run` starts the warm server
+(mlchain.warm), the measured ones are served by it. --cold adds the same measurement with
+every command importing MLflow, Optuna and matplotlib itself (MLCHAIN_WARM_SERVER=0).
 """
 
 from __future__ import annotations
@@ -51,16 +56,21 @@ def timed(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, str]:
     return time.perf_counter() - start, done.stdout
 
 
-def overhead(example: str, rounds: int, work: Path) -> None:
-    repo = git_repo(ROOT / "models" / example, work / example, PASSING[example])
+def overhead(example: str, rounds: int, work: Path, warm: bool) -> None:
+    mode = "warm" if warm else "cold"
+    repo = git_repo(ROOT / "models" / example, work / f"{example}-{mode}", PASSING[example])
     cfg = yaml.safe_load((repo / "mlchain.yaml").read_text())
     params_file = work / "params.json"
     params_file.write_text(json.dumps(cfg["params"]))
-    env = {**os.environ, "MLCHAIN_HOME": str(work / "home"), "MLCHAIN_RUNNER": "process"}
+    home = work / f"home-{mode}"
+    env = {**os.environ, "MLCHAIN_HOME": str(home), "MLCHAIN_RUNNER": "process",
+           "MLCHAIN_WARM_SERVER": "1" if warm else "0"}
     direct_env = {**env, "MLCHAIN_PARAMS_FILE": str(params_file), "MLCHAIN_OUTPUT_DIR": str(work / "direct")}
     run_cmd = [sys.executable, "-m", "mlchain.cli", "run", str(repo), "--ref", "main", "--json", "--no-resume"]
-    _, out = timed(run_cmd, env, work)  # warm-up: stores created, OS cache filled
+    _, out = timed(run_cmd, env, work)  # warm-up: stores created, OS cache filled (and the warm server started)
     assert json.loads(out)["status"] == "passed", "the first trial must pass for this measurement"
+    if warm:
+        wait_for_warm_server(home)
     direct, chain = [], []
     for _ in range(rounds):
         direct.append(timed([sys.executable, "train.py"], direct_env, repo)[0])
@@ -68,10 +78,21 @@ def overhead(example: str, rounds: int, work: Path) -> None:
         assert len(json.loads(out)["trials"]) == 1
         chain.append(seconds)
     d, c = statistics.median(direct), statistics.median(chain)
-    print(f"chain overhead on {example} ({rounds} rounds, median)")
+    how = "commands served by the warm server" if warm else "every command cold (MLCHAIN_WARM_SERVER=0)"
+    print(f"chain overhead on {example} ({rounds} rounds, median; {how})")
     print(f"  train.py directly        : {d:7.2f} s  {[round(x, 2) for x in direct]}")
     print(f"  mlchain run (1 trial)    : {c:7.2f} s  {[round(x, 2) for x in chain]}")
     print(f"  ratio                    : {c / d:7.3f}   (target <= 1.15)")
+
+
+def wait_for_warm_server(home: Path, timeout_s: float = 120.0) -> None:
+    """The server imports once the command that started it has ended: wait until it serves,
+    so that its imports do not slow the direct runs measured next."""
+    deadline = time.monotonic() + timeout_s
+    while not (home / "warm.sock").exists():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the warm server did not start; see {home / 'warm.log'}")
+        time.sleep(0.2)
 
 
 def search(seeds: int, work: Path) -> None:
@@ -99,14 +120,21 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--skip-search", action="store_true")
     parser.add_argument("--skip-overhead", action="store_true")
+    parser.add_argument("--cold", action="store_true", help="measure without the warm server as well")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-chain-"))
     try:
         if not args.skip_overhead:
-            overhead(args.example, args.rounds, work)
+            overhead(args.example, args.rounds, work, warm=True)
+            if args.cold:
+                overhead(args.example, args.rounds, work, warm=False)
         if not args.skip_search:
             search(args.seeds, work)
     finally:
+        from mlchain.warm import stop_server
+
+        for home in work.glob("home*"):
+            stop_server(home)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -8,13 +8,14 @@ the commands that need them so that `mlchain --help` and small jobs start fast.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from mlchain import __version__
+from mlchain import __version__, warm
 from mlchain.config import Settings, load_settings
 
 
@@ -42,6 +43,12 @@ pass_ctx = click.make_pass_decorator(Context)
 def cli(ctx: click.Context, home: Path | None) -> None:
     """mlchain: push training code, get a trained, gated, tracked and announced model."""
     ctx.obj = Context({"home": home})
+    if _standalone and ctx.invoked_subcommand in warm.COMMANDS and not os.environ.get(warm.WORKER_ENV):
+        settings = ctx.obj.settings()
+        if settings.warm_server:
+            code = warm.hand_over(settings.home_abs, _argv, settings.warm_server_idle_s)
+            if code is not None:
+                ctx.exit(code)
 
 
 # --- classify / train ------------------------------------------------------------
@@ -137,6 +144,7 @@ def _print_summary(summary: Any, as_json: bool, settings: Settings) -> None:
 
 
 _standalone = False  # set by main(): the process is this command; not click's CliRunner in a test
+_argv: list[str] = []
 
 
 def _exit_now(code: int) -> None:
@@ -272,9 +280,18 @@ def jenkins_trigger(ctx: Context, repo_url: str, ref: str) -> None:
 
 
 def main() -> None:
-    global _standalone
-    _standalone = True
-    cli(prog_name="mlchain")
+    sys.exit(run_argv(sys.argv[1:]))
+
+
+def run_argv(argv: list[str]) -> int:
+    """The command line ``mlchain ARGV`` in this process, as its entry point: its exit code."""
+    global _standalone, _argv
+    _standalone, _argv = True, argv
+    try:
+        cli(args=argv, prog_name="mlchain")
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return 0
 
 
 if __name__ == "__main__":

@@ -81,6 +81,9 @@ class Settings(BaseModel):
     jenkins_token: SecretStr | None = None
     # Links in emails and summaries
     mlflow_ui_url: str | None = None
+    # The warm server (mlchain.warm): commands that load MLflow are handed to it
+    warm_server: bool = True
+    warm_server_idle_s: float = 1200.0
 
     # Derived locations ---------------------------------------------------
     @property

@@ -1,0 +1,415 @@
+"""The warm server: the engine's imports paid once, not by every command.
+
+`mlchain run`, `resume`, `train` and `job ...` need MLflow, SQLAlchemy, Optuna and matplotlib:
+3-4 seconds of CPU to import, which on a small machine competes with the training itself.
+The first such command starts a server for its MLCHAIN_HOME (``warm.sock`` there) and runs
+as usual (the server waits for it to end before importing, so as not to slow it down); the
+next ones hand their command over. The server, single-threaded, imports all
+that once; for each command it forks a worker that takes the client's standard streams
+(passed over the socket), directory and environment, and runs the command exactly as the
+client would have, its exit code going back to the client. (A Gradle daemon, or
+multiprocessing's forkserver, for the same reason.)
+
+- The client forwards SIGINT, SIGTERM, SIGHUP and SIGQUIT to the worker's process group; a
+  client that dies (killed) takes its worker with it, as an in-process engine would die.
+- The server refuses a command from other code than its own (the package, the interpreter
+  or the installed packages changed: it exits, and the client starts a new one) and from
+  another user; it exits after ``warm_server_idle_s`` without a command.
+- Anything wrong on the way (no server yet, a stale socket, a refusal, a server too slow to
+  answer) and the command just runs in the client's process: the server only ever makes a
+  command faster. A command runs once: the worker starts only after the client has said
+  "go", and a client that said it waits for the worker whatever happens.
+- ``MLCHAIN_WARM_SERVER=0`` turns it off.
+
+Usage (by the CLI only): python -m mlchain.warm HOME IDLE_SECONDS STARTED_BY_PID
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import hashlib
+import io
+import json
+import os
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import sysconfig
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+SOCKET_NAME = "warm.sock"
+LOG_NAME = "warm.log"
+LOCK_NAME = "warm.lock"
+WORKER_ENV = "MLCHAIN_WARM_WORKER"  # set in a worker: it must not hand its command over again
+COMMANDS = frozenset({"run", "resume", "train", "job"})  # the ones worth it: they load MLflow
+PRELOAD = (
+    "mlchain.cli", "mlchain.engine.chain", "mlchain.engine.jobs", "mlchain.engine.local", "mlchain.detect",
+    "mlchain.trainer", "mlchain.monitor", "mlchain.notify", "mlchain.runners.process", "mlchain.runners.docker",
+    "mlflow.tracking", "mlflow.entities", "mlflow.store.tracking.sqlalchemy_store",
+    "mlflow.store.model_registry.sqlalchemy_store", "optuna", "optuna.storages",
+    "matplotlib.figure", "matplotlib.backends.backend_agg", "jinja2", "rich.progress",
+)
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux, 104 on macOS
+ANSWER_TIMEOUT_S = 5.0  # for the server to answer; then the command runs in the client
+
+
+def socket_path(home: Path) -> Path | None:
+    path = home / SOCKET_NAME
+    return path if len(os.fsencode(path)) <= MAX_SOCKET_PATH else None
+
+
+def fingerprint() -> str:
+    """Which code a process runs: the interpreter, mlchain's files and the installed packages
+    (a site-packages folder changes when a package is installed or removed)."""
+    digest = hashlib.sha256(sys.executable.encode())
+    package = Path(__file__).resolve().parent
+    for path in sorted(package.rglob("*")):
+        if path.suffix in (".py", ".j2", ".yaml", ".html", ".css", ".js"):
+            stat = path.stat()
+            digest.update(f"{path}:{stat.st_mtime_ns}:{stat.st_size}".encode())
+    for entry in sorted({sysconfig.get_paths()[key] for key in ("purelib", "platlib")}):
+        with contextlib.suppress(OSError):
+            digest.update(f"{entry}:{os.stat(entry).st_mtime_ns}".encode())
+    return digest.hexdigest()[:32]
+
+
+# --- messages: a 4-byte length, then JSON ---------------------------------------------
+
+def _send(sock: socket.socket, message: dict[str, Any], fds: Sequence[int] = ()) -> None:
+    body = json.dumps(message).encode()
+    data = struct.pack("!I", len(body)) + body
+    if fds:
+        socket.send_fds(sock, [data], list(fds))
+    else:
+        sock.sendall(data)
+
+
+def _recv_exact(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise ConnectionError("the other side closed the connection")
+        data += chunk
+    return data
+
+
+def _recv(sock: socket.socket, max_fds: int = 0) -> tuple[dict[str, Any], list[int]]:
+    if max_fds:
+        head, fds, _flags, _addr = socket.recv_fds(sock, 4, max_fds)
+        if len(head) < 4:
+            head += _recv_exact(sock, 4 - len(head))
+    else:
+        head, fds = _recv_exact(sock, 4), []
+    (size,) = struct.unpack("!I", head)
+    return json.loads(_recv_exact(sock, size)), list(fds)
+
+
+# --- the client (in the `mlchain` process) ---------------------------------------------
+
+def hand_over(home: Path, argv: Sequence[str], idle_s: float) -> int | None:
+    """Run ``argv`` in the warm server of ``home``: its exit code, or None when the command
+    should run here (no server yet: one is started for the next command; or it refused)."""
+    path = socket_path(home)
+    if path is None:
+        return None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(ANSWER_TIMEOUT_S)
+        try:
+            sock.connect(str(path))
+        except (FileNotFoundError, ConnectionRefusedError):
+            start_server(home, idle_s)
+            return None
+        except OSError:
+            return None
+        request = {"fingerprint": fingerprint(), "argv": list(argv), "cwd": os.getcwd(), "env": dict(os.environ)}
+        try:
+            _send(sock, request, [0, 1, 2])
+            reply, _ = _recv(sock)
+            if "refused" in reply:
+                if reply.get("restart"):
+                    start_server(home, idle_s)
+                return None
+            _send(sock, {"go": True})  # from here on the command is the server's to run
+        except (OSError, ConnectionError, ValueError):
+            return None
+        sock.settimeout(None)
+        return _wait_for_worker(sock)
+    finally:
+        sock.close()
+
+
+def _wait_for_worker(sock: socket.socket) -> int:
+    pgid = 0
+
+    def forward(signum: int, _frame: Any) -> None:
+        if pgid:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED_SIGNALS}
+    try:
+        while True:
+            try:
+                reply, _ = _recv(sock)
+            except (OSError, ConnectionError, ValueError):
+                print("mlchain: the warm server's worker ended without an exit code", file=sys.stderr)
+                return 1
+            if "pgid" in reply:
+                pgid = int(reply["pgid"])
+            if "exit" in reply:
+                return int(reply["exit"])
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def start_server(home: Path, idle_s: float) -> None:
+    """Start the server for ``home`` in the background (it imports for a few seconds first)."""
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / LOG_NAME, "ab") as log:
+        subprocess.Popen([sys.executable, "-m", "mlchain.warm", str(home), str(idle_s), str(os.getpid())],
+                         stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+                         close_fds=True, cwd=str(home))
+
+
+# --- the server --------------------------------------------------------------------------
+
+def _log(message: str) -> None:
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} warm[{os.getpid()}]: {message}", file=sys.stderr, flush=True)
+
+
+def serve(home: Path, idle_s: float, started_by: int = 0) -> int:
+    path = socket_path(home)
+    if path is None:
+        return 2
+    lock = _take_lock(home / LOCK_NAME)
+    if lock is None:
+        return 0  # another server is starting or serving
+    _wait_for_exit(started_by)  # importing now would slow the command that started us
+    import importlib
+
+    for module in PRELOAD:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # noqa: BLE001 - a missing extra: the worker imports what it needs
+            _log(f"not preloaded: {module}: {exc}")
+    gc.collect()
+    gc.freeze()  # what is loaded now stays shared with the workers (no copy-on-write by the GC)
+    mine = fingerprint()
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()  # a dead server's: the lock says none is alive
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)  # the socket is the owner's only
+    try:
+        listener.bind(str(path))
+    finally:
+        os.umask(old_umask)
+    listener.listen(16)
+    inode = path.stat().st_ino
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # reap the per-command processes
+    _log(f"serving {path}")
+    try:
+        with listener:
+            listener.settimeout(idle_s)
+            while True:
+                try:
+                    conn, _ = listener.accept()
+                except TimeoutError:
+                    _log(f"idle for {idle_s:g} s: exiting")
+                    return 0
+                if _handle(conn, mine, listener):
+                    return 0
+    finally:
+        with contextlib.suppress(OSError):
+            if path.stat().st_ino == inode:
+                path.unlink()
+        os.close(lock)
+
+
+def _take_lock(path: Path) -> int | None:
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())  # for stop_server()
+    return fd
+
+
+def server_pid(home: Path) -> int | None:
+    """The pid of the server of ``home`` while one is starting or serving, else None."""
+    import fcntl
+
+    try:
+        fd = os.open(home / LOCK_NAME, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:  # held: a server is there
+            text = os.read(fd, 32).decode().strip()
+            return int(text) if text.isdigit() else None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def stop_server(home: Path) -> bool:
+    """Stop the server of ``home`` (commands it is running go on); False when there is none."""
+    pid = server_pid(home)
+    if pid is None:
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    return True
+
+
+def _wait_for_exit(pid: int) -> None:
+    if pid <= 0:
+        return
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return  # gone already
+    try:
+        select.select([pidfd], [], [])
+    finally:
+        os.close(pidfd)
+
+
+def _handle(conn: socket.socket, mine: str, listener: socket.socket) -> bool:
+    """Take one command; True when the server should exit (its code is out of date)."""
+    fds: list[int] = []
+    try:
+        conn.settimeout(5.0)
+        uid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))[1]
+        request, fds = _recv(conn, max_fds=3)
+        if uid != os.getuid():
+            _send(conn, {"refused": "another user"})
+            return False
+        if request.get("fingerprint") != mine or len(fds) != 3:
+            _send(conn, {"refused": "the code changed since this server started", "restart": True})
+            _log("code changed: exiting")
+            return True
+        if os.fork() == 0:  # the per-command process: starts the worker, reports its end
+            try:
+                listener.close()  # a client must never reach a server that is gone
+                _command(conn, request, fds)
+            finally:
+                os._exit(0)
+        return False
+    except (OSError, ConnectionError, ValueError) as exc:
+        _log(f"bad request: {exc}")
+        return False
+    finally:
+        conn.close()
+        for fd in fds:
+            os.close(fd)
+
+
+def _command(conn: socket.socket, request: dict[str, Any], fds: list[int]) -> None:
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    try:
+        _send(conn, {"ready": True})
+        conn.settimeout(ANSWER_TIMEOUT_S)
+        if not _recv(conn)[0].get("go"):
+            return
+    except (OSError, ConnectionError, ValueError):
+        return  # the client gave up waiting and runs the command itself
+    conn.settimeout(None)
+    pid = os.fork()
+    if pid == 0:
+        conn.close()
+        _worker(request, fds)  # never returns
+    _send(conn, {"pgid": pid})
+    for fd in fds:
+        os.close(fd)
+    code = _wait(conn, pid)
+    with contextlib.suppress(OSError):
+        _send(conn, {"exit": code})
+
+
+def _wait(conn: socket.socket, pid: int) -> int:
+    """The worker's exit code; a client that hangs up takes its worker down."""
+    pidfd = os.pidfd_open(pid)
+    try:
+        while True:
+            ready, _, _ = select.select([conn.fileno(), pidfd], [], [])
+            if pidfd in ready:
+                break
+            if not conn.recv(4096):  # the client sends nothing more: readable means it is gone
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+                break
+    finally:
+        os.close(pidfd)
+    status = os.waitpid(pid, 0)[1]
+    code = os.waitstatus_to_exitcode(status)
+    return code if code >= 0 else 128 - code
+
+
+def _worker(request: dict[str, Any], fds: list[int]) -> None:
+    code = 1
+    try:
+        os.setpgid(0, 0)  # its own group: the client's signals reach it and its children
+        for signum in FORWARDED_SIGNALS + (signal.SIGCHLD,):
+            signal.signal(signum, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+            os.close(fd)
+        _reopen_std_streams()
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        os.environ[WORKER_ENV] = "1"
+        from mlchain import cli
+
+        code = cli.run_argv(list(request["argv"]))
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:  # noqa: BLE001 - reported like an uncaught error in the client's process
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    finally:
+        from mlchain.procs import end_process
+
+        end_process(code)
+
+
+def _reopen_std_streams() -> None:
+    def text(fd: int, mode: str) -> io.TextIOWrapper:
+        tty = os.isatty(fd)
+        raw = io.FileIO(fd, mode, closefd=False)
+        buffered: Any = io.BufferedReader(raw) if mode == "r" else io.BufferedWriter(raw)
+        return io.TextIOWrapper(buffered, encoding="utf-8", errors="backslashreplace" if mode == "w" else "strict",
+                                line_buffering=tty, write_through=fd == 2)
+
+    sys.stdin, sys.stdout, sys.stderr = text(0, "r"), text(1, "w"), text(2, "w")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    return serve(Path(args[0]), float(args[1]), int(args[2]) if len(args) > 2 else 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
