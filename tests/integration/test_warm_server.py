@@ -1,0 +1,126 @@
+"""The warm server (mlchain.warm), for real: `mlchain` processes, its Unix socket, forked workers."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlchain import warm
+from mlchain.procs import pid_alive
+
+pytestmark = pytest.mark.slow
+
+
+def mlchain(home: Path, *args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "mlchain.cli", *args], check=False, env=_env(home), capture_output=True,
+                          text=True, timeout=300, **kwargs)
+
+
+def _env(home: Path) -> dict[str, str]:
+    return {**os.environ, "MLCHAIN_HOME": str(home), "MLCHAIN_WARM_SERVER": "1", "MLCHAIN_RUNNER": "process",
+            "MLCHAIN_WARM_SERVER_IDLE_S": "120"}
+
+
+def wait_until(condition: Any, what: str, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Any:
+    home = tmp_path / "home"
+    yield home
+    warm.stop_server(home)
+
+
+def served(home: Path) -> list[str]:
+    log = home / warm.LOG_NAME
+    return [line for line in log.read_text().splitlines() if ": mlchain " in line] if log.exists() else []
+
+
+def test_the_first_command_starts_the_server_and_the_next_ones_are_served_alike(home: Path) -> None:
+    cold = mlchain(home, "resume", "no-such-run")  # runs here, starts the server for the next ones
+    assert cold.returncode == 9 and "no-such-run" in cold.stderr
+    wait_until(lambda: (home / warm.SOCKET_NAME).exists(), "the server to serve")
+    assert served(home) == []
+
+    again = mlchain(home, "resume", "no-such-run")
+    assert (again.returncode, again.stdout, again.stderr) == (cold.returncode, cold.stdout, cold.stderr)
+    ok = mlchain(home, "job", "monitor")
+    assert ok.returncode == 0, ok.stderr
+    lines = served(home)
+    assert len(lines) == 2 and lines[0].endswith("mlchain resume no-such-run") and lines[1].endswith("job monitor")
+    assert warm.server_pid(home) is not None
+
+
+def test_a_killed_client_takes_its_worker_down_and_the_run_can_resume(home: Path, git_repo: Any) -> None:
+    repo = git_repo("digits_sklearn", example="digits_sklearn")
+    first = mlchain(home, "job", "monitor")
+    assert first.returncode == 0
+    wait_until(lambda: (home / warm.SOCKET_NAME).exists(), "the server to serve")
+
+    client = subprocess.Popen([sys.executable, "-m", "mlchain.cli", "run", str(repo), "--ref", "main", "--json",
+                               "--run-id", "warm-killed"], env=_env(home), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    db = home / "state.db"
+
+    def engine_pid() -> int | None:
+        if not db.exists():
+            return None
+        with sqlite3.connect(db) as conn:
+            try:
+                row = conn.execute("SELECT engine_pid FROM runs WHERE run_id = 'warm-killed'").fetchone()
+            except sqlite3.OperationalError:
+                return None
+        return int(row[0]) if row and row[0] else None
+
+    wait_until(lambda: engine_pid() is not None, "the worker to take the run")
+    worker = engine_pid()
+    assert worker is not None and worker != client.pid  # the chain runs in the server's worker
+    client.kill()
+    client.wait()
+    wait_until(lambda: not pid_alive(worker), "the worker to die with its client", timeout_s=30)
+
+    from mlchain.config import load_settings
+    from mlchain.engine.chain import interrupted_runs
+    from mlchain.state import StateStore
+
+    assert interrupted_runs(StateStore(load_settings({"home": home}, env={}).state_db)) == ["warm-killed"]
+
+
+def test_a_server_refuses_other_code_and_makes_way_for_a_new_one(home: Path) -> None:
+    mlchain(home, "job", "monitor")
+    wait_until(lambda: (home / warm.SOCKET_NAME).exists(), "the server to serve")
+    old = warm.server_pid(home)
+    assert old is not None
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(str(home / warm.SOCKET_NAME))
+    warm._send(sock, {"fingerprint": "other code", "argv": ["job", "monitor"], "cwd": "/", "env": {}}, [0, 1, 2])
+    reply, _ = warm._recv(sock)
+    sock.close()
+    assert reply.get("restart") is True and "code changed" in reply["refused"]
+    wait_until(lambda: not pid_alive(old), "the old server to exit", timeout_s=30)
+
+    fallback = mlchain(home, "job", "monitor")  # runs here and starts a new server
+    assert fallback.returncode == 0
+    wait_until(lambda: warm.server_pid(home) not in (None, old), "a new server")
+
+
+def test_an_idle_server_exits_and_removes_its_socket(home: Path) -> None:
+    home.mkdir(parents=True)
+    server = subprocess.Popen([sys.executable, "-m", "mlchain.warm", str(home), "1", "0"], env=_env(home))
+    wait_until(lambda: (home / warm.SOCKET_NAME).exists(), "the server to serve")
+    assert server.wait(timeout=60) == 0
+    assert not (home / warm.SOCKET_NAME).exists()
+    assert warm.server_pid(home) is None
