@@ -83,6 +83,10 @@ def overhead(example: str, rounds: int, work: Path, warm: bool) -> None:
     print(f"  train.py directly        : {d:7.2f} s  {[round(x, 2) for x in direct]}")
     print(f"  mlchain run (1 trial)    : {c:7.2f} s  {[round(x, 2) for x in chain]}")
     print(f"  ratio                    : {c / d:7.3f}   (target <= 1.15)")
+    if warm:
+        log = home / "warm.log"
+        served = sum(": mlchain run " in line for line in log.read_text().splitlines()) if log.exists() else 0
+        print(f"  served by the warm server: {served} of {rounds} runs")
 
 
 def wait_for_warm_server(home: Path, timeout_s: float = 120.0) -> None:

@@ -8,15 +8,16 @@ the commands that need them so that `mlchain --help` and small jobs start fast.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
+if TYPE_CHECKING:
+    from mlchain.config import Settings
+
 from mlchain import __version__, warm
-from mlchain.config import Settings, load_settings
 
 
 class Context:
@@ -28,6 +29,8 @@ class Context:
 
     def settings(self, **more: Any) -> Settings:
         if self._settings is None or more:
+            from mlchain.config import load_settings
+
             self._settings = load_settings({**self.flags, **more})
         return self._settings
 
@@ -43,12 +46,6 @@ pass_ctx = click.make_pass_decorator(Context)
 def cli(ctx: click.Context, home: Path | None) -> None:
     """mlchain: push training code, get a trained, gated, tracked and announced model."""
     ctx.obj = Context({"home": home})
-    if _standalone and ctx.invoked_subcommand in warm.COMMANDS and not os.environ.get(warm.WORKER_ENV):
-        settings = ctx.obj.settings()
-        if settings.warm_server:
-            code = warm.hand_over(settings.home_abs, _argv, settings.warm_server_idle_s)
-            if code is not None:
-                ctx.exit(code)
 
 
 # --- classify / train ------------------------------------------------------------
@@ -144,7 +141,6 @@ def _print_summary(summary: Any, as_json: bool, settings: Settings) -> None:
 
 
 _standalone = False  # set by main(): the process is this command; not click's CliRunner in a test
-_argv: list[str] = []
 
 
 def _exit_now(code: int) -> None:
@@ -154,7 +150,7 @@ def _exit_now(code: int) -> None:
 
     if not _standalone:
         sys.exit(code)
-    end_process(code)
+    end_process(code, flush_open_files=False)  # mlchain's own code closes its files
 
 
 # --- the jobs (each Jenkins shell step calls one of these) --------------------------
@@ -284,9 +280,13 @@ def main() -> None:
 
 
 def run_argv(argv: list[str]) -> int:
-    """The command line ``mlchain ARGV`` in this process, as its entry point: its exit code."""
-    global _standalone, _argv
-    _standalone, _argv = True, argv
+    """The command line ``mlchain ARGV`` as this process's entry point (or handed to the warm
+    server, see mlchain.warm): its exit code."""
+    global _standalone
+    code = warm.hand_over_argv(argv)
+    if code is not None:
+        return code
+    _standalone = True
     try:
         cli(args=argv, prog_name="mlchain")
     except SystemExit as exc:

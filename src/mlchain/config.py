@@ -82,7 +82,7 @@ class Settings(BaseModel):
     # Links in emails and summaries
     mlflow_ui_url: str | None = None
     # The warm server (mlchain.warm): commands that load MLflow are handed to it
-    warm_server: bool = True
+    warm_server: bool = True  # the client reads these two without this class: mlchain.warm.client_settings
     warm_server_idle_s: float = 1200.0
 
     # Derived locations ---------------------------------------------------

@@ -47,7 +47,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import yaml
 
@@ -225,9 +225,9 @@ _MAGIC_LINE = re.compile(r"\s*(?:[!%?]|[\w.\[\], ]+=\s*[!%]|[\w.]+\?\??\s*$)")
 
 # --- results -------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Reason:
-    """One piece of evidence: where, what, for which framework, of which kind and weight."""
+class Reason(NamedTuple):
+    """One piece of evidence: where, what, for which framework, of which kind and weight.
+    (A named tuple: a large repository has tens of thousands, made and pickled fast.)"""
 
     framework: str
     kind: str
@@ -1220,7 +1220,6 @@ def _read_code(rel: str, absolute: str) -> tuple[bytes | None, SkippedFile | Non
 
 _Batch = list[tuple[int, str, str]]  # (index in the walk order, relative path, absolute path)
 _BatchResult = tuple[list[tuple[int, list[Reason]]], list[tuple[int, SkippedFile]], int]
-_PackedResult = tuple[list[tuple[int, list[tuple[Any, ...]]]], list[tuple[int, SkippedFile]], int]
 
 
 def _evidence_batch(files: _Batch) -> _BatchResult:
@@ -1243,18 +1242,6 @@ def _evidence_batch(files: _Batch) -> _BatchResult:
                 if reasons:
                     found.append((index, reasons))
     return found, skipped, parsed
-
-
-def _evidence_batch_packed(files: _Batch) -> _PackedResult:
-    """A worker's job: reasons travel as plain tuples (pickled much faster than dataclasses)."""
-    found, skipped, parsed = _evidence_batch(files)
-    packed = [(index, [(r.framework, r.kind, r.evidence, r.file, r.line, r.weight, r.symbol, r.cell)
-                       for r in reasons]) for index, reasons in found]
-    return packed, skipped, parsed
-
-
-def _unpack(result: _PackedResult) -> _BatchResult:
-    return [(index, [Reason(*fields) for fields in reasons]) for index, reasons in result[0]], *result[1:]
 
 
 PARALLEL_MIN_FILES = 400
@@ -1319,11 +1306,11 @@ class RepoScanner:
         else:
             context = multiprocessing.get_context("fork")
             with ProcessPoolExecutor(max_workers=n - 1, mp_context=context) as pool:
-                futures = [pool.submit(_evidence_batch_packed, batch) for batch in batches[1:]]
+                futures = [pool.submit(_evidence_batch, batch) for batch in batches[1:]]
                 results = [_evidence_batch(batches[0])]  # this process takes a share too
                 for batch, future in zip(batches[1:], futures, strict=True):
                     try:
-                        results.append(_unpack(future.result()))
+                        results.append(future.result())
                     except BrokenProcessPool:  # a worker died (killed, out of memory): do it here
                         results.append(_evidence_batch(batch))
         found = sorted((item for result in results for item in result[0]), key=lambda item: item[0])

@@ -40,15 +40,18 @@ import subprocess
 import sys
 import sysconfig
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from mlchain.procs import wait_for_exit
 
 SOCKET_NAME = "warm.sock"
 LOG_NAME = "warm.log"
 LOCK_NAME = "warm.lock"
 WORKER_ENV = "MLCHAIN_WARM_WORKER"  # set in a worker: it must not hand its command over again
 COMMANDS = frozenset({"run", "resume", "train", "job"})  # the ones worth it: they load MLflow
+DEFAULT_IDLE_S = 1200.0
 PRELOAD = (
     "mlchain.cli", "mlchain.engine.chain", "mlchain.engine.jobs", "mlchain.engine.local", "mlchain.detect",
     "mlchain.trainer", "mlchain.monitor", "mlchain.notify", "mlchain.runners.process", "mlchain.runners.docker",
@@ -114,6 +117,60 @@ def _recv(sock: socket.socket, max_fds: int = 0) -> tuple[dict[str, Any], list[i
 
 
 # --- the client (in the `mlchain` process) ---------------------------------------------
+
+_FALSE = frozenset({"0", "false", "no", "off", "f", "n"})
+
+
+def client_settings(argv: Sequence[str], env: Mapping[str, str]) -> tuple[Path, bool, float] | None:
+    """(home, warm_server, warm_server_idle_s) for the command line ``argv``, or None when it
+    is not a command for the server. Resolved like mlchain.config.load_settings (defaults <
+    file < environment < ``--home``), for these three settings only: the client decides
+    without importing pydantic (a third of a second; a test keeps the two in step)."""
+    home_flag: str | None = None
+    args = list(argv)
+    while args and args[0].startswith("-"):
+        option = args.pop(0)
+        if option == "--home" and args:
+            home_flag = args.pop(0)
+        elif option.startswith("--home="):
+            home_flag = option.partition("=")[2]
+        else:
+            return None  # --help, --version, or something click will explain
+    if not args or args[0] not in COMMANDS or {"-h", "--help"} & set(args):
+        return None
+    home = Path(home_flag or env.get("MLCHAIN_HOME") or ".mlchain").expanduser()
+    values: dict[str, Any] = {}
+    config = Path(env["MLCHAIN_CONFIG"]) if env.get("MLCHAIN_CONFIG") else home / "config.toml"
+    if config.is_file():
+        import tomllib
+
+        try:
+            values = tomllib.loads(config.read_text())
+        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+            return None  # the command itself reports the broken file
+    for key in ("warm_server", "warm_server_idle_s"):
+        if env.get(f"MLCHAIN_{key.upper()}"):
+            values[key] = env[f"MLCHAIN_{key.upper()}"]
+    enabled = values.get("warm_server", True)
+    if isinstance(enabled, str):
+        enabled = enabled.strip().lower() not in _FALSE
+    try:
+        idle = float(values.get("warm_server_idle_s", DEFAULT_IDLE_S))
+    except (TypeError, ValueError):
+        return None
+    return home.resolve(), bool(enabled), idle
+
+
+def hand_over_argv(argv: Sequence[str]) -> int | None:
+    """The client's whole decision: hand ``mlchain ARGV`` to the warm server when it is on and
+    the command is one for it; the exit code, or None to run the command here."""
+    if os.environ.get(WORKER_ENV):
+        return None
+    resolved = client_settings(argv, os.environ)
+    if resolved is None or not resolved[1]:
+        return None
+    return hand_over(resolved[0], argv, resolved[2])
+
 
 def hand_over(home: Path, argv: Sequence[str], idle_s: float) -> int | None:
     """Run ``argv`` in the warm server of ``home``: its exit code, or None when the command
@@ -195,7 +252,8 @@ def serve(home: Path, idle_s: float, started_by: int = 0) -> int:
     lock = _take_lock(home / LOCK_NAME)
     if lock is None:
         return 0  # another server is starting or serving
-    _wait_for_exit(started_by)  # importing now would slow the command that started us
+    if started_by > 0:
+        wait_for_exit(started_by, None)  # importing now would slow the command that started us
     import importlib
 
     for module in PRELOAD:
@@ -298,19 +356,6 @@ def stop_server(home: Path) -> bool:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     return True
-
-
-def _wait_for_exit(pid: int) -> None:
-    if pid <= 0:
-        return
-    try:
-        pidfd = os.pidfd_open(pid)
-    except OSError:
-        return  # gone already
-    try:
-        select.select([pidfd], [], [])
-    finally:
-        os.close(pidfd)
 
 
 def _handle(conn: socket.socket, mine: str, listener: socket.socket) -> bool:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 
 from mlchain.config import Settings
-from mlchain.procs import pid_alive
+from mlchain.procs import pid_alive, wait_for_exit
 from mlchain.runners.base import ExitInfo, Status, TrialSpec, heartbeat_age, read_tail, tail_lines
 
 EXIT_FILE = "exit.json"
@@ -77,7 +77,7 @@ class ProcessHandle:
                 except subprocess.TimeoutExpired:
                     pass
             else:
-                time.sleep(0.2)
+                wait_for_exit(self.pid, 0.2)
         return self.exit_info()
 
     def exit_info(self) -> ExitInfo:
