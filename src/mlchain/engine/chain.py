@@ -171,14 +171,18 @@ def lowest_cpu_priority() -> None:
             pass
 
 
-def warm_up(settings: Settings) -> threading.Thread:
-    """While job1 and the training run: import what the later jobs need and open the stores they
-    use (MLflow's, Optuna's), and draw a first picture. On 2 cores that work competes with the
-    training, so the thread runs at the lowest priority: it takes the CPU the training leaves.
-    (It starts no process: a child would inherit its priority.)"""
+def warm_up(settings: Settings, start: threading.Event | None = None) -> threading.Thread:
+    """While the training runs: import what the later jobs need and open the stores they use
+    (MLflow's, Optuna's), and draw a first picture. It waits for ``start`` (the training
+    launched): before, it would hold the GIL while job1 and job2 are on the critical path. On
+    2 cores that work competes with the training, so the thread runs at the lowest priority:
+    it takes the CPU the training leaves. (It starts no process: a child would inherit its
+    priority.)"""
     def work() -> None:
         import importlib
 
+        if start is not None:
+            start.wait()
         lowest_cpu_priority()
         steps: list[Any] = [
             lambda: importlib.import_module("mlchain.detect"),
@@ -215,7 +219,16 @@ def warm_plot() -> None:
 
 
 def _drive(settings: Settings, engine: LocalEngine, store: StateStore, run_id: str, view: LiveView) -> RunSummary:
-    warm_up(settings)
+    launched = threading.Event()
+    sink = engine.on_event
+
+    def on_event(kind: str, **data: Any) -> None:
+        sink(kind, **data)
+        if kind == "job_finished" and data.get("job") != engine.chain.first_job:
+            launched.set()  # job2 has launched the training (or the chain is past it)
+
+    engine.on_event = on_event
+    warm_up(settings, start=launched)
     if _maybe_run(store, run_id) is not None:
         store.update_run(run_id, engine_pid=os.getpid())
     monitor = MonitorThread(settings, run_id, view)
