@@ -73,6 +73,9 @@ def overhead(example: str, rounds: int, work: Path, warm: bool) -> None:
         wait_for_warm_server(home)
     direct, chain = [], []
     for _ in range(rounds):
+        # A fresh output folder each time: left over, its checkpoints would let the next direct run
+        # resume a finished training instead of doing the work the chain's trial does.
+        shutil.rmtree(work / "direct", ignore_errors=True)
         direct.append(timed([sys.executable, "train.py"], direct_env, repo)[0])
         seconds, out = timed(run_cmd, env, work)
         assert len(json.loads(out)["trials"]) == 1

@@ -48,6 +48,9 @@ def main() -> None:
     timed(train_cmd, env, work)  # warm-up: creates the MLflow store, fills the OS cache
     direct, chain = [], []
     for _ in range(args.rounds):
+        # A fresh output folder each time: left over, its checkpoints would let the next direct run
+        # resume a finished training instead of doing the work the measured trial does.
+        shutil.rmtree(work / "direct-out", ignore_errors=True)
         direct.append(timed([sys.executable, "train.py"], direct_env, repo))
         chain.append(timed(train_cmd, env, work))
     d, c = statistics.median(direct), statistics.median(chain)

@@ -36,11 +36,13 @@ def client(settings: Settings) -> MlflowClient:
                             registry_uri=settings.registry_uri or settings.resolved_tracking_uri)
 
 
-def open_stores(settings: Settings) -> None:
-    """Build (and cache) the tracking and registry stores: for the engine's warm-up."""
+def open_stores(settings: Settings) -> list[Any]:
+    """Build (and cache) the tracking and registry stores, for the engine's warm-up and the
+    warm server; their SQLAlchemy engines (none for a store that is not a database)."""
     c = client(settings)
     with _STORE_LOCK:
-        c._get_registry_client().store  # noqa: B018 - MLflow builds the registry store lazily
+        stores = [c._tracking_client.store, c._get_registry_client().store]
+    return [store.engine for store in stores if getattr(store, "engine", None) is not None]
 
 
 def experiment_id(mlflow_client: MlflowClient, settings: Settings, name: str) -> str:

@@ -92,6 +92,12 @@ def open_storage(url: str) -> Any:
         return opened
 
 
+def open_storages() -> list[Any]:
+    """The SQLAlchemy engines of the storages opened so far (for the warm server)."""
+    with _STORAGES_LOCK:
+        return [storage.engine for storage in _STORAGES.values() if getattr(storage, "engine", None) is not None]
+
+
 class Search:
     """One study per repository and branch, in any Optuna storage (SQLite by default)."""
 

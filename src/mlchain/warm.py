@@ -311,7 +311,45 @@ def _draw_once() -> None:
     warm_plot()  # fonts, the Agg backend and the PNG encoder: the email's plot then takes 0.2 s, not 1 s
 
 
-_WARM_STEPS = (_load_jobs, _draw_once)
+_engines: list[Any] = []  # SQLAlchemy engines opened here: a worker must not use their connections
+_store_files: dict[str, tuple[int, int]] = {}  # SQLite files opened here -> (device, inode)
+
+
+def _open_stores() -> None:
+    """This home's MLflow and Optuna databases, opened and their schemas checked once (half a
+    second to a second per command otherwise). Workers keep the engines, not the connections."""
+    from mlchain import tracking, tweak
+    from mlchain.config import load_settings
+
+    settings = load_settings()  # the server's environment is its first client's
+    engines = tracking.open_stores(settings)
+    tweak.open_storage(settings.resolved_optuna_storage)
+    _engines.extend(engines + tweak.open_storages())
+    for engine in _engines:
+        database = engine.url.database if engine.url.get_backend_name() == "sqlite" else None
+        if database:
+            stat = os.stat(database)
+            _store_files[database] = (stat.st_dev, stat.st_ino)
+
+
+def _stores_replaced() -> bool:
+    """A database file opened here was deleted or replaced: the cached stores are stale."""
+    for database, identity in _store_files.items():
+        try:
+            stat = os.stat(database)
+        except OSError:
+            return True
+        if (stat.st_dev, stat.st_ino) != identity:
+            return True
+    return False
+
+
+def _forget_connections() -> None:
+    for engine in _engines:
+        engine.dispose(close=False)  # SQLAlchemy's way after a fork: new connections, old ones left alone
+
+
+_WARM_STEPS = (_load_jobs, _draw_once, _open_stores)
 
 
 def _take_lock(path: Path) -> int | None:
@@ -371,6 +409,10 @@ def _handle(conn: socket.socket, mine: str, listener: socket.socket) -> bool:
         if request.get("fingerprint") != mine or len(fds) != 3:
             _send(conn, {"refused": "the code changed since this server started", "restart": True})
             _log("code changed: exiting")
+            return True
+        if _stores_replaced():
+            _send(conn, {"refused": "a database was replaced since this server started", "restart": True})
+            _log("a database was replaced: exiting")
             return True
         if os.fork() == 0:  # the per-command process: starts the worker, reports its end
             try:
@@ -446,6 +488,7 @@ def _worker(request: dict[str, Any], fds: list[int]) -> None:
         os.environ.clear()
         os.environ.update(request["env"])
         os.environ[WORKER_ENV] = "1"
+        _forget_connections()
         from mlchain import cli
 
         code = cli.run_argv(list(request["argv"]))

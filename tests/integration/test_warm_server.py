@@ -124,3 +124,16 @@ def test_an_idle_server_exits_and_removes_its_socket(home: Path) -> None:
     assert server.wait(timeout=60) == 0
     assert not (home / warm.SOCKET_NAME).exists()
     assert warm.server_pid(home) is None
+
+
+def test_a_server_whose_database_was_replaced_makes_way_for_a_new_one(home: Path) -> None:
+    mlchain(home, "job", "monitor")
+    wait_until(lambda: (home / warm.SOCKET_NAME).exists(), "the server to serve")
+    old = warm.server_pid(home)
+    assert old is not None and (home / "optuna.db").exists()  # opened by the server, once
+
+    (home / "optuna.db").unlink()  # say, someone reset the search
+    after = mlchain(home, "job", "monitor")
+    assert after.returncode == 0, after.stderr
+    wait_until(lambda: not pid_alive(old), "the old server to exit", timeout_s=30)
+    assert "a database was replaced" in (home / warm.LOG_NAME).read_text()
