@@ -12,7 +12,7 @@ Two repositories are generated in a temporary folder:
   nothing and every file is parsed and walked.
 
 Prints, per repository, the best and median wall time of a few runs with one process,
-with two, and with ``classify_repo``'s default (a second process only when a CPU is idle),
+with two, and with ``classify_repo``'s default (one process per CPU for a large repository),
 the parent's CPU time (a measure that a busy machine disturbs less), and the ratio of the
 median to the target. The first line gives the machine's load and how fast ``ast.parse``
 runs on it, to compare figures taken on different machines.
