@@ -491,9 +491,7 @@ def _worker(request: dict[str, Any], fds: list[int]) -> None:
         _forget_connections()
         from mlchain import cli
 
-        code = cli.run_argv(list(request["argv"]))
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        code = cli.run_argv(list(request["argv"]))  # click's exits become the return value
     except BaseException:  # noqa: BLE001 - reported like an uncaught error in the client's process
         import traceback
 
