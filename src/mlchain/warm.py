@@ -263,7 +263,7 @@ def serve(home: Path, idle_s: float, started_by: int = 0) -> int:
             _log(f"not preloaded: {module}: {exc}")
     for step in _WARM_STEPS:
         try:
-            step()
+            step(home)
         except Exception as exc:  # noqa: BLE001 - the worker does it again, and reports what is wrong
             _log(f"not warmed: {step.__name__}: {exc}")
     gc.collect()
@@ -299,13 +299,13 @@ def serve(home: Path, idle_s: float, started_by: int = 0) -> int:
         os.close(lock)
 
 
-def _load_jobs() -> None:
+def _load_jobs(_home: Path) -> None:
     from mlchain.engine.jjb import default_jobs_dir, load_chain
 
     load_chain(default_jobs_dir())
 
 
-def _draw_once() -> None:
+def _draw_once(_home: Path) -> None:
     from mlchain.engine.chain import warm_plot
 
     warm_plot()  # fonts, the Agg backend and the PNG encoder: the email's plot then takes 0.2 s, not 1 s
@@ -315,13 +315,13 @@ _engines: list[Any] = []  # SQLAlchemy engines opened here: a worker must not us
 _store_files: dict[str, tuple[int, int]] = {}  # SQLite files opened here -> (device, inode)
 
 
-def _open_stores() -> None:
+def _open_stores(home: Path) -> None:
     """This home's MLflow and Optuna databases, opened and their schemas checked once (half a
     second to a second per command otherwise). Workers keep the engines, not the connections."""
     from mlchain import tracking, tweak
     from mlchain.config import load_settings
 
-    settings = load_settings()  # the server's environment is its first client's
+    settings = load_settings({"home": home})  # the rest of its environment is its first client's
     engines = tracking.open_stores(settings)
     tweak.open_storage(settings.resolved_optuna_storage)
     _engines.extend(engines + tweak.open_storages())

@@ -137,3 +137,13 @@ def test_a_server_whose_database_was_replaced_makes_way_for_a_new_one(home: Path
     assert after.returncode == 0, after.stderr
     wait_until(lambda: not pid_alive(old), "the old server to exit", timeout_s=30)
     assert "a database was replaced" in (home / warm.LOG_NAME).read_text()
+
+
+def test_a_server_started_for_a_home_flag_opens_that_homes_stores(home: Path) -> None:
+    env = {k: v for k, v in _env(home).items() if k != "MLCHAIN_HOME"}
+    first = subprocess.run([sys.executable, "-m", "mlchain.cli", "--home", str(home), "job", "monitor"], check=False,
+                           env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    wait_until(lambda: (home / warm.SOCKET_NAME).exists(), "the server to serve")
+    assert (home / "mlflow.db").exists() and (home / "optuna.db").exists()
+    assert not (home / ".mlchain").exists()  # not the default home, resolved from the server's folder
