@@ -83,7 +83,8 @@ class Service:
         self.home = home
         self.log_path = home.parent / f"service-{uuid.uuid4().hex[:6]}.log"
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("MLCHAIN_")}
-        full_env.update({"MLCHAIN_HOME": str(home), "PYTHONUNBUFFERED": "1"})
+        # No warm server: it would outlive the test (tests/conftest.py says the same for the rest).
+        full_env.update({"MLCHAIN_HOME": str(home), "PYTHONUNBUFFERED": "1", "MLCHAIN_WARM_SERVER": "0"})
         if secret:
             full_env["MLCHAIN_WEBHOOK_SECRET"] = secret
         full_env.update(env or {})
