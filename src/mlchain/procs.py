@@ -38,7 +38,7 @@ def wait_for_exit(pid: int, timeout_s: float | None) -> None:
     except (AttributeError, OSError):  # not Linux, or gone already
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while pid_alive(pid) and (deadline is None or time.monotonic() < deadline):
-            threading.Event().wait(0.2)
+            time.sleep(0.2)
         return
     try:
         select.select([pidfd], [], [], timeout_s)
@@ -63,13 +63,14 @@ def end_process(code: int, *, flush_open_files: bool = True) -> None:
         if thread is not main and not thread.daemon:
             thread.join()
     atexit._run_exitfuncs()
-    writers = (io.BufferedWriter, io.TextIOWrapper, io.BufferedRandom)  # a tuple: 2x faster than a union
-    for file in [obj for obj in gc.get_objects() if isinstance(obj, writers)] if flush_open_files else []:
-        try:  # a file a script left open: teardown would have flushed it
-            if not file.closed:
-                file.flush()
-        except (OSError, ValueError):
-            pass
+    if flush_open_files:
+        writers = (io.BufferedWriter, io.TextIOWrapper, io.BufferedRandom)  # a tuple: 2x faster than a union
+        for file in [obj for obj in gc.get_objects() if isinstance(obj, writers)]:
+            try:  # a file a script left open: teardown would have flushed it
+                if not file.closed:
+                    file.flush()
+            except (OSError, ValueError):
+                pass
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

@@ -145,6 +145,7 @@ class MonitorThread(threading.Thread):
 
     def run(self) -> None:
         from mlchain.monitor import monitor_pass
+
         while not self.stopped.wait(self.settings.monitor_interval_s):
             try:
                 for line in monitor_pass(self.settings, run_id=self.run_id):
