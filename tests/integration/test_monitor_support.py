@@ -164,7 +164,7 @@ def live_ref(row: dict[str, Any] | None) -> str | None:
 
 @dataclass(frozen=True)
 class Kill:
-    after_lines: int     # progress lines this attempt writes first (0: kill it while it starts)
+    after_lines: int     # progress lines written since the previous kill's mark (0: kill it while it starts)
     delay_s: float       # then, this far into the next epoch
     mode: str            # process: "group" (supervisor and training) or "training" (the pid); docker: "container"
 
@@ -259,11 +259,16 @@ class Killer(threading.Thread):
         return TrialSpec.from_json(row["spec"]).output_dir
 
     def _run(self) -> None:
+        # The marks add up over the plan (the Nth kill waits for the sum of the first N
+        # after_lines), so a kill that lands late does not push the later ones back: on a
+        # loaded machine that drift had let the training finish before the last kill.
         last_ref: str | None = None
+        mark = 0
         for kill in self.plan:
             if self.stopped.is_set():
                 return
-            last_ref = self._kill_one(kill, last_ref)
+            mark += kill.after_lines
+            last_ref = self._kill_one(kill, mark, last_ref)
 
     def _new_attempt(self, last_ref: str | None) -> dict[str, Any] | None:
         row = trial_row(self.settings, self.run_id, self.number)
@@ -277,12 +282,11 @@ class Killer(threading.Thread):
             raise AssertionError("the attempt to kill ended before its kill was due")
         return True
 
-    def _kill_one(self, kill: Kill, last_ref: str | None) -> str | None:
+    def _kill_one(self, kill: Kill, mark: int, last_ref: str | None) -> str | None:
         row = wait_for(lambda: self._new_attempt(last_ref), self.timeout_s, "a new attempt")
         out = self._output_dir()
-        base = len(progress_rows(out))
-        wait_for(lambda: self._still_running(row) and len(progress_rows(out)) >= base + kill.after_lines,
-                 self.timeout_s, f"{kill.after_lines} progress lines")
+        wait_for(lambda: self._still_running(row) and len(progress_rows(out)) >= mark,
+                 self.timeout_s, f"{mark} progress lines")
         time.sleep(kill.delay_s)  # the schedule: this far into the epoch (or the start)
         if self.before_kill is not None:
             self.before_kill(row)

@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
 
+from mlchain import sqlitefile
 from mlchain.procs import pid_alive
 from mlchain.webhook.payload import Decision
 
@@ -113,13 +114,9 @@ def new_run_id(now: float | None = None) -> str:
     return f"wh-{stamp}-{uuid.uuid4().hex[:8]}"
 
 
-def connect(path: Path, *, synchronous: str = "FULL") -> sqlite3.Connection:
-    db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-    db.row_factory = sqlite3.Row
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute(f"PRAGMA synchronous={synchronous}")
-    db.execute("PRAGMA busy_timeout=30000")
-    return db
+def connect(path: Path) -> sqlite3.Connection:
+    # FULL: an accepted delivery survives a power cut, not only a crash.
+    return sqlitefile.connect(path, synchronous="FULL", check_same_thread=False)
 
 
 # --- pure decisions -----------------------------------------------------------------
