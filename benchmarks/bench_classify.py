@@ -11,10 +11,11 @@ Two repositories are generated in a temporary folder:
 - ``worst``: the same size, but every file imports a framework, so the prefilter skips
   nothing and every file is parsed and walked.
 
-Prints, per repository, the best and median wall time of a few runs with one process,
-with two, and with ``classify_repo``'s default (one process per CPU for a large repository),
-the parent's CPU time (a measure that a busy machine disturbs less), and the ratio of the
-median to the target. The first line gives the machine's load and how fast ``ast.parse``
+Prints, per repository, the best and median wall time of a few runs of ``classify_repo`` in
+this process with one worker process, with two, and with its default (one per CPU for a
+large repository), the parent's CPU time (a measure that a busy machine disturbs less);
+then of the ``mlchain classify`` command itself, a new process each run; and the ratio of
+each median to the target. The first line gives the machine's load and how fast ``ast.parse``
 runs on it, to compare figures taken on different machines.
 """
 
@@ -25,6 +26,7 @@ import json
 import os
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -159,6 +161,8 @@ def generate(root: Path, files: int, mix: list[tuple[Callable[[random.Random], s
         (folder / f"mod_{i}{suffix[maker]}").write_text(text)
         total += len(text)
     (root / "requirements.txt").write_text("tensorflow-cpu>=2.16\nscikit-learn>=1.4\nnumpy\npandas\n")
+    # As a repository pushed to mlchain has: classify validates it (and imports pydantic for that).
+    (root / "mlchain.yaml").write_text("threshold: 0.9\nbudget: {max_trials: 4}\nnotify: {recipients: [ds@example.com]}\n")
     for skipped in (".git/objects", ".venv/lib/python3.11/site-packages/torch", "build/lib"):
         folder = root / skipped
         folder.mkdir(parents=True, exist_ok=True)
@@ -179,6 +183,18 @@ def measure(root: Path, runs: int, workers: int | None) -> tuple[list[float], li
         summary = (f"framework={result.framework} scanned={result.files_scanned} parsed={result.files_parsed} "
                    f"reasons={len(result.reasons)} skipped={len(result.skipped)}")
     return walls, cpus, summary
+
+
+def measure_command(root: Path, runs: int) -> list[float]:
+    """Wall seconds of ``mlchain classify ROOT --json``, a new process each run: the command
+    a user types, with Python's start, the imports and the output."""
+    command = [str(Path(sys.executable).with_name("mlchain")), "classify", str(root), "--json"]
+    walls = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        walls.append(time.perf_counter() - start)
+    return walls
 
 
 def calibrate() -> float:
@@ -217,12 +233,19 @@ def main() -> int:
                 print(f"  {label:>11}: best {best:.3f} s, median {median:.3f} s wall "
                       f"(parent CPU median {statistics.median(cpus):.3f} s) over {args.runs} runs; "
                       f"median / target ({TARGET_SECONDS:g} s) = {median / TARGET_SECONDS:.2f}")
+            walls = measure_command(root, args.runs)
+            median = statistics.median(walls)
+            verdict[(name, "command")] = median
+            print(f"  mlchain classify (a new process each run): best {min(walls):.3f} s, median {median:.3f} s "
+                  f"wall over {args.runs} runs; median / target ({TARGET_SECONDS:g} s) = {median / TARGET_SECONDS:.2f}")
             print(f"  {summary}")
     print(f"load average after: {os.getloadavg()[0]:.1f}")
-    mixed = verdict[("mixed", "default")]
-    print("PASS" if mixed < TARGET_SECONDS else "FAIL",
-          f"(mixed repository, default settings: median {mixed:.3f} s = {mixed / TARGET_SECONDS:.2f} x the target)")
-    return 0 if mixed < TARGET_SECONDS else 1
+    mixed, command = verdict[("mixed", "default")], verdict[("mixed", "command")]
+    ok = mixed < TARGET_SECONDS and command < TARGET_SECONDS
+    print("PASS" if ok else "FAIL", f"(mixed repository: classify_repo median {mixed:.3f} s = "
+          f"{mixed / TARGET_SECONDS:.2f} x the target; the mlchain classify command {command:.3f} s = "
+          f"{command / TARGET_SECONDS:.2f} x)")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -42,3 +42,8 @@ if [ "$have_hash" != "$want_hash" ] || [ "$covered" = 0 ]; then
   "$VENV/bin/python" -m pip install -q -e "$ROOT[$EXTRAS]"
   echo "$want_hash $EXTRAS" > "$stamp"
 fi
+
+# The package's bytecode, up to date: Python does not write it when PYTHONDONTWRITEBYTECODE
+# is set (this machine sets it), and compiling mlchain's modules on every command cost
+# 0.06 s of `mlchain classify`. Only changed files are compiled (about 0.1 s otherwise).
+"$VENV/bin/python" -m compileall -q "$ROOT/src" >/dev/null

@@ -62,6 +62,7 @@ def classify(path: Path, as_json: bool) -> None:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:
         click.echo(result.explain())
+    _exit_now(0)  # tearing down 20,000 reasons and the modules: up to 0.1 s
 
 
 RUNNER_CHOICE = click.Choice(["auto", "docker", "process"])

@@ -81,7 +81,9 @@ def params() -> dict[str, Any]:
         if path:
             _params_cache = json.loads(Path(path).read_text())
         else:
-            _params_cache = dict(contract.load_repo_config(_repo_dir()).params)
+            from mlchain.repo_config import load_repo_config  # pydantic: only when there is no params file
+
+            _params_cache = dict(load_repo_config(_repo_dir()).params)
     return dict(_params_cache)
 
 

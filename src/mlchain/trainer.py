@@ -12,8 +12,8 @@ from typing import Any
 from mlchain import tracking
 from mlchain import trial as trials
 from mlchain.config import Settings
-from mlchain.contract import load_repo_config
 from mlchain.errors import ConfigError, TrainingFailed
+from mlchain.repo_config import load_repo_config
 from mlchain.trial import Echo
 
 

@@ -14,8 +14,8 @@ from typing import Any
 
 from mlchain import contract, tracking
 from mlchain.config import Settings
-from mlchain.contract import RepoConfig
 from mlchain.failures import Verdict, classify_exit
+from mlchain.repo_config import RepoConfig
 from mlchain.runners.base import ExitInfo, TrainingHandle, TrialSpec, follow_log
 
 Echo = Callable[[str], None]

@@ -11,8 +11,8 @@ import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from mlchain.contract import ParamSpec
 from mlchain.errors import ConfigError
+from mlchain.repo_config import ParamSpec
 
 if TYPE_CHECKING:
     import optuna

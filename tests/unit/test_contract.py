@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from mlchain.contract import parse_repo_config
 from mlchain.errors import ConfigError
+from mlchain.repo_config import parse_repo_config
 from mlchain.train_entry import check_metrics
 
 

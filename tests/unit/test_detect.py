@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -15,9 +18,13 @@ from mlchain.detect import (
     OVERRIDE,
     REQUIREMENT,
     Classification,
+    EvidenceJob,
     ParsedSource,
     Reason,
     Requirement,
+    _Chunks,
+    _evidence_batch,
+    _ForkedWorker,
     classify_repo,
     decide,
     evidence_in,
@@ -531,12 +538,69 @@ def test_several_processes_give_the_same_result(tmp_path: Path) -> None:
                          f"pkg{i % 3}/u{i}.py": "import os\nprint(os.getcwd())\n"})
     write(tmp_path, {"pkg0/broken.py": "import keras\ndef f(:\n"})
     one = classify_repo(tmp_path, workers=1)
-    two = classify_repo(tmp_path, workers=2)
-    assert one == two
+    assert classify_repo(tmp_path, workers=2) == one
+    assert classify_repo(tmp_path, workers=3) == one
     scan = scan_repo(tmp_path)  # the same through the pure decision over parsed sources
     assert decide(scan.sources, scan.requirements, None, skipped=scan.skipped,
                   files_scanned=scan.files_scanned, files_parsed=scan.files_parsed) == one
     assert one.files_scanned == 61 and len(one.skipped) == 1
+
+
+def _files(root: Path, names: dict[str, str]) -> list[tuple[int, str, str]]:
+    write(root, names)
+    return [(i, name, str(root / name)) for i, name in enumerate(sorted(names))]
+
+
+MANY = {f"m{i:03}.py": (KERAS_CNN, SKLEARN_TRAIN, "import os\n", "import keras\ndef f(:\n")[i % 4] for i in range(120)}
+
+
+def test_a_forked_worker_sends_back_what_this_process_would_find(tmp_path: Path) -> None:
+    files = _files(tmp_path, MANY)
+    expected = _evidence_batch(files)
+    assert expected[0] and expected[1]  # reasons and skipped files both make the trip
+    chunks = _Chunks(files)
+    outcome = _ForkedWorker(chunks).result()  # this process claims nothing: the child does it all
+    assert outcome is not None
+    claimed, result = outcome
+    assert sorted(claimed) == list(range(len(chunks.chunks))) and len(chunks.chunks) > 1
+    assert result == expected
+
+
+def test_the_chunks_a_killed_worker_had_claimed_are_done_by_this_process(tmp_path: Path) -> None:
+    files = _files(tmp_path, MANY)
+    # The first file is a FIFO: the worker that claims the first chunk blocks opening it.
+    fifo = Path(files[0][2])
+    fifo.unlink()
+    os.mkfifo(fifo)
+    job = EvidenceJob(files, 2)
+    (worker,) = job._workers
+
+    def worker_is_in_the_fifo() -> bool:
+        try:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # ENXIO until a reader has it open
+        except OSError:
+            return False
+        return True
+
+    deadline = time.monotonic() + 30
+    while not worker_is_in_the_fifo():
+        assert time.monotonic() < deadline, "the worker never opened the first file"
+        time.sleep(0.01)
+    os.kill(worker.pid, signal.SIGKILL)
+    fifo.unlink()
+    fifo.write_text(MANY[files[0][1]])  # a plain file again, for this process to read
+    assert job.result() == _evidence_batch(files)
+    with pytest.raises(ChildProcessError):  # reaped: no zombie left
+        os.waitpid(worker.pid, 0)
+
+
+def test_a_cancelled_job_leaves_no_process(tmp_path: Path) -> None:
+    job = EvidenceJob(_files(tmp_path, MANY), 3)
+    pids = [worker.pid for worker in job._workers]
+    job.cancel()
+    for pid in pids:
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, 0)
 
 
 # --- the command line ---------------------------------------------------------------------------------

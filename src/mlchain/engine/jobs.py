@@ -18,8 +18,8 @@ from typing import Any
 from mlchain import gate, tracking, tweak
 from mlchain import trial as trials
 from mlchain.config import Settings
-from mlchain.contract import RepoConfig, load_repo_config
 from mlchain.errors import ConfigError, EngineError
+from mlchain.repo_config import RepoConfig, load_repo_config
 from mlchain.runners.base import TrialSpec
 from mlchain.state import TERMINAL_RUN_STATUSES, StateStore
 
