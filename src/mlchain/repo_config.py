@@ -1,5 +1,8 @@
 """``mlchain.yaml``, a repository's optional configuration: validated here, every problem
-listed at once, each with its key."""
+listed at once, each with its key.
+
+The models build their validators when first used (``defer_build``), not when this module
+is imported: a command that never validates a file does not pay for it."""
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from mlchain.errors import ConfigError
 class ParamSpec(BaseModel):
     """One dimension of the search space (mirrors Optuna's distributions)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     type: Literal["int", "float", "categorical"]
     low: float | None = None
@@ -41,7 +44,7 @@ class ParamSpec(BaseModel):
 
 
 class Budget(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     max_trials: int = Field(default=6, ge=1, le=1000)
     max_minutes: float = Field(default=60.0, gt=0)
@@ -49,7 +52,7 @@ class Budget(BaseModel):
 
 
 class Notify(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     recipients: list[str] = Field(default_factory=list)
 
@@ -64,7 +67,7 @@ class Notify(BaseModel):
 class RepoConfig(BaseModel):
     """A repository's ``mlchain.yaml``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     entry: str = "train.py"
     framework: Framework | None = None
