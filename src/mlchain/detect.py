@@ -23,7 +23,8 @@ Speed (a 5,000-file repository): a file whose bytes name no framework module is 
 not parsed (it cannot import one); in the others only the top-level statements that name
 a framework module, or a name bound to one, are parsed (:func:`parse_selected`); trees
 are reduced to evidence and freed at once, with the cyclic GC paused; a large repository
-is shared among processes. A consequence: a syntax error is reported only where parsing
+is shared among forked processes that claim chunks of files as they go (:class:`EvidenceJob`),
+while this one validates mlchain.yaml. A consequence: a syntax error is reported only where parsing
 happens (in a file or statement that could hold evidence).
 """
 
@@ -226,7 +227,7 @@ _MAGIC_LINE = re.compile(r"\s*(?:[!%?]|[\w.\[\], ]+=\s*[!%]|[\w.]+\?\??\s*$)")
 
 class Reason(NamedTuple):
     """One piece of evidence: where, what, for which framework, of which kind and weight.
-    (A named tuple: a large repository has tens of thousands, made and pickled fast.)"""
+    (A named tuple: a large repository has tens of thousands, made and sent between processes fast.)"""
 
     framework: str
     kind: str
@@ -1380,7 +1381,7 @@ def _default_workers(files: int) -> int:
     """Processes worth using: only for a large repository, only where fork is safe (POSIX,
     no other thread that could hold a lock), one per CPU this process may use (up to 8).
     Not fewer on a loaded machine: the load average lags by a minute, and a second process
-    on a busy CPU costs 5% (its start-up and the pickling) where on an idle one it saves
+    on a busy CPU costs 5% (its start-up and sending the evidence back) where on an idle one it saves
     40% (measured, 2 CPUs)."""
     if files < PARALLEL_MIN_FILES or threading.active_count() > 1 or not hasattr(os, "fork"):
         return 1
