@@ -207,11 +207,14 @@ def hand_over(home: Path, argv: Sequence[str], idle_s: float) -> int | None:
 
 def _wait_for_worker(sock: socket.socket) -> int:
     pgid = 0
+    early: list[int] = []  # signals that came before the worker's group was known
 
     def forward(signum: int, _frame: Any) -> None:
-        if pgid:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pgid, signum)
+        if not pgid:
+            early.append(signum)
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signum)
 
     previous = {sig: signal.signal(sig, forward) for sig in FORWARDED_SIGNALS}
     try:
@@ -223,6 +226,9 @@ def _wait_for_worker(sock: socket.socket) -> int:
                 return 1
             if "pgid" in reply:
                 pgid = int(reply["pgid"])
+                for signum in early:
+                    forward(signum, None)
+                early.clear()
             if "exit" in reply:
                 return int(reply["exit"])
     finally:
@@ -450,6 +456,9 @@ def _command(conn: socket.socket, request: dict[str, Any], fds: list[int]) -> No
     if pid == 0:
         conn.close()
         _worker(request, fds)  # never returns
+    # Here too, not only in the worker: the group must exist before the client may signal it.
+    with contextlib.suppress(OSError):
+        os.setpgid(pid, pid)
     _send(conn, {"pgid": pid})
     for fd in fds:
         os.close(fd)

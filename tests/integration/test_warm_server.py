@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -72,30 +73,52 @@ def test_a_killed_client_takes_its_worker_down_and_the_run_can_resume(home: Path
     client = subprocess.Popen([sys.executable, "-m", "mlchain.cli", "run", str(repo), "--ref", "main", "--json",
                                "--run-id", "warm-killed"], env=_env(home), stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
-    db = home / "state.db"
-
-    def engine_pid() -> int | None:
-        if not db.exists():
-            return None
-        with sqlite3.connect(db) as conn:
-            try:
-                row = conn.execute("SELECT engine_pid FROM runs WHERE run_id = 'warm-killed'").fetchone()
-            except sqlite3.OperationalError:
-                return None
-        return int(row[0]) if row and row[0] else None
-
-    wait_until(lambda: engine_pid() is not None, "the worker to take the run")
-    worker = engine_pid()
+    wait_until(lambda: engine_pid(home, "warm-killed") is not None, "the worker to take the run")
+    worker = engine_pid(home, "warm-killed")
     assert worker is not None and worker != client.pid  # the chain runs in the server's worker
     client.kill()
     client.wait()
     wait_until(lambda: not pid_alive(worker), "the worker to die with its client", timeout_s=30)
+    assert interrupted(home) == ["warm-killed"]
 
+
+def test_ctrl_c_on_a_client_reaches_its_worker_and_ends_the_command_as_click_does(home: Path, git_repo: Any) -> None:
+    repo = git_repo("digits_sklearn", example="digits_sklearn")
+    assert mlchain(home, "job", "monitor").returncode == 0
+    wait_until(lambda: (home / warm.SOCKET_NAME).exists(), "the server to serve")
+
+    client = subprocess.Popen([sys.executable, "-m", "mlchain.cli", "run", str(repo), "--ref", "main",
+                               "--run-id", "warm-interrupted"], env=_env(home), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    wait_until(lambda: engine_pid(home, "warm-interrupted") is not None, "the worker to take the run")
+    worker = engine_pid(home, "warm-interrupted")
+    assert worker is not None and worker != client.pid
+    client.send_signal(signal.SIGINT)  # the client only: it forwards the signal to its worker's group
+    _, err = client.communicate(timeout=120)
+    # As a command run in its own process ends on Ctrl-C: click's "Aborted!", exit code 1.
+    assert client.returncode == 1 and "Aborted!" in err, err
+    wait_until(lambda: not pid_alive(worker), "the worker to end", timeout_s=30)
+    assert interrupted(home) == ["warm-interrupted"]  # resumable, like any interrupted run
+
+
+def engine_pid(home: Path, run_id: str) -> int | None:
+    db = home / "state.db"
+    if not db.exists():
+        return None
+    with sqlite3.connect(db) as conn:
+        try:
+            row = conn.execute("SELECT engine_pid FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        except sqlite3.OperationalError:
+            return None
+    return int(row[0]) if row and row[0] else None
+
+
+def interrupted(home: Path) -> list[str]:
     from mlchain.config import load_settings
     from mlchain.engine.chain import interrupted_runs
     from mlchain.state import StateStore
 
-    assert interrupted_runs(StateStore(load_settings({"home": home}, env={}).state_db)) == ["warm-killed"]
+    return interrupted_runs(StateStore(load_settings({"home": home}, env={}).state_db))
 
 
 def test_a_server_refuses_other_code_and_makes_way_for_a_new_one(home: Path) -> None:
