@@ -1290,6 +1290,7 @@ class _ForkedWorker:
 
     def __init__(self, chunks: _Chunks) -> None:
         self._read_fd, write_fd = os.pipe()
+        self._reaped = False
         self.pid = os.fork()
         if self.pid == 0:  # the child: never returns to the caller
             code = 1
@@ -1311,20 +1312,27 @@ class _ForkedWorker:
         with open(self._read_fd, "rb") as pipe:
             payload = pipe.read()
         _, status = os.waitpid(self.pid, 0)
+        self._reaped = True
         if status != 0:
             return None
-        claimed, found, skipped, parsed = marshal.loads(payload)
+        try:
+            claimed, found, skipped, parsed = marshal.loads(payload)
+        except (ValueError, EOFError, TypeError):
+            return None  # cut short: redone by the caller like a dead child's
         return claimed, ([(i, [Reason._make(r) for r in reasons]) for i, reasons in found],
                          [(i, SkippedFile(*s)) for i, s in skipped], parsed)
 
     def cancel(self) -> None:
-        # Each step may have happened already (the pipe read, the child ended and reaped).
+        # The pipe may have been read already; a reaped child's pid may belong to another
+        # process by now, so it is never signalled.
         with suppress(OSError):
             os.close(self._read_fd)
-        with suppress(OSError):
-            os.kill(self.pid, signal.SIGKILL)
-        with suppress(OSError):
-            os.waitpid(self.pid, 0)
+        if not self._reaped:
+            with suppress(OSError):
+                os.kill(self.pid, signal.SIGKILL)
+            with suppress(OSError):
+                os.waitpid(self.pid, 0)
+            self._reaped = True
 
 
 class EvidenceJob:
