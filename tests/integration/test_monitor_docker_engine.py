@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 from docker_support import built_image, docker_settings, require_docker
+from helpers import wait_for
 from test_monitor_support import (
     Lines,
     collect,
@@ -33,7 +34,6 @@ from test_monitor_support import (
     live_ref,
     progress_rows,
     trial_row,
-    wait_for,
     write_workload,
 )
 

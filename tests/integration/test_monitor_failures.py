@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from docker_support import docker_settings, fresh_run_id, require_docker
+from helpers import wait_for
 from test_monitor_support import (
     Kill,
     Killer,
@@ -25,7 +26,6 @@ from test_monitor_support import (
     live_ref,
     progress_rows,
     trial_row,
-    wait_for,
     write_workload,
 )
 

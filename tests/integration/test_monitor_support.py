@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from helpers import wait_for
+
 from mlchain import contract
 from mlchain.config import Settings
 from mlchain.engine import jobs
@@ -132,17 +134,6 @@ def progress_rows(output_dir: Path) -> list[dict[str, Any]]:
 def epochs_started(output_dir: Path) -> list[int]:
     path = output_dir / "epochs-started.txt"
     return [int(x) for x in path.read_text().split()] if path.is_file() else []
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str, poll_s: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(poll_s)
 
 
 def trial_row(settings: Settings, run_id: str, number: int = 1) -> dict[str, Any] | None:

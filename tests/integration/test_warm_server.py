@@ -8,11 +8,11 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import wait_for
 
 from mlchain import warm
 from mlchain.procs import pid_alive
@@ -30,13 +30,6 @@ def _env(home: Path) -> dict[str, str]:
             "MLCHAIN_WARM_SERVER_IDLE_S": "120"}
 
 
-def wait_until(condition: Any, what: str, timeout_s: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
 @pytest.fixture
 def home(tmp_path: Path) -> Any:
     home = tmp_path / "home"
@@ -52,7 +45,7 @@ def served(home: Path) -> list[str]:
 def test_the_first_command_starts_the_server_and_the_next_ones_are_served_alike(home: Path) -> None:
     cold = mlchain(home, "resume", "no-such-run")  # runs here, starts the server for the next ones
     assert cold.returncode == 9 and "no-such-run" in cold.stderr
-    wait_until(lambda: (home / warm.SOCKET_NAME).exists(), "the server to serve")
+    wait_for(lambda: (home / warm.SOCKET_NAME).exists(), 120, "the server to serve")
     assert served(home) == []
 
     again = mlchain(home, "resume", "no-such-run")
@@ -68,36 +61,36 @@ def test_a_killed_client_takes_its_worker_down_and_the_run_can_resume(home: Path
     repo = git_repo("digits_sklearn", example="digits_sklearn")
     first = mlchain(home, "job", "monitor")
     assert first.returncode == 0
-    wait_until(lambda: (home / warm.SOCKET_NAME).exists(), "the server to serve")
+    wait_for(lambda: (home / warm.SOCKET_NAME).exists(), 120, "the server to serve")
 
     client = subprocess.Popen([sys.executable, "-m", "mlchain.cli", "run", str(repo), "--ref", "main", "--json",
                                "--run-id", "warm-killed"], env=_env(home), stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
-    wait_until(lambda: engine_pid(home, "warm-killed") is not None, "the worker to take the run")
+    wait_for(lambda: engine_pid(home, "warm-killed") is not None, 120, "the worker to take the run")
     worker = engine_pid(home, "warm-killed")
     assert worker is not None and worker != client.pid  # the chain runs in the server's worker
     client.kill()
     client.wait()
-    wait_until(lambda: not pid_alive(worker), "the worker to die with its client", timeout_s=30)
+    wait_for(lambda: not pid_alive(worker), 30, "the worker to die with its client")
     assert interrupted(home) == ["warm-killed"]
 
 
 def test_ctrl_c_on_a_client_reaches_its_worker_and_ends_the_command_as_click_does(home: Path, git_repo: Any) -> None:
     repo = git_repo("digits_sklearn", example="digits_sklearn")
     assert mlchain(home, "job", "monitor").returncode == 0
-    wait_until(lambda: (home / warm.SOCKET_NAME).exists(), "the server to serve")
+    wait_for(lambda: (home / warm.SOCKET_NAME).exists(), 120, "the server to serve")
 
     client = subprocess.Popen([sys.executable, "-m", "mlchain.cli", "run", str(repo), "--ref", "main",
                                "--run-id", "warm-interrupted"], env=_env(home), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
-    wait_until(lambda: engine_pid(home, "warm-interrupted") is not None, "the worker to take the run")
+    wait_for(lambda: engine_pid(home, "warm-interrupted") is not None, 120, "the worker to take the run")
     worker = engine_pid(home, "warm-interrupted")
     assert worker is not None and worker != client.pid
     client.send_signal(signal.SIGINT)  # the client only: it forwards the signal to its worker's group
     _, err = client.communicate(timeout=120)
     # As a command run in its own process ends on Ctrl-C: click's "Aborted!", exit code 1.
     assert client.returncode == 1 and "Aborted!" in err, err
-    wait_until(lambda: not pid_alive(worker), "the worker to end", timeout_s=30)
+    wait_for(lambda: not pid_alive(worker), 30, "the worker to end")
     assert interrupted(home) == ["warm-interrupted"]  # resumable, like any interrupted run
 
 
@@ -123,7 +116,7 @@ def interrupted(home: Path) -> list[str]:
 
 def test_a_server_refuses_other_code_and_makes_way_for_a_new_one(home: Path) -> None:
     mlchain(home, "job", "monitor")
-    wait_until(lambda: (home / warm.SOCKET_NAME).exists(), "the server to serve")
+    wait_for(lambda: (home / warm.SOCKET_NAME).exists(), 120, "the server to serve")
     old = warm.server_pid(home)
     assert old is not None
 
@@ -133,17 +126,17 @@ def test_a_server_refuses_other_code_and_makes_way_for_a_new_one(home: Path) -> 
     reply, _ = warm._recv(sock)
     sock.close()
     assert reply.get("restart") is True and "code changed" in reply["refused"]
-    wait_until(lambda: not pid_alive(old), "the old server to exit", timeout_s=30)
+    wait_for(lambda: not pid_alive(old), 30, "the old server to exit")
 
     fallback = mlchain(home, "job", "monitor")  # runs here and starts a new server
     assert fallback.returncode == 0
-    wait_until(lambda: warm.server_pid(home) not in (None, old), "a new server")
+    wait_for(lambda: warm.server_pid(home) not in (None, old), 120, "a new server")
 
 
 def test_an_idle_server_exits_and_removes_its_socket(home: Path) -> None:
     home.mkdir(parents=True)
     server = subprocess.Popen([sys.executable, "-m", "mlchain.warm", str(home), "1", "0"], env=_env(home))
-    wait_until(lambda: (home / warm.SOCKET_NAME).exists(), "the server to serve")
+    wait_for(lambda: (home / warm.SOCKET_NAME).exists(), 120, "the server to serve")
     assert server.wait(timeout=60) == 0
     assert not (home / warm.SOCKET_NAME).exists()
     assert warm.server_pid(home) is None
@@ -151,14 +144,14 @@ def test_an_idle_server_exits_and_removes_its_socket(home: Path) -> None:
 
 def test_a_server_whose_database_was_replaced_makes_way_for_a_new_one(home: Path) -> None:
     mlchain(home, "job", "monitor")
-    wait_until(lambda: (home / warm.SOCKET_NAME).exists(), "the server to serve")
+    wait_for(lambda: (home / warm.SOCKET_NAME).exists(), 120, "the server to serve")
     old = warm.server_pid(home)
     assert old is not None and (home / "optuna.db").exists()  # opened by the server, once
 
     (home / "optuna.db").unlink()  # say, someone reset the search
     after = mlchain(home, "job", "monitor")
     assert after.returncode == 0, after.stderr
-    wait_until(lambda: not pid_alive(old), "the old server to exit", timeout_s=30)
+    wait_for(lambda: not pid_alive(old), 30, "the old server to exit")
     assert "a database was replaced" in (home / warm.LOG_NAME).read_text()
 
 
@@ -167,6 +160,6 @@ def test_a_server_started_for_a_home_flag_opens_that_homes_stores(home: Path) ->
     first = subprocess.run([sys.executable, "-m", "mlchain.cli", "--home", str(home), "job", "monitor"], check=False,
                            env=env, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr
-    wait_until(lambda: (home / warm.SOCKET_NAME).exists(), "the server to serve")
+    wait_for(lambda: (home / warm.SOCKET_NAME).exists(), 120, "the server to serve")
     assert (home / "mlflow.db").exists() and (home / "optuna.db").exists()
     assert not (home / ".mlchain").exists()  # not the default home, resolved from the server's folder

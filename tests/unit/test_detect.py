@@ -6,11 +6,11 @@ import json
 import os
 import signal
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from helpers import wait_for
 
 from mlchain.detect import (
     IMPORT,
@@ -582,10 +582,7 @@ def test_the_chunks_a_killed_worker_had_claimed_are_done_by_this_process(tmp_pat
             return False
         return True
 
-    deadline = time.monotonic() + 30
-    while not worker_is_in_the_fifo():
-        assert time.monotonic() < deadline, "the worker never opened the first file"
-        time.sleep(0.01)
+    wait_for(worker_is_in_the_fifo, 30, "the worker to open the first file")
     os.kill(worker.pid, signal.SIGKILL)
     fifo.unlink()
     fifo.write_text(MANY[files[0][1]])  # a plain file again, for this process to read
