@@ -89,3 +89,8 @@ class WebhookError(MlchainError):
     """The webhook service was misconfigured."""
 
     exit_code = 14
+
+
+def invalid_yaml(source: str, exc: Exception) -> ConfigError:
+    """The error for a configuration file that is not YAML at all."""
+    return ConfigError(f"{source} is not valid YAML: {exc}", hint="fix the YAML syntax (indentation, colons, quotes)")

@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mlchain.contract import CONFIG_FILE, Framework
-from mlchain.errors import ConfigError
+from mlchain.errors import ConfigError, invalid_yaml
 
 
 class ParamSpec(BaseModel):
@@ -92,8 +92,7 @@ def parse_repo_config(text: str, source: str = CONFIG_FILE) -> RepoConfig:
     try:
         raw = yaml.safe_load(text) if text.strip() else {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{source} is not valid YAML: {exc}",
-                          hint="fix the YAML syntax (indentation, colons, quotes)") from exc
+        raise invalid_yaml(source, exc) from exc
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):

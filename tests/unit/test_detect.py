@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -34,6 +36,7 @@ from mlchain.detect import (
     weigh,
 )
 from mlchain.errors import ClassifyError, ConfigError
+from mlchain.repo_config import load_repo_config
 
 
 def write(root: Path, files: dict[str, str]) -> Path:
@@ -406,13 +409,30 @@ def test_override_accepts_code_the_classifier_cannot(tmp_path: Path) -> None:
     assert classify_repo(tmp_path).framework == "sklearn"
 
 
-def test_invalid_mlchain_yaml_raises_config_error(tmp_path: Path) -> None:
-    write(tmp_path, {"train.py": SKLEARN_TRAIN, "mlchain.yaml": "framework: [keras\n"})
-    with pytest.raises(ConfigError):
+@pytest.mark.parametrize(("text", "message"), [
+    ("framework: [keras\n", "not valid YAML"),
+    ("framework: pytorch\n", "framework: 'pytorch' in mlchain.yaml is not supported"),
+    ("framework: 5\n", "framework: in .*mlchain.yaml must be one of keras, sklearn"),
+    ("framework: {name: keras}\n", "must be one of keras, sklearn"),
+    ("- framework: keras\n", "must be a mapping of keys, got seq"),
+])
+def test_invalid_framework_in_mlchain_yaml_raises_config_error(tmp_path: Path, text: str, message: str) -> None:
+    write(tmp_path, {"train.py": SKLEARN_TRAIN, "mlchain.yaml": text})
+    with pytest.raises(ConfigError, match=message) as caught:
         classify_repo(tmp_path)
-    write(tmp_path, {"mlchain.yaml": "framework: pytorch\n"})
-    with pytest.raises(ConfigError, match="framework"):
-        classify_repo(tmp_path)
+    assert caught.value.exit_code == ConfigError.exit_code
+
+
+def test_classify_reads_only_framework_and_leaves_the_rest_to_the_validation(tmp_path: Path) -> None:
+    # A problem elsewhere in mlchain.yaml is for job1 and `mlchain train`, which validate the whole
+    # file before they classify; the classifier neither repeats that nor imports pydantic for it.
+    write(tmp_path, {"train.py": SKLEARN_TRAIN, "mlchain.yaml": "threshold: high\nframework: ~\n"})
+    with pytest.raises(ConfigError, match="threshold"):
+        load_repo_config(tmp_path)
+    script = ("import sys; from mlchain.detect import classify_repo; "
+              f"print(classify_repo({str(tmp_path)!r}).framework, 'pydantic' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True).stdout
+    assert out.split() == ["sklearn", "False"]
 
 
 # --- packages ------------------------------------------------------------------------------------------
