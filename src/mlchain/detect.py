@@ -39,7 +39,6 @@ import os
 import re
 import signal
 import threading
-import tomllib
 import warnings
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -49,8 +48,6 @@ from functools import lru_cache
 from operator import attrgetter
 from pathlib import Path
 from typing import Any, NamedTuple, cast
-
-import yaml
 
 from mlchain.contract import CONFIG_FILE, FRAMEWORKS, Framework
 from mlchain.errors import ClassifyError, ConfigError, invalid_yaml
@@ -1091,7 +1088,12 @@ def parse_requirements_txt(file: str, text: str) -> list[Requirement]:
     return out
 
 
+# tomllib and yaml are imported by the parsers that need them: the classifier reads the
+# requirement files after its worker processes have started (the imports take 0.03-0.05 s).
+
 def parse_pyproject(file: str, text: str) -> list[Requirement]:
+    import tomllib
+
     data = tomllib.loads(text)
     project = data.get("project") or {}
     specs: list[Any] = list(project.get("dependencies") or [])
@@ -1105,13 +1107,20 @@ def parse_pyproject(file: str, text: str) -> list[Requirement]:
 
 
 def parse_pipfile(file: str, text: str) -> list[Requirement]:
+    import tomllib
+
     data = tomllib.loads(text)
     names = [*(data.get("packages") or {}), *(data.get("dev-packages") or {})]
     return _from_specs(names, file, text)
 
 
 def parse_environment_yml(file: str, text: str) -> list[Requirement]:
-    data = yaml.safe_load(text) or {}
+    import yaml
+
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"not valid YAML: {exc}") from exc
     specs: list[Any] = []
     for dep in (data.get("dependencies") or []) if isinstance(data, dict) else []:
         if isinstance(dep, dict):
@@ -1474,7 +1483,7 @@ class RepoScanner:
             try:
                 text = Path(absolute).read_bytes().decode("utf-8", "replace")
                 self.requirements.extend(parser(rel, text))
-            except (OSError, ValueError, yaml.YAMLError, AttributeError, TypeError) as exc:
+            except (OSError, ValueError, AttributeError, TypeError) as exc:  # TOMLDecodeError is a ValueError
                 # A broken requirement file is weak evidence lost, not a reason to fail.
                 self.skipped.append(SkippedFile(rel, f"unreadable requirement file: {exc}"))
 
@@ -1497,6 +1506,8 @@ def read_override(repo: Path) -> tuple[str | None, int]:
     Only the key the classifier uses is read. The whole file is validated where all of it
     is used (job1, ``mlchain train``), before they classify; validating it here too would
     import pydantic, a quarter of the classifier's CPU on a 5,000-file repository."""
+    import yaml  # here, while the worker processes parse
+
     path = repo / CONFIG_FILE
     try:
         text = path.read_text(encoding="utf-8")
