@@ -1220,18 +1220,28 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+_FIRST_READ = 1 << 16  # bytes: most source files are read whole by one read
+
+
 def _read_code(rel: str, absolute: str) -> tuple[bytes | None, SkippedFile | None]:
-    # os.read sized by fstat: a buffered ``read(MAX_FILE_BYTES + 1)`` allocates the whole
-    # 20 MB for every small file, which made reading 6x slower than this.
+    # One os.read for a file under 64 KiB: a read of a regular file returns less than asked
+    # only at its end, so a short read needs no fstat before it nor an empty read after it
+    # (two syscalls of four; reading 5,000 files took 0.06-0.08 s, now 0.035-0.045 s). A
+    # buffered ``read(MAX_FILE_BYTES + 1)`` would allocate the whole 20 MB for every file.
     try:
         fd = os.open(absolute, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         try:
-            data = os.read(fd, min(os.fstat(fd).st_size, MAX_FILE_BYTES) + 1)
-            while len(data) <= MAX_FILE_BYTES:  # until EOF: the file may have grown meanwhile
-                more = os.read(fd, 1 << 16)
-                if not more:
-                    break
-                data += more
+            data = os.read(fd, _FIRST_READ)
+            if len(data) == _FIRST_READ:  # a larger file: on to its end, or past the limit
+                parts = [data]
+                size = len(data)
+                while size <= MAX_FILE_BYTES:
+                    more = os.read(fd, 1 << 20)
+                    if not more:
+                        break
+                    parts.append(more)
+                    size += len(more)
+                data = b"".join(parts)
         finally:
             os.close(fd)
     except OSError as exc:

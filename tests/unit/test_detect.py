@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 from helpers import wait_for
 
+from mlchain import detect
 from mlchain.detect import (
     IMPORT,
     MODEL_BUILDING,
@@ -389,6 +390,25 @@ def test_requirements_decide_when_the_code_only_has_generic_imports(
     assert result.decided_by == "weaker evidence"
     req = find(result, "scikit-learn")
     assert (req.kind, req.file, req.line) == (REQUIREMENT, name, line)
+
+
+# --- reading files ------------------------------------------------------------------------------------
+
+def test_a_file_larger_than_one_read_is_read_to_its_end(tmp_path: Path) -> None:
+    filler = "".join(f"VALUE_{i} = {i}\n" for i in range(12_000))  # about 170 KB before the model
+    (tmp_path / "train.py").write_text(filler + "from sklearn.svm import SVC\nclf = SVC()\n")
+    result = classify_repo(tmp_path, workers=1)
+    assert find(result, "sklearn.svm.SVC").line == 12_002
+
+
+def test_a_file_over_the_size_limit_is_reported_and_skipped(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(detect, "MAX_FILE_BYTES", 1024 * 1024)
+    (tmp_path / "big.py").write_text("import tensorflow as tf\n" + "# padding\n" * 120_000)  # 1.2 MB
+    write(tmp_path, {"train.py": SKLEARN_TRAIN})
+    result = classify_repo(tmp_path, workers=1)
+    assert result.framework == "sklearn" and "tensorflow" not in result.scores
+    assert [(s.file, s.error) for s in result.skipped] == [("big.py", "larger than 1 MB")]
 
 
 # --- mlchain.yaml --------------------------------------------------------------------------------------
