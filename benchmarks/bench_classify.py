@@ -161,7 +161,7 @@ def generate(root: Path, files: int, mix: list[tuple[Callable[[random.Random], s
         (folder / f"mod_{i}{suffix[maker]}").write_text(text)
         total += len(text)
     (root / "requirements.txt").write_text("tensorflow-cpu>=2.16\nscikit-learn>=1.4\nnumpy\npandas\n")
-    # As a repository pushed to mlchain has: classify validates it (and imports pydantic for that).
+    # As a repository pushed to mlchain has: classify reads its framework: key (there is none here).
     (root / "mlchain.yaml").write_text("threshold: 0.9\nbudget: {max_trials: 4}\nnotify: {recipients: [ds@example.com]}\n")
     for skipped in (".git/objects", ".venv/lib/python3.11/site-packages/torch", "build/lib"):
         folder = root / skipped
