@@ -24,8 +24,9 @@ not parsed (it cannot import one); in the others only the top-level statements t
 a framework module, or a name bound to one, are parsed (:func:`parse_selected`); trees
 are reduced to evidence and freed at once, with the cyclic GC paused; a large repository
 is shared among forked processes that claim chunks of files as they go (:class:`EvidenceJob`),
-while this one reads the requirement files and mlchain.yaml's ``framework:``. A consequence: a syntax error is reported only where parsing
-happens (in a file or statement that could hold evidence).
+while this one reads the requirement files and mlchain.yaml's ``framework:``. A consequence:
+a syntax error is reported only where parsing happens (in a file or statement that could
+hold evidence).
 """
 
 from __future__ import annotations
