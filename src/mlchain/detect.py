@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, cast
 
 from mlchain.contract import CONFIG_FILE, FRAMEWORKS, Framework
-from mlchain.errors import ClassifyError, ConfigError, invalid_yaml
+from mlchain.errors import ClassifyError, ConfigError, invalid_yaml, not_a_mapping
 
 # --- evidence kinds and tables -------------------------------------------------------
 
@@ -1293,7 +1293,8 @@ _MAX_CHUNKS = 1024  # their numbers (4 bytes each) must fit a pipe's smallest bu
 
 class _Chunks:
     """The walk's files in chunks that processes claim one at a time, so that a process slowed
-    down (validating mlchain.yaml, or sharing its CPU with another program) claims fewer
+    down (reading the requirement files and mlchain.yaml, or sharing its CPU with another
+    program) claims fewer
     and none waits for another. The chunk numbers are 4-byte records in a pipe whose write
     end is closed: a pipe read is never split between two readers, and the empty pipe reads
     as the end."""
@@ -1542,7 +1543,7 @@ def read_override(repo: Path) -> tuple[str | None, int]:
     if node is None:
         return None, 0
     if not isinstance(node, yaml.MappingNode):
-        raise ConfigError(f"{path} must be a mapping of keys, got {node.tag.rpartition(':')[2]}")
+        raise not_a_mapping(str(path), node.tag.rpartition(":")[2])
     for key, value in node.value:
         if getattr(key, "value", None) != "framework":
             continue
@@ -1561,8 +1562,8 @@ def classify_repo(path: Path | str, *, workers: int | None = None) -> Classifica
     The same decision as ``decide(*scan_repo(path))``, but each file's tree is reduced to
     its evidence and freed at once, on several processes for a large repository
     (``workers``: default by size and CPUs; 1 = this process only). Raises ConfigError when
-    mlchain.yaml is not YAML or its ``framework:`` is not supported, ClassifyError when no supported framework is found (the
-    message names what was found and how to fix it).
+    mlchain.yaml is not YAML or its ``framework:`` is not supported, ClassifyError when no
+    supported framework is found (the message names what was found and how to fix it).
     """
     repo = Path(path)
     scanner = RepoScanner(repo)

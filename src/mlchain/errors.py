@@ -94,3 +94,8 @@ class WebhookError(MlchainError):
 def invalid_yaml(source: str, exc: Exception) -> ConfigError:
     """The error for a configuration file that is not YAML at all."""
     return ConfigError(f"{source} is not valid YAML: {exc}", hint="fix the YAML syntax (indentation, colons, quotes)")
+
+
+def not_a_mapping(source: str, kind: str) -> ConfigError:
+    """The error for a configuration file whose YAML is not a mapping of keys (``kind``: what it is)."""
+    return ConfigError(f"{source} must be a mapping of keys, got {kind}")

@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mlchain.contract import CONFIG_FILE, Framework
-from mlchain.errors import ConfigError, invalid_yaml
+from mlchain.errors import ConfigError, invalid_yaml, not_a_mapping
 
 
 class ParamSpec(BaseModel):
@@ -96,7 +96,7 @@ def parse_repo_config(text: str, source: str = CONFIG_FILE) -> RepoConfig:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source} must be a mapping of keys, got {type(raw).__name__}")
+        raise not_a_mapping(source, type(raw).__name__)
     try:
         return RepoConfig.model_validate(raw)
     except ValidationError as exc:

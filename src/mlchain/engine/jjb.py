@@ -235,8 +235,12 @@ def load_chain(jobs_dir: Path) -> Chain:
     """The chain jobs/ defines; kept while its files are unchanged (a long-lived process, the
     warm server or the webhook service, expands them once: JJB takes a third of a second)."""
     folder = jobs_dir.resolve()
-    files = [f for f in sorted(folder.rglob("*")) if f.suffix in (".yaml", ".yml")]
-    stamp = tuple((str(f), stat.st_mtime_ns, stat.st_size) for f, stat in ((f, f.stat()) for f in files))
+    stamps = []
+    for f in sorted(folder.rglob("*")):
+        if f.suffix in (".yaml", ".yml"):
+            stat = f.stat()  # once per file
+            stamps.append((str(f), stat.st_mtime_ns, stat.st_size))
+    stamp = tuple(stamps)
     cached = _loaded.get(folder)
     if cached is not None and cached[0] == stamp:
         return cached[1]
