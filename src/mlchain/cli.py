@@ -295,6 +295,14 @@ def run_argv(argv: list[str]) -> int:
     _standalone = True
     try:
         cli(args=argv, prog_name="mlchain")
+    except ModuleNotFoundError as exc:
+        from mlchain.extras import missing_extra
+
+        error = missing_extra(exc, next((arg for arg in argv if arg in cli.commands), "mlchain"))
+        if error is None:
+            raise
+        error.show()
+        return error.exit_code
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     return 0

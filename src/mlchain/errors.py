@@ -91,6 +91,12 @@ class WebhookError(MlchainError):
     exit_code = 14
 
 
+class MissingExtra(MlchainError):
+    """A command needs an optional dependency that is not installed (say which extra)."""
+
+    exit_code = 15
+
+
 def invalid_yaml(source: str, exc: Exception) -> ConfigError:
     """The error for a configuration file that is not YAML at all."""
     return ConfigError(f"{source} is not valid YAML: {exc}", hint="fix the YAML syntax (indentation, colons, quotes)")

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import mlchain
+from mlchain import resources
 from mlchain.config import Settings
 from mlchain.contract import FRAMEWORKS
 from mlchain.errors import ImageBuildError
@@ -43,7 +44,7 @@ MLCHAIN_REQUIREMENTS = "requirements-mlchain.txt"
 HASH_LEN = 12
 LOG_TAIL = 30
 # Source files that are part of the image; caches and build leftovers are not.
-IGNORED_PARTS = {"__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache"}
+IGNORED_PARTS = {"__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache", resources.SHIPPED_DIR.name}
 IGNORED_SUFFIXES = {".pyc", ".pyo"}
 DEFAULT_SOURCE_URL = "https://github.com/mlchain/mlchain"
 DOCKER_TIMEOUT_S = 600  # a cold TensorFlow layer takes minutes; the SDK's default is 60 s
@@ -64,43 +65,37 @@ class BuildInputs:
     framework: str
     dockerfile: Path
     requirements: Path
-    project_root: Path        # holds pyproject.toml and src/mlchain
+    pyproject: Path           # mlchain's, as the image installs it
+    package_dir: Path         # the mlchain package's source folder
     base_image: str
     # The base's local image id when known: a rebuilt base (build-base-image.sh --force, a newer
     # python:3.11-slim) changes the tag even though its name did not change.
     base_image_id: str = ""
 
     @property
-    def pyproject(self) -> Path:
-        return self.project_root / "pyproject.toml"
-
-    @property
-    def package_dir(self) -> Path:
-        return self.project_root / "src" / "mlchain"
+    def readme(self) -> Path:
+        return self.pyproject.parent / "README.md"
 
 
 # --- locating the inputs ------------------------------------------------------------
 
-def project_root() -> Path:
-    """The checkout mlchain runs from: images are built from its source, not from a wheel."""
-    root = Path(mlchain.__file__).resolve().parent.parent.parent
-    if not (root / "pyproject.toml").is_file() or not (root / DOCKERFILES_DIR).is_dir():
-        raise ImageBuildError(
-            f"mlchain's source tree (pyproject.toml, {DOCKERFILES_DIR}/) was not found above {root}",
-            hint="install mlchain from a checkout (pip install -e .) to build images")
-    return root
-
-
 def build_inputs(settings: Settings, framework: str, root: Path | None = None,
                  client: docker.DockerClient | None = None) -> BuildInputs:
+    """The inputs of one framework's image: from ``root`` (a checkout) when given, else from
+    wherever mlchain runs (its checkout, or the copies an installed wheel carries)."""
     if framework not in FRAMEWORKS:
         raise ImageBuildError(f"unknown framework {framework!r}", hint=f"use one of: {', '.join(FRAMEWORKS)}")
-    root = root or project_root()
+    if root is not None:
+        dockerfiles, pyproject, package_dir = root / DOCKERFILES_DIR, root / "pyproject.toml", root / "src" / "mlchain"
+    else:
+        dockerfiles, pyproject = resources.shipped(DOCKERFILES_DIR), resources.shipped("pyproject.toml")
+        package_dir = resources.PACKAGE_DIR
     return BuildInputs(
         framework=framework,
-        dockerfile=root / DOCKERFILES_DIR / f"{framework}.Dockerfile",
-        requirements=root / DOCKERFILES_DIR / f"requirements-{framework}.txt",
-        project_root=root,
+        dockerfile=dockerfiles / f"{framework}.Dockerfile",
+        requirements=dockerfiles / f"requirements-{framework}.txt",
+        pyproject=pyproject,
+        package_dir=package_dir,
         base_image=(base := resolve_base_image(settings, client)),
         base_image_id=_local_image_id(client, base) if client is not None else "",
     )
@@ -198,9 +193,8 @@ def assemble_context(inputs: BuildInputs, dest: Path, ca_bundle: Path | None) ->
     pkg = dest / "mlchain"
     pkg.mkdir()
     shutil.copyfile(inputs.pyproject, pkg / "pyproject.toml")
-    readme = inputs.project_root / "README.md"
     # pyproject names a readme; setuptools refuses to build without the file.
-    (pkg / "README.md").write_bytes(readme.read_bytes() if readme.is_file() else b"mlchain\n")
+    (pkg / "README.md").write_bytes(inputs.readme.read_bytes() if inputs.readme.is_file() else b"mlchain\n")
     for path in source_files(inputs.package_dir):
         target = pkg / "src" / path.relative_to(inputs.package_dir.parent)
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -262,6 +262,7 @@ def _load_chain(jobs_dir: Path) -> Chain:
 
 
 def default_jobs_dir() -> Path:
-    from mlchain.jenkins.render import default_jobs_dir as find
+    """The chain's jobs/: the checkout's, or the copy an installed mlchain carries."""
+    from mlchain.resources import shipped
 
-    return find()
+    return shipped("jobs")

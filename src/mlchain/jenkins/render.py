@@ -66,20 +66,11 @@ class Definitions:
 
 # --- where jobs/ is ------------------------------------------------------------------
 
-def _checkout_jobs_dir() -> Path:
-    # src/mlchain/jenkins/render.py -> the repository root is three folders up.
-    return Path(__file__).resolve().parents[3] / "jobs"
-
-
 def default_jobs_dir() -> Path:
-    """The repository's jobs/: next to the source checkout, else in the current folder."""
-    candidates = [_checkout_jobs_dir(), Path.cwd() / "jobs"]
-    for candidate in candidates:
-        if candidate.is_dir() and any(candidate.glob("*.y*ml")):
-            return candidate
-    looked = ", ".join(str(c) for c in candidates)
-    raise ConfigError(f"no jobs/ folder with JJB YAML found (looked in {looked})",
-                      hint="pass --jobs-dir PATH, the jobs/ folder of an mlchain checkout")
+    """The chain's jobs/: the checkout's, or the copy an installed mlchain carries."""
+    from mlchain.resources import shipped
+
+    return shipped("jobs")
 
 
 # --- loading with JJB ------------------------------------------------------------------
