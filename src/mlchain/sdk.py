@@ -543,56 +543,9 @@ def checkpoint_summary(directory: Path, values: Mapping[str, Any] | None = None)
 
 def keras_callbacks(progress: bool = True) -> list[Any]:
     """Checkpoint/restore (each epoch, in a folder keyed by the params) and a progress line."""
-    import keras
+    from mlchain.keras_callbacks import CheckpointAndRestore, ProgressLines
 
-    callbacks: list[Any] = [_restore_callback(keras, checkpoint_folder("keras"), params_hash())]
+    callbacks: list[Any] = [CheckpointAndRestore(checkpoint_folder("keras"), params_hash())]
     if progress:
-        callbacks.append(_progress_callback(keras))
+        callbacks.append(ProgressLines())
     return callbacks
-
-
-def _restore_callback(keras: Any, root: Path, hash_: str) -> Any:
-    class Restore(keras.callbacks.Callback):
-        """Keras' BackupAndRestore, made safe against kills: atomic checkpoints, a backup,
-        and training from scratch (said in the log) when neither loads."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.folder = CheckpointFolder(root)
-
-        def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
-            model = self.model
-
-            def load(info: CheckpointInfo) -> int:
-                optimizer = getattr(model, "optimizer", None)
-                if optimizer is not None and not optimizer.built:  # its state is in the checkpoint too
-                    optimizer.build(model.trainable_variables)
-                model.load_weights(str(info.path / KERAS_WEIGHTS_FILE))
-                return info.epoch
-
-            if not self.folder.checkpoints():
-                return
-            loaded = self.folder.load(load, "keras model", hash_)
-            if loaded is not None:
-                epoch = loaded[0]
-                model._initial_epoch = epoch
-                _say(f"keras model: resuming from the checkpoint of epoch {epoch}")
-
-        def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
-            model = self.model
-            self.folder.write(epoch + 1, {"framework": "keras", "estimator": type(model).__name__,
-                                          "params_hash": hash_, "resumable": True},
-                              lambda folder: model.save_weights(str(folder / KERAS_WEIGHTS_FILE)))
-
-    return Restore()
-
-
-def _progress_callback(keras: Any) -> Any:
-    class Progress(keras.callbacks.Callback):
-        """Prints one mlchain progress line per epoch."""
-
-        def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
-            epochs = self.params.get("epochs") if isinstance(self.params, dict) else None
-            log_epoch(epoch + 1, epochs, **dict(logs or {}))
-
-    return Progress()

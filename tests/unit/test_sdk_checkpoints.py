@@ -240,6 +240,15 @@ KERAS_SCRIPT = """
     newest = sorted((tmp / "ckpt" / out["b"]["folder"]).glob("epoch-*/model.weights.h5"))[-1]
     newest.write_bytes(newest.read_bytes()[:100])   # truncate B's newest checkpoint (epoch 3)
     out["after_truncation"] = run({"units": 16}, 4)
+    # A model that is not built has no weights to load into: the callback says so, loads nothing.
+    from mlchain.keras_callbacks import CheckpointAndRestore
+    (tmp / "params.json").write_text(json.dumps({"units": 8}))
+    sdk._params_cache = None
+    unbuilt = keras.Sequential([keras.layers.Dense(8), keras.layers.Dense(2)])
+    callback = CheckpointAndRestore(sdk.checkpoint_folder("keras"), sdk.params_hash())
+    callback.set_model(unbuilt)
+    callback.on_train_begin()
+    out["unbuilt_initial_epoch"] = getattr(unbuilt, "_initial_epoch", None)
     print("RESULT " + json.dumps(out))
 """
 
@@ -263,3 +272,4 @@ def test_keras_checkpoints_are_keyed_by_params_and_survive_a_truncated_file(tmp_
     assert result["after_truncation"]["epochs_run"] == 2
     assert "the checkpoint of epoch 3 is unusable" in done.stdout
     assert "resuming from the checkpoint of epoch 2" in done.stdout
+    assert "not built before fit" in done.stdout and result["unbuilt_initial_epoch"] in (None, 0)

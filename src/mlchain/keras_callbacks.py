@@ -1,0 +1,66 @@
+"""mlchain's Keras callbacks, each a small class with one job (``sdk.keras_callbacks()`` makes
+them): checkpoint and restore, and one progress line per epoch.
+
+Imported only by training code that uses Keras (this module imports keras at the top).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from mlchain.sdk import KERAS_WEIGHTS_FILE, CheckpointFolder, CheckpointInfo, log_epoch
+from mlchain.sdk import _say as say  # the sdk's one way to write to the training log
+
+
+class CheckpointAndRestore(keras.callbacks.Callback):
+    """Keras' ``BackupAndRestore``, made safe against kills: each epoch's weights are written
+    atomically beside the previous epoch's (a backup), in a folder keyed by the params (a
+    tweaked architecture never loads another's weights); at the start of ``fit`` the newest
+    checkpoint that loads is restored, and training goes on from its epoch. When none loads,
+    or the model is not built yet (its weights have no shape to load into), training starts
+    from scratch and the log says why."""
+
+    def __init__(self, root: Path, params_hash: str) -> None:
+        super().__init__()
+        self.folder = CheckpointFolder(root)
+        self.params_hash = params_hash
+
+    def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
+        if not self.folder.checkpoints():
+            return
+        if not self.model.built:
+            say("keras model: not built before fit (no input shape), so its checkpoint cannot be loaded;"
+                " training from scratch (give the model a keras.Input to resume after a restart)")
+            return
+        loaded = self.folder.load(self._load_weights, "keras model", self.params_hash)
+        if loaded is not None:
+            epoch = loaded[0]
+            # fit() reads the epoch to start from here; Keras' own BackupAndRestore sets it the
+            # same way (there is no public setter). tests/unit/test_sdk_checkpoints.py pins it.
+            self.model._initial_epoch = epoch
+            say(f"keras model: resuming from the checkpoint of epoch {epoch}")
+
+    def _load_weights(self, info: CheckpointInfo) -> int:
+        optimizer = getattr(self.model, "optimizer", None)
+        if optimizer is not None and not optimizer.built:  # its state is in the checkpoint too
+            optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(str(info.path / KERAS_WEIGHTS_FILE))
+        return info.epoch
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        model = self.model
+        self.folder.write(epoch + 1, {"framework": "keras", "estimator": type(model).__name__,
+                                      "params_hash": self.params_hash, "resumable": True},
+                          lambda folder: model.save_weights(str(folder / KERAS_WEIGHTS_FILE)))
+
+
+class ProgressLines(keras.callbacks.Callback):
+    """One mlchain progress line per epoch, which job3 and the monitor follow."""
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        epochs = self.params.get("epochs") if isinstance(self.params, dict) else None
+        log_epoch(epoch + 1, epochs, **dict(logs or {}))
