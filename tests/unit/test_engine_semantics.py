@@ -175,7 +175,7 @@ def test_an_unsupported_key_is_an_error_listing_what_is_supported(tmp_path: Path
 
 
 def test_the_real_jobs_load_with_templates_expanded() -> None:
-    from mlchain.engine.jjb import default_jobs_dir
+    from mlchain.jobdefs import default_jobs_dir
 
     chain = load_chain(default_jobs_dir())
     assert chain.first_job == "job1-pull"

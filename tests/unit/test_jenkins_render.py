@@ -22,11 +22,11 @@ from mlchain.jenkins import dsl
 from mlchain.jenkins.render import (
     MANAGED_MARKER,
     Definitions,
-    default_jobs_dir,
     is_managed,
     load,
     normalise_xml,
 )
+from mlchain.jobdefs import default_jobs_dir
 
 REPO = Path(__file__).resolve().parents[2]
 JOBS = REPO / "jobs"

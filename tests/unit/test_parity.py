@@ -10,10 +10,11 @@ from typing import Any
 
 from helpers import ROOT, git
 
-from mlchain.engine.jjb import default_jobs_dir, load_chain
+from mlchain.engine.jjb import load_chain
 from mlchain.engine.local import LocalEngine
 from mlchain.jenkins.deploy import required_plugins
 from mlchain.jenkins.render import load
+from mlchain.jobdefs import default_jobs_dir
 from mlchain.state import StateStore
 
 # The variables Jenkins sets in every build (and the git plugin for SCM jobs), with their meaning,

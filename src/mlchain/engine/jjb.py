@@ -222,10 +222,9 @@ def parse_job(data: Mapping[str, Any]) -> Job:
 def expand(jobs_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """JJB's own loading (the same as `mlchain jenkins render`): YAML, defaults, templates and
     projects expanded as JJB expands them; keys JJB itself does not know are refused there."""
-    from mlchain.jenkins.render import load
+    from mlchain import jobdefs
 
-    definitions = load(jobs_dir, xml=False)
-    return [dict(j.data) for j in definitions.jobs], [dict(v.data) for v in definitions.views]
+    return jobdefs.load(jobs_dir).expand()
 
 
 _loaded: dict[Path, tuple[tuple[tuple[str, int, int], ...], Chain]] = {}
@@ -259,10 +258,3 @@ def _load_chain(jobs_dir: Path) -> Chain:
             if trigger.project not in parsed:
                 raise EngineError(f"{job.name} triggers {trigger.project!r}, which jobs/ does not define")
     return Chain(jobs=parsed, views=tuple(views))
-
-
-def default_jobs_dir() -> Path:
-    """The chain's jobs/: the checkout's, or the copy an installed mlchain carries."""
-    from mlchain.resources import shipped
-
-    return shipped("jobs")

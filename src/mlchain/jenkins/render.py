@@ -9,9 +9,7 @@ the Job DSL seed (``dsl.py``), so jobs/ stays the single source of truth.
 from __future__ import annotations
 
 import copy
-import difflib
 import re
-import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,23 +18,12 @@ from typing import Any
 
 import yaml
 
+from mlchain import jobdefs
 from mlchain.errors import ConfigError
 
 # JJB appends this to every description it renders; it is how JJB (and we)
 # tell a job it manages from one somebody made by hand.
 MANAGED_MARKER = "<!-- Managed by Jenkins Job Builder -->"
-
-# Settings for JJB itself. Passed as a file so that a developer's
-# ~/.config/jenkins_jobs/jenkins_jobs.ini cannot change what we render, and
-# plugin versions are never queried: the XML is the same offline and online.
-_JJB_INI = """\
-[job_builder]
-keep_descriptions=False
-allow_duplicates=False
-
-[jenkins]
-query_plugins_info=False
-"""
 
 _XML_DECLARATION = re.compile(r"^\s*<\?xml[^>]*\?>")
 
@@ -64,67 +51,7 @@ class Definitions:
         return self.jobs + self.views
 
 
-# --- where jobs/ is ------------------------------------------------------------------
-
-def default_jobs_dir() -> Path:
-    """The chain's jobs/: the checkout's, or the copy an installed mlchain carries."""
-    from mlchain.resources import shipped
-
-    return shipped("jobs")
-
-
-# --- loading with JJB ------------------------------------------------------------------
-
-def _plain(value: Any) -> Any:
-    """JJB's dicts carry source positions in subclasses; keep plain values only."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, bool | int | float) or value is None:
-        return value
-    return str(value)
-
-
-def _jjb_config() -> Any:
-    from jenkins_jobs.config import JJBConfig
-
-    with tempfile.TemporaryDirectory(prefix="mlchain-jjb-") as tmp:
-        ini = Path(tmp) / "jenkins_jobs.ini"
-        ini.write_text(_JJB_INI)
-        config = JJBConfig(str(ini))  # reads and closes the file here
-    config.validate()
-    return config
-
-
-def _unknown_keys(item: Any, yaml_text: str) -> list[str]:
-    """Keys JJB would silently treat as template variables and drop.
-
-    JJB turns any key it does not know into a parameter for ``{name}``
-    expansion; unless the YAML uses it as such, it is a typo (e.g.
-    ``show-pipeline-parameters`` for ``show-parameters``) that changes nothing.
-    """
-    return sorted(key for key in getattr(item, "params", {})
-                  if not re.search(r"\{" + re.escape(key) + r"[}|]", yaml_text))
-
-
-def _check_known_keys(roots: Any, jobs_dir: Path) -> None:
-    from jenkins_jobs.defaults import job_contents_keys, view_contents_keys
-
-    yaml_text = "\n".join(p.read_text() for p in sorted(jobs_dir.glob("*.y*ml")))
-    known = {"job": (roots.jobs, job_contents_keys), "view": (roots.views, view_contents_keys)}
-    for kind, (container, keys) in known.items():
-        for item in container.values():
-            unknown = _unknown_keys(item, yaml_text)
-            if unknown:
-                close = {k: difflib.get_close_matches(k, sorted(keys), n=2, cutoff=0.5) for k in unknown}
-                guesses = "; ".join(f"{k}: did you mean {' or '.join(v)}?" if v else f"{k}: no close match"
-                                    for k, v in close.items())
-                raise ConfigError(
-                    f"{kind} {item.name!r} in {jobs_dir} uses keys Jenkins Job Builder does not know "
-                    f"and would drop silently: {', '.join(unknown)}",
-                    hint=guesses)
-
+# --- rendering with JJB ----------------------------------------------------------------
 
 def _generate(config: Any, roots: Any) -> tuple[list[Any], list[Any], list[Any], list[Any]]:
     from jenkins_jobs.registry import ModuleRegistry
@@ -144,36 +71,20 @@ def _generate(config: Any, roots: Any) -> tuple[list[Any], list[Any], list[Any],
 
 
 def _items(kind: str, data: list[Any], xml: list[Any]) -> tuple[Item, ...]:
-    items = [Item(kind, str(x.name), x.output().decode("utf-8"), _plain(d)) for d, x in zip(data, xml, strict=True)]
+    items = [Item(kind, str(x.name), x.output().decode("utf-8"), jobdefs.plain(d)) for d, x in zip(data, xml, strict=True)]
     return tuple(sorted(items, key=lambda i: i.name))
 
 
-def load(jobs_dir: Path | None = None, *, xml: bool = True) -> Definitions:
-    """Load, expand and render jobs/ with JJB; errors say which file and what to fix.
-
-    ``xml=False`` expands without rendering (the local engine needs the definitions only,
-    and JJB's XML modules take most of a second to load)."""
+def load(jobs_dir: Path | None = None) -> Definitions:
+    """Load, expand and render jobs/ with JJB; errors say which file and what to fix."""
     from jenkins_jobs.errors import JenkinsJobsException
-    from jenkins_jobs.loader import load_files
-    from jenkins_jobs.roots import Roots
 
-    folder = (jobs_dir or default_jobs_dir()).resolve()
-    if not folder.is_dir():
-        raise ConfigError(f"{folder} is not a folder", hint="pass --jobs-dir PATH, a folder of JJB YAML files")
+    loaded = jobdefs.load(jobs_dir)
     try:
-        config = _jjb_config()
-        roots = Roots(config)
-        load_files(config, roots, [folder])
-        _check_known_keys(roots, folder)
-        if not xml:
-            jobs = tuple(Item("job", str(j.name), "", _plain(j.data)) for j in roots.generate_jobs())
-            views = tuple(Item("view", str(v.name), "", _plain(v.data)) for v in roots.generate_views())
-            return Definitions(folder, jobs, views)
-        job_data, xml_jobs, view_data, xml_views = _generate(config, roots)
+        job_data, xml_jobs, view_data, xml_views = _generate(loaded.config, loaded.roots)
     except (JenkinsJobsException, yaml.YAMLError) as exc:
-        raise ConfigError(f"Jenkins Job Builder cannot render {folder}: {exc}",
-                          hint="fix the YAML it names; `jenkins-jobs test DIR` shows the same error") from exc
-    return Definitions(folder, _items("job", job_data, xml_jobs), _items("view", view_data, xml_views))
+        raise jobdefs.cannot_load(loaded.folder, exc) from exc
+    return Definitions(loaded.folder, _items("job", job_data, xml_jobs), _items("view", view_data, xml_views))
 
 
 # --- comparing XML ----------------------------------------------------------------------
