@@ -23,7 +23,8 @@ from mlchain.detect.requirements import Requirement
 from mlchain.detect.rules import MODEL_BUILDING, OVERRIDE, REQUIREMENT, WEAKER_EVIDENCE
 from mlchain.errors import ClassifyError, ConfigError
 
-CLOSE_RATIO = 0.8  # the runner-up's deciding score, as a share of the winner's, from which a decision is close
+# A decision is close when the runner-up's deciding score is at least this share of the winner's.
+CLOSE_RATIO = 0.8
 
 
 @dataclass(frozen=True)

@@ -161,7 +161,7 @@ def load(jobs_dir: Path | None = None, *, xml: bool = True) -> Definitions:
     """Load, expand and render jobs/ with JJB; errors say which file and what to fix.
 
     ``xml=False`` expands without rendering (the local engine needs the definitions only,
-    and JJB's XML modules take most of a second to load)."""
+    and JJB's XML modules are slow to load)."""
     from jenkins_jobs.errors import JenkinsJobsException
     from jenkins_jobs.loader import load_files
     from jenkins_jobs.roots import Roots
