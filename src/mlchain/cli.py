@@ -1,8 +1,9 @@
 """The command line: one click group, one subcommand per job. Thin: parse, call, print.
 
 Errors are MlchainError subclasses (each with its exit code); :func:`main` prints
-them once, without a traceback, and exits with their code. Heavy modules (mlflow, docker, optuna, tensorflow) are imported inside
-the commands that need them so that `mlchain --help` and small jobs start fast.
+them once, without a traceback, and exits with their code. Heavy modules (mlflow,
+docker, optuna, tensorflow) are imported inside the commands that need them, so that
+`mlchain --help` and the small jobs do not load them.
 """
 
 from __future__ import annotations
@@ -284,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as exc:  # usage errors and every MlchainError
         exc.show()
         return exc.exit_code
-    except MlchainError as exc:
+    except MlchainError as exc:  # the same, should the hierarchy stop deriving from click's
         click.echo(f"Error: {_message(exc)}", err=True)
         return exc.exit_code
     except click.exceptions.Abort:  # Ctrl-C, or end of input at a prompt
