@@ -27,6 +27,7 @@ from mlchain.detect import (
     decide,
     neutralise_magics,
     parse_python,
+    scan_repo,
     scanning,
     weigh,
 )
@@ -542,6 +543,19 @@ if True:
 else:
     tf.keras.layers.Flatten()
 '''
+
+
+def test_classify_repo_is_the_pure_decision_over_what_the_scan_read(tmp_path: Path) -> None:
+    for i in range(30):
+        write(tmp_path, {f"pkg{i % 3}/m{i}.py": KERAS_CNN if i % 2 else SKLEARN_TRAIN,
+                         f"pkg{i % 3}/u{i}.py": "import os\nprint(os.getcwd())\n"})
+    write(tmp_path, {"pkg0/broken.py": "import keras\ndef f(:\n", "requirements.txt": "tensorflow\n"})
+    one = classify_repo(tmp_path)
+    scan = scan_repo(tmp_path)
+    assert decide(scan.sources, scan.requirements, None, skipped=scan.skipped,
+                  files_scanned=scan.files_scanned, files_parsed=scan.files_parsed) == one
+    assert (one.files_scanned, one.files_parsed) == (61, 31)  # the 30 files naming no framework are not parsed
+    assert [(s.file, s.line) for s in one.skipped] == [("pkg0/broken.py", 2)]
 
 
 def test_decide_on_an_in_memory_source_follows_objects_across_the_file() -> None:
