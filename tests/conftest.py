@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import threading
 from collections.abc import Iterator
@@ -13,9 +12,6 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/ helpers (docker_support, fakes)
-# Commands the tests start run in their own process, not in a warm server that would outlive
-# the test; tests/integration/test_warm_server.py turns it on where it is the subject.
-os.environ["MLCHAIN_WARM_SERVER"] = "0"
 
 from helpers import free_port, make_git_repo
 

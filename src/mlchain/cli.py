@@ -1,13 +1,13 @@
 """The command line: one click group, one subcommand per job. Thin: parse, call, print.
 
-Errors are MlchainError subclasses (each with its exit code); click prints them
-once. Heavy modules (mlflow, docker, optuna, tensorflow) are imported inside
-the commands that need them so that `mlchain --help` and small jobs start fast.
+Errors are MlchainError subclasses (each with its exit code); :func:`main` prints
+them once, without a traceback, and exits with their code. Heavy modules (mlflow,
+docker, optuna, tensorflow) are imported inside the commands that need them, so that
+`mlchain --help` and the small jobs do not load them.
 """
 
 from __future__ import annotations
 
-import gc
 import json
 import sys
 from pathlib import Path
@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from mlchain import __version__
+from mlchain.errors import MlchainError
+
 if TYPE_CHECKING:
     from mlchain.config import Settings
-
-from mlchain import __version__, warm
 
 
 class Context:
@@ -52,22 +53,26 @@ def cli(ctx: click.Context, home: Path | None) -> None:
 # --- classify / train ------------------------------------------------------------
 
 @cli.command()
-@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (with an error field on failure).")
 def classify(path: Path, as_json: bool) -> None:
     """Decide whether PATH is a keras or an sklearn training repository, and why."""
-    from mlchain.detect import classify_repo
+    try:
+        if not path.is_dir():
+            raise click.BadParameter(f"{path} is not a folder", param_hint="'PATH'")
+        from mlchain.detect import classify_repo
 
-    if _standalone:
-        # The process ends with _exit_now: the cyclic GC would only traverse the 20,000
-        # reasons once more (0.04 s) when classify_repo turns it back on.
-        gc.disable()
-    result = classify_repo(path)
+        result = classify_repo(path)
+    except (click.ClickException, MlchainError) as exc:
+        if not as_json:
+            raise
+        # The one JSON object of this outcome; the exit code is the error's all the same.
+        click.echo(json.dumps({"error": {"message": _message(exc), "exit_code": exc.exit_code}}, indent=2))
+        sys.exit(exc.exit_code)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:
         click.echo(result.explain())
-    _exit_now(0)  # tearing down 20,000 reasons and the modules: up to 0.1 s
 
 
 RUNNER_CHOICE = click.Choice(["auto", "docker", "process"])
@@ -89,7 +94,6 @@ def train(ctx: Context, path: Path, params_json: str | None, runner: str | None,
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:
         click.echo(result.explain(settings))
-    _exit_now(0)
 
 
 # --- the chain -------------------------------------------------------------------
@@ -143,20 +147,7 @@ def _print_summary(summary: Any, as_json: bool, settings: Settings) -> None:
         click.echo(json.dumps(summary.to_dict(), indent=2))
     else:
         click.echo(summary.explain(settings))
-    _exit_now(0 if summary.status in ("passed", "budget_spent") else summary.exit_code)
-
-
-_standalone = False  # set by main(): the process is this command; not click's CliRunner in a test
-
-
-def _exit_now(code: int) -> None:
-    """End at once once everything is written: the run's state is committed and its output
-    flushed, and tearing down MLflow, SQLAlchemy, Optuna and matplotlib takes a second."""
-    from mlchain.procs import end_process
-
-    if not _standalone:
-        sys.exit(code)
-    end_process(code, flush_open_files=False)  # mlchain's own code closes its files
+    sys.exit(0 if summary.status in ("passed", "budget_spent") else summary.exit_code)
 
 
 # --- the jobs (each Jenkins shell step calls one of these) --------------------------
@@ -281,32 +272,38 @@ def jenkins_trigger(ctx: Context, repo_url: str, ref: str) -> None:
     click.echo(jk.trigger(ctx.settings(), repo_url, ref))
 
 
-def main() -> None:
-    sys.exit(run_argv(sys.argv[1:]))
+def _message(exc: Exception) -> str:
+    """An error's message as the user reads it (with its fix, for an MlchainError)."""
+    return exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
 
 
-def run_argv(argv: list[str]) -> int:
-    """The command line ``mlchain ARGV`` as this process's entry point (or handed to the warm
-    server, see mlchain.warm): its exit code."""
-    global _standalone
-    code = warm.hand_over_argv(argv)
-    if code is not None:
-        return code
-    _standalone = True
+def main(argv: list[str] | None = None) -> int:
+    """``mlchain ARGV`` as this process's entry point: the command's exit code. An error is
+    printed here, once, without a traceback, and ends the process with its own exit code."""
     try:
-        cli(args=argv, prog_name="mlchain")
-    except ModuleNotFoundError as exc:
+        code = cli.main(args=sys.argv[1:] if argv is None else argv, prog_name="mlchain", standalone_mode=False)
+    except click.ClickException as exc:  # usage errors and every MlchainError
+        exc.show()
+        return exc.exit_code
+    except MlchainError as exc:  # the same, should the hierarchy stop deriving from click's
+        click.echo(f"Error: {_message(exc)}", err=True)
+        return exc.exit_code
+    except click.exceptions.Abort:  # Ctrl-C, or end of input at a prompt
+        click.echo("Aborted!", err=True)
+        return 1
+    except ModuleNotFoundError as exc:  # an optional dependency: say which extra installs it
         from mlchain.extras import missing_extra
 
-        error = missing_extra(exc, next((arg for arg in argv if arg in cli.commands), "mlchain"))
+        args = sys.argv[1:] if argv is None else argv
+        error = missing_extra(exc, next((arg for arg in args if arg in cli.commands), "mlchain"))
         if error is None:
             raise
-        error.show()
+        click.echo(f"Error: {_message(error)}", err=True)
         return error.exit_code
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    return 0
+    return code if isinstance(code, int) else 0  # an int: --help, --version or ctx.exit(code)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

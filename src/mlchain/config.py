@@ -18,7 +18,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from mlchain.errors import ConfigError
-from mlchain.warm import DEFAULT_IDLE_S as WARM_SERVER_IDLE_S
 
 RunnerName = Literal["auto", "docker", "process"]
 
@@ -82,9 +81,6 @@ class Settings(BaseModel):
     jenkins_token: SecretStr | None = None
     # Links in emails and summaries
     mlflow_ui_url: str | None = None
-    # The warm server (mlchain.warm): commands that load MLflow are handed to it
-    warm_server: bool = True  # the client reads these two without this class: mlchain.warm.client_settings
-    warm_server_idle_s: float = WARM_SERVER_IDLE_S
 
     # Derived locations ---------------------------------------------------
     @property

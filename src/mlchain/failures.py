@@ -33,7 +33,7 @@ def heartbeat_age(*, now: float, attempt_started_at: float | None, progress_at: 
     The last progress line counts only when this attempt wrote it (a restarted attempt must
     not inherit the stale heartbeat of the one that hung). Before its first progress line an
     attempt is alive as of its start or its last log line, whichever is later: the slow start
-    (TensorFlow imports in ~7 s) is not a hang until ``hung_after_s`` has passed."""
+    (importing TensorFlow) is not a hang until ``hung_after_s`` has passed."""
     if progress_at is not None and (attempt_started_at is None or progress_at >= attempt_started_at):
         return max(0.0, now - progress_at)
     marks = [t for t in (attempt_started_at, log_at) if t is not None]

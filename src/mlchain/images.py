@@ -47,7 +47,7 @@ LOG_TAIL = 30
 IGNORED_PARTS = {"__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache", resources.SHIPPED_DIR.name}
 IGNORED_SUFFIXES = {".pyc", ".pyo"}
 DEFAULT_SOURCE_URL = "https://github.com/mlchain/mlchain"
-DOCKER_TIMEOUT_S = 600  # a cold TensorFlow layer takes minutes; the SDK's default is 60 s
+DOCKER_TIMEOUT_S = 600  # pulling or building a cold TensorFlow layer outlasts the SDK's default
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,9 @@
-"""Processes: is one alive (one answer for the runners, the engine and the webhook
-service), and ending this one quickly once its work is done."""
+"""Processes: is one alive, and waiting for one to end (one answer for the runners, the
+engine and the webhook service)."""
 
 from __future__ import annotations
 
-import atexit
-import gc
-import io
 import os
-import sys
-import threading
 import time
 from pathlib import Path
 
@@ -44,33 +39,3 @@ def wait_for_exit(pid: int, timeout_s: float | None) -> None:
         select.select([pidfd], [], [], timeout_s)
     finally:
         os.close(pidfd)
-
-
-def end_process(code: int, *, flush_open_files: bool = True) -> None:
-    """Exit with ``code`` as Python would, minus the interpreter's teardown.
-
-    Non-daemon threads are waited for, atexit handlers run, and every open file, standard
-    streams included, is flushed (``flush_open_files=False``: the standard streams only, for
-    a process that ran no one else's code, as finding the files takes 0.1-0.3 s). Then the
-    process ends without tearing down its modules, which takes a second once MLflow,
-    scikit-learn or TensorFlow are loaded. Only for a process's own entry point;
-    ``MLCHAIN_NO_FAST_EXIT=1`` gives a plain ``sys.exit``.
-    """
-    if os.environ.get("MLCHAIN_NO_FAST_EXIT"):
-        sys.exit(code)
-    main = threading.main_thread()
-    for thread in threading.enumerate():
-        if thread is not main and not thread.daemon:
-            thread.join()
-    atexit._run_exitfuncs()
-    if flush_open_files:
-        writers = (io.BufferedWriter, io.TextIOWrapper, io.BufferedRandom)  # a tuple: 2x faster than a union
-        for file in [obj for obj in gc.get_objects() if isinstance(obj, writers)]:
-            try:  # a file a script left open: teardown would have flushed it
-                if not file.closed:
-                    file.flush()
-            except (OSError, ValueError):
-                pass
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)

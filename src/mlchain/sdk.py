@@ -191,8 +191,8 @@ def pinned_requirements(modules: list[str]) -> list[str]:
     """``dist==version`` for the distributions that provide ``modules`` here (missing ones left out).
 
     What MLflow's requirement inference finds for these flavors, without its way of finding
-    it: a new Python process that imports MLflow and loads the model again, 5 to 15 seconds
-    per trial. Local version labels (``+cpu``) are dropped, as MLflow does, to stay installable.
+    it: a new Python process that imports MLflow and loads the model again, for every
+    trial. Local version labels (``+cpu``) are dropped, as MLflow does, to stay installable.
     """
     from importlib import metadata
 

@@ -37,8 +37,8 @@ def client(settings: Settings) -> MlflowClient:
 
 
 def open_stores(settings: Settings) -> list[Any]:
-    """Build (and cache) the tracking and registry stores, for the engine's warm-up and the
-    warm server; their SQLAlchemy engines (none for a store that is not a database)."""
+    """Build (and cache) the tracking and registry stores, for the engine's warm-up; their
+    SQLAlchemy engines (none for a store that is not a database)."""
     c = client(settings)
     with _STORE_LOCK:
         stores = [c._tracking_client.store, c._get_registry_client().store]

@@ -85,10 +85,8 @@ def run() -> int:
 
 
 def main() -> None:
-    from mlchain.procs import end_process
-
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    end_process(run())  # the trial's result is written: skip the second of interpreter teardown
+    sys.exit(run())
 
 
 if __name__ == "__main__":

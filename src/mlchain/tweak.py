@@ -80,7 +80,7 @@ _STORAGES_LOCK = threading.Lock()
 
 def open_storage(url: str) -> Any:
     """The Optuna storage for ``url``, opened once per process: opening an RDB storage checks
-    its schema (a second or so); the engine opens it while training runs."""
+    its schema, slow enough that the engine opens it while training runs."""
     if "://" not in url:
         return url  # not an RDB URL: let Optuna interpret it
     with _STORAGES_LOCK:
@@ -92,10 +92,6 @@ def open_storage(url: str) -> Any:
         return opened
 
 
-def open_storages() -> list[Any]:
-    """The SQLAlchemy engines of the storages opened so far (for the warm server)."""
-    with _STORAGES_LOCK:
-        return [storage.engine for storage in _STORAGES.values() if getattr(storage, "engine", None) is not None]
 
 
 class Search:

@@ -83,8 +83,7 @@ class Service:
         self.home = home
         self.log_path = home.parent / f"service-{uuid.uuid4().hex[:6]}.log"
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("MLCHAIN_")}
-        # No warm server: it would outlive the test (tests/conftest.py says the same for the rest).
-        full_env.update({"MLCHAIN_HOME": str(home), "PYTHONUNBUFFERED": "1", "MLCHAIN_WARM_SERVER": "0"})
+        full_env.update({"MLCHAIN_HOME": str(home), "PYTHONUNBUFFERED": "1"})
         if secret:
             full_env["MLCHAIN_WEBHOOK_SECRET"] = secret
         full_env.update(env or {})

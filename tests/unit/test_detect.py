@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -12,28 +10,25 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from helpers import wait_for
 
-from mlchain import detect
 from mlchain.detect import (
+    CLOSE_RATIO,
     IMPORT,
     MODEL_BUILDING,
     OVERRIDE,
     REQUIREMENT,
+    USAGE,
+    WEAKER_EVIDENCE,
     Classification,
-    EvidenceJob,
     ParsedSource,
     Reason,
     Requirement,
-    _Chunks,
-    _evidence_batch,
-    _ForkedWorker,
     classify_repo,
     decide,
-    evidence_in,
     neutralise_magics,
     parse_python,
     scan_repo,
+    scanning,
     weigh,
 )
 from mlchain.errors import ClassifyError, ConfigError
@@ -397,17 +392,17 @@ def test_requirements_decide_when_the_code_only_has_generic_imports(
 def test_a_file_larger_than_one_read_is_read_to_its_end(tmp_path: Path) -> None:
     filler = "".join(f"VALUE_{i} = {i}\n" for i in range(12_000))  # about 170 KB before the model
     (tmp_path / "train.py").write_text(filler + "from sklearn.svm import SVC\nclf = SVC()\n")
-    result = classify_repo(tmp_path, workers=1)
+    result = classify_repo(tmp_path)
     assert find(result, "sklearn.svm.SVC").line == 12_002
 
 
 def test_a_file_over_the_size_limit_is_reported_and_skipped(tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(detect, "MAX_FILE_BYTES", 1024 * 1024)
+    monkeypatch.setattr(scanning, "MAX_FILE_BYTES", 1024 * 1024)
     (tmp_path / "big.py").write_text("import tensorflow as tf\n" + "# padding\n" * 120_000)  # 1.2 MB
     write(tmp_path, {"train.py": SKLEARN_TRAIN})
-    result = classify_repo(tmp_path, workers=1)
-    assert result.framework == "sklearn" and "tensorflow" not in result.scores
+    result = classify_repo(tmp_path)
+    assert result.framework == "sklearn" and result.scores["keras"] == 0
     assert [(s.file, s.error) for s in result.skipped] == [("big.py", "larger than 1 MB")]
 
 
@@ -521,7 +516,7 @@ def test_weigh_model_building_beats_many_weaker_reasons() -> None:
     assert weigh(tie, files_scanned=1).framework == "keras"
 
 
-SELECTABLE = '''
+ACROSS_THE_FILE = '''
 """Usage, not code:
 
 import torch
@@ -550,95 +545,92 @@ else:
 '''
 
 
-@pytest.mark.parametrize("source,selected", [
-    (SELECTABLE, True),
-    # a statement continued at column 0: the piece does not parse alone, the whole file is parsed
-    (SELECTABLE + "CONFIG = dict(\nlayers=tf.keras.layers.Dense(3),\n)\n", False),
-    # a star import of a framework module: bare names anywhere may be its
-    ("from keras.layers import *\nimport os\n\n\ndef f():\n    return Dense(3)\n\n\nx = 1\n", False),
-])
-def test_selected_statements_give_the_same_evidence_as_the_whole_file(source: str, selected: bool) -> None:
-    whole, _ = parse_python("t.py", source, select=False)
-    part, _ = parse_python("t.py", source)
-    assert whole is not None and part is not None
-    assert evidence_in(part) == evidence_in(whole)
-    assert (len(part.units) > 1) is selected
-    found = {(r.symbol, r.line) for r in evidence_in(whole)}
-    if selected:
-        # helper() and the logging lines were not parsed; the object built at top level is followed
-        parsed_statements = {type(n).__name__ + ":" + getattr(n, "name", "") for u in part.units for n in u.tree.body}
-        assert "FunctionDef:helper" not in parsed_statements and "FunctionDef:train" in parsed_statements
-        assert ("keras.Sequential.fit", 21) in found and ("keras.Sequential.compile", 22) in found
-        assert not any("torch" in symbol for symbol, _ in found)
-
-
-def test_several_processes_give_the_same_result(tmp_path: Path) -> None:
+def test_classify_repo_is_the_pure_decision_over_what_the_scan_read(tmp_path: Path) -> None:
     for i in range(30):
         write(tmp_path, {f"pkg{i % 3}/m{i}.py": KERAS_CNN if i % 2 else SKLEARN_TRAIN,
                          f"pkg{i % 3}/u{i}.py": "import os\nprint(os.getcwd())\n"})
-    write(tmp_path, {"pkg0/broken.py": "import keras\ndef f(:\n"})
-    one = classify_repo(tmp_path, workers=1)
-    assert classify_repo(tmp_path, workers=2) == one
-    assert classify_repo(tmp_path, workers=3) == one
-    scan = scan_repo(tmp_path)  # the same through the pure decision over parsed sources
+    write(tmp_path, {"pkg0/broken.py": "import keras\ndef f(:\n", "requirements.txt": "tensorflow\n"})
+    one = classify_repo(tmp_path)
+    scan = scan_repo(tmp_path)
     assert decide(scan.sources, scan.requirements, None, skipped=scan.skipped,
                   files_scanned=scan.files_scanned, files_parsed=scan.files_parsed) == one
-    assert one.files_scanned == 61 and len(one.skipped) == 1
+    assert (one.files_scanned, one.files_parsed) == (61, 31)  # the 30 files naming no framework are not parsed
+    assert [(s.file, s.line) for s in one.skipped] == [("pkg0/broken.py", 2)]
 
 
-def _files(root: Path, names: dict[str, str]) -> list[tuple[int, str, str]]:
-    write(root, names)
-    return [(i, name, str(root / name)) for i, name in enumerate(sorted(names))]
+def test_decide_on_an_in_memory_source_follows_objects_across_the_file() -> None:
+    result = decide([parsed("t.py", ACROSS_THE_FILE)])
+    assert result.framework == "keras" and result.decided_by == MODEL_BUILDING
+    found = {(r.symbol, r.line) for r in result.reasons}
+    # the object built at top level is followed into a function and below it; the docstring is not code
+    assert ("keras.Sequential.fit", 21) in found and ("keras.Sequential.compile", 22) in found
+    assert ("keras.layers.Flatten", 26) in found
+    assert result.scores == {"keras": 19.0, "sklearn": 0.0}
 
 
-MANY = {f"m{i:03}.py": (KERAS_CNN, SKLEARN_TRAIN, "import os\n", "import keras\ndef f(:\n")[i % 4] for i in range(120)}
+def test_a_syntax_error_far_from_any_framework_name_is_reported_where_it_is() -> None:
+    # The statement with the error names no framework: the file is parsed whole all the same.
+    source = "import keras\n\nmodel = keras.Sequential()\n\n\ndef unrelated(x):\n    return [x for x in]\n"
+    parsed_source, skipped = parse_python("t.py", source)
+    assert parsed_source is None
+    assert [(s.file, s.line) for s in skipped] == [("t.py", 7)] and skipped[0].error.startswith("SyntaxError")
 
 
-def test_a_forked_worker_sends_back_what_this_process_would_find(tmp_path: Path) -> None:
-    files = _files(tmp_path, MANY)
-    expected = _evidence_batch(files)
-    assert expected[0] and expected[1]  # reasons and skipped files both make the trip
-    chunks = _Chunks(files)
-    outcome = _ForkedWorker(chunks).result()  # this process claims nothing: the child does it all
-    assert outcome is not None
-    claimed, result = outcome
-    assert sorted(claimed) == list(range(len(chunks.chunks))) and len(chunks.chunks) > 1
-    assert result == expected
+def _building(**weights: float) -> list[Reason]:
+    return [Reason(fw, MODEL_BUILDING, "x", f"{fw}.py", 1, w, fw) for fw, w in weights.items()]
 
 
-def test_the_chunks_a_killed_worker_had_claimed_are_done_by_this_process(tmp_path: Path) -> None:
-    files = _files(tmp_path, MANY)
-    # The first file is a FIFO: the worker that claims the first chunk blocks opening it.
-    fifo = Path(files[0][2])
-    fifo.unlink()
-    os.mkfifo(fifo)
-    job = EvidenceJob(files, 2)
-    (worker,) = job._workers
-
-    def worker_is_in_the_fifo() -> bool:
-        try:
-            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # ENXIO until a reader has it open
-        except OSError:
-            return False
-        return True
-
-    wait_for(worker_is_in_the_fifo, 30, "the worker to open the first file")
-    os.kill(worker.pid, signal.SIGKILL)
-    fifo.unlink()
-    fifo.write_text(MANY[files[0][1]])  # a plain file again, for this process to read
-    assert job.result() == _evidence_batch(files)
-    with pytest.raises(ChildProcessError):  # reaped: no zombie left
-        os.waitpid(worker.pid, 0)
+def test_scores_are_sorted_by_score_and_the_decision_rule_is_shown() -> None:
+    reasons = [*_building(keras=3.0), *[Reason("sklearn", USAGE, "u", "a.py", i, 10.0, "sklearn") for i in range(3)],
+               Reason("torch", IMPORT, "import torch", "b.py", 1, 2.0, "torch")]
+    result = weigh(reasons, files_scanned=3)
+    assert result.framework == "keras"  # model-building evidence decides, whatever the totals
+    assert list(result.scores.items()) == [("sklearn", 30.0), ("keras", 3.0), ("torch", 2.0)]
+    assert list(result.model_building.items()) == [("keras", 3.0), ("sklearn", 0.0), ("torch", 0.0)]
+    text = result.explain()
+    assert "model-building scores: keras 3, sklearn 0, torch 0\nscores: sklearn 30, keras 3, torch 2" in text
+    assert not result.close and result.runner_up is None  # nobody else has model-building evidence
+    assert "if this is wrong, put `framework: sklearn` in mlchain.yaml" in text
 
 
-def test_a_cancelled_job_leaves_no_process(tmp_path: Path) -> None:
-    job = EvidenceJob(_files(tmp_path, MANY), 3)
-    pids = [worker.pid for worker in job._workers]
-    job.cancel()
-    for pid in pids:
-        with pytest.raises(ChildProcessError):
-            os.waitpid(pid, 0)
+@pytest.mark.parametrize("keras,other,close", [
+    (10.0, 10.0 * CLOSE_RATIO, True),  # the boundary counts as close
+    (10.0, 9.9, True),
+    (10.0, 10.0 * CLOSE_RATIO - 0.1, False),
+])
+def test_a_close_decision_is_flagged_with_the_override_to_use(keras: float, other: float, close: bool) -> None:
+    result = weigh(_building(keras=keras, sklearn=other), files_scanned=2)
+    assert (result.framework, result.runner_up, result.close) == ("keras", "sklearn", close)
+    text = result.explain()
+    assert (f"close decision: keras 10 vs sklearn {other:g}" in text) is close
+    assert "put `framework: sklearn` in mlchain.yaml" in text
+    assert result.to_dict()["close"] is close and result.to_dict()["runner_up"] == "sklearn"
 
+
+def test_a_close_unsupported_runner_up_is_flagged_and_the_override_names_a_supported_framework() -> None:
+    result = weigh(_building(keras=411.0, torch=401.0), files_scanned=2)
+    assert (result.framework, result.runner_up, result.close) == ("keras", "torch", True)
+    text = result.explain()
+    assert "close decision: keras 411 vs torch 401" in text
+    assert "if this is wrong, put `framework: sklearn` in mlchain.yaml" in text  # torch cannot be chosen
+
+
+def test_a_close_decision_on_weaker_evidence_compares_the_totals() -> None:
+    reasons = [Reason("sklearn", REQUIREMENT, "scikit-learn", "requirements.txt", 1, 1.0, "scikit-learn"),
+               Reason("sklearn", IMPORT, "import sklearn", "a.py", 1, 2.0, "sklearn"),
+               Reason("keras", IMPORT, "import keras", "a.py", 2, 2.0, "keras")]
+    result = weigh(reasons, files_scanned=1)
+    assert (result.framework, result.decided_by, result.runner_up, result.close) == \
+        ("sklearn", WEAKER_EVIDENCE, "keras", False)  # 2 of 3 is below CLOSE_RATIO
+    assert "close decision" not in result.explain() and "model-building scores" not in result.explain()
+    tied = weigh([*reasons, Reason("keras", USAGE, "keras.ops.add()", "a.py", 3, 1.0, "keras.ops")], files_scanned=1)
+    assert (tied.framework, tied.close) == ("keras", True)  # equal totals: FRAMEWORKS order, and close
+
+
+def test_an_override_is_never_close_and_offers_no_override() -> None:
+    result = weigh(_building(keras=10.0, sklearn=9.0), "sklearn", files_scanned=2)
+    assert (result.framework, result.close, result.runner_up) == ("sklearn", False, None)
+    assert "if this is wrong" not in result.explain()
 
 # --- the command line ---------------------------------------------------------------------------------
 
@@ -666,3 +658,47 @@ def test_cli_classify_unsupported_exits_4(tmp_path: Path) -> None:
     assert out.exit_code == 4
     assert "found torch in train.py:1" in out.output
     assert "keras, sklearn" in out.output
+
+
+def test_cli_classify_text_sorts_scores_and_says_how_to_override(tmp_path: Path) -> None:
+    from mlchain.cli import cli
+
+    write(tmp_path, {"train.py": KERAS_CNN,
+                     "eval.py": "from sklearn import metrics\n" + "metrics.f1_score(a, b)\n" * 30})
+    out = CliRunner().invoke(cli, ["classify", str(tmp_path)])
+    assert out.exit_code == 0, out.output
+    lines = out.stdout.splitlines()
+    assert lines[0] == "framework: keras (decided by the code that builds the model)"
+    assert lines[1:4] == ["model-building scores: keras 23, sklearn 0", "scores: sklearn 32, keras 25",
+                          "if this is wrong, put `framework: sklearn` in mlchain.yaml"]
+
+
+@pytest.mark.parametrize("files,code,message", [
+    ({"train.py": "import torch\nnet = torch.nn.Linear(3, 4)\n"}, 4, "unsupported framework: the code builds"),
+    ({"train.py": "import os\n"}, 4, "found no framework in 1 Python file(s)"),
+    ({"train.py": "import keras\n", "mlchain.yaml": "framework: [keras]\n"}, 3, "framework: in "),
+    (None, 2, "is not a folder"),
+])
+def test_cli_classify_json_prints_one_object_for_every_failure(tmp_path: Path, files: dict[str, str] | None,
+                                                               code: int, message: str) -> None:
+    from mlchain.cli import cli
+
+    target = write(tmp_path, files) if files is not None else tmp_path / "missing"
+    out = CliRunner().invoke(cli, ["classify", str(target), "--json"])
+    assert out.exit_code == code
+    data = json.loads(out.stdout)  # the whole of stdout is one JSON object
+    assert list(data) == ["error"] and data["error"]["exit_code"] == code
+    assert message in data["error"]["message"]
+
+
+def test_the_command_prints_an_error_once_without_a_traceback_and_exits_with_its_code(tmp_path: Path) -> None:
+    write(tmp_path, {"train.py": "import torch\nnet = torch.nn.Linear(3, 4)\n"})
+    done = subprocess.run([sys.executable, "-m", "mlchain.cli", "classify", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 4
+    assert done.stdout == ""
+    assert done.stderr.count("unsupported framework") == 1 and done.stderr.startswith("Error: ")
+    assert "Traceback" not in done.stderr
+    usage = subprocess.run([sys.executable, "-m", "mlchain.cli", "classify"], capture_output=True, text=True,
+                           timeout=120, check=False)
+    assert usage.returncode == 2 and "Missing argument 'PATH'" in usage.stderr

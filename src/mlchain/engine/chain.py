@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import threading
 import time
 import uuid
@@ -162,29 +161,16 @@ def _engine(settings: Settings, store: StateStore, view: LiveView, jobs_dir: Pat
     return LocalEngine(settings, chain, store, on_event=view), chain
 
 
-def lowest_cpu_priority() -> None:
-    """Give the calling thread the lowest CPU priority. Linux keeps a nice value per thread, so
-    the rest of the engine, and the training it launches, keep theirs; elsewhere it is skipped."""
-    if sys.platform.startswith("linux"):
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-        except OSError:
-            pass
-
-
 def warm_up(settings: Settings, start: threading.Event | None = None) -> threading.Thread:
     """While the training runs: import what the later jobs need and open the stores they use
-    (MLflow's, Optuna's), and draw a first picture. It waits for ``start`` (the training
-    launched): before, it would hold the GIL while job1 and job2 are on the critical path. On
-    2 cores that work competes with the training, so the thread runs at the lowest priority:
-    it takes the CPU the training leaves. (It starts no process: a child would inherit its
-    priority.)"""
+    (MLflow's, Optuna's), and draw a first picture, so that job3 to job5 do not wait for it.
+    It waits for ``start`` (the training launched): before, it would compete with job1 and
+    job2, which the training waits for."""
     def work() -> None:
         import importlib
 
         if start is not None:
             start.wait()
-        lowest_cpu_priority()
         steps: list[Any] = [
             lambda: importlib.import_module("mlchain.detect"),
             lambda: tracking.open_stores(settings),

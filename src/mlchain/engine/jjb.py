@@ -232,7 +232,7 @@ _loaded: dict[Path, tuple[tuple[tuple[str, int, int], ...], Chain]] = {}
 
 def load_chain(jobs_dir: Path) -> Chain:
     """The chain jobs/ defines; kept while its files are unchanged (a long-lived process, the
-    warm server or the webhook service, expands them once: JJB takes a third of a second)."""
+    webhook service, expands them once)."""
     folder = jobs_dir.resolve()
     stamps = []
     for f in sorted(folder.rglob("*")):
