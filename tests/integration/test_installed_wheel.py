@@ -20,7 +20,6 @@ import venv
 from pathlib import Path
 
 import pytest
-
 from helpers import MODELS, ROOT
 
 pytestmark = pytest.mark.slow
