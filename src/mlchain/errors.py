@@ -94,7 +94,7 @@ class WebhookError(MlchainError):
 class MissingExtra(MlchainError):
     """A command needs an optional dependency that is not installed (say which extra)."""
 
-    exit_code = 15
+    exit_code = 16
 
 
 def invalid_yaml(source: str, exc: Exception) -> ConfigError:

@@ -90,7 +90,7 @@ def test_without_the_server_extra_a_command_names_the_extra(installed: dict[str,
                                                              args: list[str]) -> None:
     shutil.copytree(MODELS / "digits_sklearn", tmp_path / "repo", ignore=shutil.ignore_patterns("mlchain-output"))
     done = _mlchain(installed["bare"], *args, cwd=tmp_path, home=tmp_path / "home")
-    assert done.returncode == 15, (done.stdout, done.stderr)
+    assert done.returncode == 16, (done.stdout, done.stderr)
     assert "Traceback" not in done.stderr
     assert "pip install 'mlchain[server]'" in done.stderr
 
