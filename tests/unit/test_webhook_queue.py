@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import concurrent.futures
 import threading
 import time
 from collections.abc import Callable
@@ -121,15 +122,19 @@ def test_record_push_deduplicates_across_reopen(tmp_path: Path) -> None:
     assert wq.counts() == {"queued": 1}
 
 
-def test_group_writer_commits_concurrent_submissions(tmp_path: Path) -> None:
+def test_concurrent_deliveries_each_commit_once(tmp_path: Path) -> None:
+    """Requests record in threads, each on its own connection: a delivery id seen twice at
+    the same moment is still accepted once and answered "duplicate" once."""
     wq = WebhookQueue(queue_path(tmp_path))
-    wq.start_writer()
-    try:
-        futures = [wq.submit_push(f"d{i % 150}", accepted(after=f"{i + 1:040x}")) for i in range(300)]
-        outcomes = [f.result(timeout=30).outcome for f in futures]
-    finally:
-        wq.close()
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        records = list(pool.map(lambda i: wq.record_push(f"d{i % 150}", accepted(after=f"{i + 1:040x}")),
+                                range(300)))
+    outcomes = [r.outcome for r in records]
     assert outcomes.count("accepted") == 150 and outcomes.count("duplicate") == 150
+    by_delivery: dict[str, set[str | None]] = {}
+    for i, r in enumerate(records):
+        by_delivery.setdefault(f"d{i % 150}", set()).add(r.run_id)
+    assert all(len(ids) == 1 for ids in by_delivery.values())  # the duplicate names the accepted run
     assert WebhookQueue(queue_path(tmp_path)).counts() == {"queued": 150}
 
 
