@@ -92,7 +92,8 @@ def claim(mode: str = "run", email: str | None = "a@b.c", url: str = "file:///r.
 
 def test_chain_argv() -> None:
     assert chain_argv(["mlchain"], claim()) == [
-        "mlchain", "run", "--ref=main", "--run-id=wh-1", "--no-resume", "--json", "--pusher-email=a@b.c", "--", "file:///r.git"]
+        "mlchain", "run", f"--ref={'a' * 40}", "--branch=main", "--run-id=wh-1", "--no-resume", "--json",
+        "--pusher-email=a@b.c", "--", "file:///r.git"]
     assert chain_argv(["mlchain"], claim(email=None))[-2:] == ["--", "file:///r.git"]
     assert chain_argv(["mlchain"], claim("resume")) == ["mlchain", "resume", "--json", "--", "wh-1"]
 

@@ -251,14 +251,17 @@ Executor = Callable[[Claim, Callable[[int], None]], ExecResult]
 def chain_argv(command: Sequence[str], claim: Claim) -> list[str]:
     """The command line of one chain execution.
 
-    Values go as ``--opt=value`` and the repository after ``--``: a ref or URL that
-    starts with a dash must never be read as an option.
+    It builds the pushed commit, not whatever the branch points at by then (a later push
+    has its own run); ``--branch`` keeps the branch (or tag) it came from, which names the
+    search's study and appears in the summary. Values go as ``--opt=value`` and the
+    repository after ``--``: a ref or URL that starts with a dash must never be read as an option.
     """
     if claim.mode == "resume":
         return [*command, "resume", "--json", "--", claim.run_id]
     # --no-resume: `mlchain run` would otherwise first resume any interrupted run it finds,
     # which here are the service's to resume (one worker each), never a bystander's.
-    argv = [*command, "run", f"--ref={claim.name}", f"--run-id={claim.run_id}", "--no-resume", "--json"]
+    argv = [*command, "run", f"--ref={claim.commit}", f"--branch={claim.name}", f"--run-id={claim.run_id}",
+            "--no-resume", "--json"]
     if claim.pusher_email:
         argv.append(f"--pusher-email={claim.pusher_email}")
     return [*argv, "--", claim.repo_url]
