@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import threading
 import time
@@ -11,10 +12,12 @@ import pytest
 from mlchain.webhook.payload import Decision, Policy, decide_push
 from mlchain.webhook.queue import (
     Claim,
+    DeliveryWriter,
     Dispatcher,
     Entry,
     ExecResult,
     Plan,
+    Recorded,
     WebhookQueue,
     chain_argv,
     child_env,
@@ -137,6 +140,35 @@ def test_concurrent_deliveries_each_commit_once(tmp_path: Path) -> None:
         by_delivery.setdefault(f"d{i % 150}", set()).add(r.run_id)
     assert all(len(ids) == 1 for ids in by_delivery.values())  # the duplicate names the accepted run
     assert WebhookQueue(queue_path(tmp_path)).counts() == {"queued": 150}
+
+
+def test_delivery_writer_commits_each_delivery_before_answering(tmp_path: Path) -> None:
+    """The service's path: concurrent requests, one writer thread; every answer comes after
+    its commit (a fresh connection sees it), and a delivery that cannot be stored fails
+    alone (the next ones are recorded)."""
+    wq = WebhookQueue(queue_path(tmp_path))
+    writer = DeliveryWriter(wq.path)
+
+    async def deliveries() -> list[Recorded]:
+        async def one(i: int) -> Recorded:
+            rec = await writer.record_push(f"d{i % 150}", accepted(after=f"{i + 1:040x}"))
+            if rec.outcome == "accepted":
+                assert WebhookQueue(queue_path(tmp_path)).entry(rec.run_id or "") is not None
+            return rec
+        return list(await asyncio.gather(*(one(i) for i in range(300))))
+
+    async def unstorable_then_good() -> Recorded:
+        with pytest.raises(UnicodeEncodeError):
+            await writer.record_push("bad", accepted(ref="refs/heads/x\ud800"))
+        return await writer.record_push("good", accepted(ref="refs/heads/y"))
+
+    try:
+        outcomes = [r.outcome for r in asyncio.run(deliveries())]
+        assert asyncio.run(unstorable_then_good()).outcome == "accepted"
+    finally:
+        writer.close()
+    assert outcomes.count("accepted") == 150 and outcomes.count("duplicate") == 150
+    assert wq.counts() == {"queued": 151}
 
 
 def test_claims_are_atomic_between_services(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ engine had finished it the row is just closed.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -41,6 +42,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -433,17 +435,10 @@ class WebhookQueue:
 
     # the request path ------------------------------------------------------------------
     def record_push(self, delivery_id: str, decision: Decision, now: float | None = None) -> Recorded:
-        """Record a push delivery (and enqueue its run when accepted) in one transaction,
-        committed (fsynced) when this returns."""
+        """Record a push delivery (and enqueue its run when accepted), committed (fsynced)
+        when this returns. The service records through a DeliveryWriter instead."""
         with self.connect() as db:
-            db.execute("BEGIN IMMEDIATE")  # the duplicate check and the insert, with no writer between
-            try:
-                rec = record(db, delivery_id, decision, time.time() if now is None else now)
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-        return rec
+            return commit_push(db, delivery_id, decision, time.time() if now is None else now)
 
     # the workers ----------------------------------------------------------------------
     def claim(self, me: str, free_slots: int, now: float | None = None,
@@ -532,9 +527,19 @@ class WebhookQueue:
         return {r[0]: r[1] for r in rows}
 
 
-def record(db: sqlite3.Connection, delivery_id: str, decision: Decision, at: float) -> Recorded:
-    """Inside a transaction: the delivery's row (the de-duplication) and, when accepted,
-    its queue row."""
+def commit_push(db: sqlite3.Connection, delivery_id: str, decision: Decision, at: float) -> Recorded:
+    """One transaction: the delivery's row (the de-duplication) and, when accepted, its queue row."""
+    db.execute("BEGIN IMMEDIATE")  # the duplicate check and the insert, with no writer between
+    try:
+        rec = _record(db, delivery_id, decision, at)
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+    return rec
+
+
+def _record(db: sqlite3.Connection, delivery_id: str, decision: Decision, at: float) -> Recorded:
     prior = db.execute("SELECT run_id, reason FROM deliveries WHERE delivery_id=?", (delivery_id,)).fetchone()
     if prior is not None:
         return Recorded("duplicate", prior["run_id"], prior["reason"])
@@ -550,6 +555,43 @@ def record(db: sqlite3.Connection, delivery_id: str, decision: Decision, at: flo
                (run_id, delivery_id, job.lane, job.repo_url, job.repo_name, job.ref, job.name, job.kind,
                 job.commit, job.pusher_email, at))
     return Recorded("accepted", run_id, decision.reason)
+
+
+class DeliveryWriter:
+    """How the service records deliveries: one transaction each, in one thread, on one
+    connection kept open.
+
+    One thread, because SQLite lets one writer in at a time anyway: writers waiting here
+    are served in order, while writers polling the file lock sleep and some wait seconds.
+    One connection, because closing the last connection to a WAL file checkpoints it.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._thread = ThreadPoolExecutor(1, "webhook-queue")
+        self._db: sqlite3.Connection | None = None
+
+    async def record_push(self, delivery_id: str, decision: Decision) -> Recorded:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, self._record, delivery_id, decision, time.time())
+
+    def _record(self, delivery_id: str, decision: Decision, at: float) -> Recorded:
+        if self._db is None:
+            self._db = connect(self.path)
+        try:
+            return commit_push(self._db, delivery_id, decision, at)
+        except Exception:
+            self._close()  # whatever broke, the next delivery starts on a fresh connection
+            raise
+
+    def _close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def close(self) -> None:
+        self._thread.submit(self._close).result()
+        self._thread.shutdown()
 
 
 def _claim(row: sqlite3.Row, *, fresh: bool, attempt: int) -> Claim:

@@ -45,7 +45,15 @@ from mlchain.errors import NotFound, WebhookError
 from mlchain.state import StateStore
 from mlchain.webhook import payload as pl
 from mlchain.webhook.dashboard import STATIC, DashboardData, router
-from mlchain.webhook.queue import Dispatcher, Executor, Recorded, SubprocessExecutor, WebhookQueue, queue_path
+from mlchain.webhook.queue import (
+    DeliveryWriter,
+    Dispatcher,
+    Executor,
+    Recorded,
+    SubprocessExecutor,
+    WebhookQueue,
+    queue_path,
+)
 from mlchain.webhook.signature import verify
 
 if TYPE_CHECKING:
@@ -118,7 +126,7 @@ class Intake:
 
     secret: bytes | None
     policy: pl.Policy
-    wq: WebhookQueue
+    writer: DeliveryWriter
     dispatcher: Dispatcher | None
 
     async def answer(self, headers: Mapping[str, str], raw: bytes) -> Answer:
@@ -147,8 +155,8 @@ class Intake:
         decision = pl.decide_push(data, self.policy)
         if decision.action == "reject":
             return 400, {"status": "bad request", "detail": decision.reason}
-        try:  # one transaction, fsynced before the answer; in a thread, so the loop goes on serving
-            rec = await asyncio.to_thread(self.wq.record_push, delivery, decision)
+        try:  # one transaction, fsynced before the answer
+            rec = await self.writer.record_push(delivery, decision)
         except Exception:  # the delivery is not durable: say so, GitHub can redeliver
             log.exception("delivery %s: could not be committed to the queue", delivery)
             return 503, {"status": "unavailable", "detail": "the queue could not record the delivery; redeliver"}
@@ -191,7 +199,7 @@ def create_app(settings: Settings, *, insecure: bool = False, workers: int = 2,
         return status
 
     dispatcher = Dispatcher(wq, executor, workers, state_status) if workers > 0 else None
-    intake = Intake(secret, pl.Policy.from_settings(settings), wq, dispatcher)
+    intake = Intake(secret, pl.Policy.from_settings(settings), DeliveryWriter(wq.path), dispatcher)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -207,6 +215,7 @@ def create_app(settings: Settings, *, insecure: bool = False, workers: int = 2,
         finally:
             if dispatcher is not None:
                 await asyncio.to_thread(dispatcher.stop)
+            intake.writer.close()
 
     app = FastAPI(title="mlchain", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.dashboard = DashboardData(store, wq, logs_dir)
