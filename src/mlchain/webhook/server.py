@@ -112,11 +112,14 @@ def parse_payload(raw: bytes, content_type: str | None) -> Any:
     it, and answering 503 would have it redelivered forever."""
     try:
         data = pl.parse_body(raw, content_type)
+    except (ValueError, RecursionError) as exc:
+        raise ValueError(f"body is not JSON (or a form with a JSON payload): {exc}"[:300]) from exc
+    try:
         json.dumps(data, ensure_ascii=False).encode("utf-8")
-    except RecursionError as exc:
-        raise ValueError("body is nested too deeply") from exc
     except UnicodeEncodeError as exc:
         raise ValueError("payload holds text that is not valid Unicode (a lone surrogate)") from exc
+    except RecursionError as exc:  # parsed, yet too deep to write back
+        raise ValueError("body is nested too deeply") from exc
     return data
 
 
@@ -145,8 +148,7 @@ class Intake:
         try:
             data = parse_payload(raw, headers.get("content-type"))
         except ValueError as exc:
-            return 400, {"status": "bad request",
-                         "detail": f"body is not JSON (or a form with a JSON payload): {exc}"[:300]}
+            return 400, {"status": "bad request", "detail": str(exc)}
         if handler == "pong":
             return 200, {"status": "pong", "hook_id": pl.hook_id(data)}
         delivery = headers.get("x-github-delivery") or ""
