@@ -11,7 +11,7 @@ Two tables:
   finished`` or ``queued -> superseded``.
 
 Durability: each delivery is one transaction, committed (``synchronous=FULL``: fsynced)
-before the 202 is sent.
+before the 202 is sent (``DeliveryWriter``: one thread, one connection).
 
 Scheduling (``plan``, pure): at most N runs at once, at most one per lane (one
 repository and ref). Coalescing: when a lane frees up and holds several queued
@@ -562,8 +562,9 @@ class DeliveryWriter:
     connection kept open.
 
     One thread, because SQLite lets one writer in at a time anyway: writers waiting here
-    are served in order, while writers polling the file lock sleep and some wait seconds.
-    One connection, because closing the last connection to a WAL file checkpoints it.
+    are served in order, while writers polling the file lock sleep between tries and the
+    unlucky ones wait long. One connection, because closing the last connection to a WAL
+    file checkpoints it.
     """
 
     def __init__(self, path: Path) -> None:
