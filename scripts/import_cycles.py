@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import ast
 import itertools
+import os
 import sys
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -247,7 +248,10 @@ def main(argv: list[str] | None = None) -> int:
     except SyntaxError as exc:
         print(f"import_cycles: cannot parse {exc.filename}:{exc.lineno}: {exc.msg}", file=sys.stderr)
         return 2
-    print("\n".join(lines))
+    try:
+        print("\n".join(lines), flush=True)
+    except BrokenPipeError:  # `| head`: the reader left; say nothing more (Python's documented recipe)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 1 if module_level or (args.deferred and deferred_only) else 0
 
 
