@@ -108,12 +108,14 @@ def train(ctx: Context, path: Path, params_json: str | None, runner: str | None,
 @click.option("--patience", type=int, default=None, help="Stop after this many trials without improvement.")
 @click.option("--pusher-email", default=None, help="Who pushed; the email goes there when mlchain.yaml names nobody.")
 @click.option("--run-id", default=None, hidden=True, help="Id for the new run (the webhook service sets it).")
+@click.option("--branch", default=None, hidden=True,
+              help="Branch (or tag) the commit --ref came from (the webhook service sets it).")
 @click.option("--no-resume", is_flag=True, help="Do not first finish runs whose engine was interrupted.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @pass_ctx
 def run(ctx: Context, repo: str, ref: str | None, runner: str | None, threshold: float | None,
         max_trials: int | None, max_minutes: float | None, patience: int | None,
-        pusher_email: str | None, run_id: str | None, no_resume: bool, as_json: bool) -> None:
+        pusher_email: str | None, run_id: str | None, branch: str | None, no_resume: bool, as_json: bool) -> None:
     """Run the whole chain on REPO (a path or a git URL): pull, classify, train, gate, notify."""
     from mlchain.engine.chain import interrupted_runs, resume_chain, run_chain
     from mlchain.state import StateStore
@@ -125,7 +127,8 @@ def run(ctx: Context, repo: str, ref: str | None, runner: str | None, threshold:
             if stale != run_id:
                 click.echo(f"resuming run {stale}, interrupted earlier (skip with --no-resume)", err=True)
                 resume_chain(settings, stale, live=not as_json)
-    summary = run_chain(settings, repo, ref=ref, pusher_email=pusher_email, live=not as_json, run_id=run_id)
+    summary = run_chain(settings, repo, ref=ref, pusher_email=pusher_email, live=not as_json, run_id=run_id,
+                        branch=branch)
     _print_summary(summary, as_json, settings)
 
 

@@ -27,7 +27,6 @@ WELL_KNOWN_ENV = {
     "MLFLOW_REGISTRY_URI": "registry_uri",
     "PIP_CERT": "build_ca_bundle",  # the CA pip trusts on this host is the one image builds need
 }
-SECRET_FIELDS = ("smtp_password", "webhook_secret", "jenkins_token")
 
 
 class Settings(BaseModel):

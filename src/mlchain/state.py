@@ -256,12 +256,3 @@ def claim_restart(store: StateStore, run_id: str, number: int, attempt: int, **v
             (*values.values(), run_id, number, attempt))
         return cur.rowcount == 1
 
-
-def claim_give_up(store: StateStore, run_id: str, number: int, **values: Any) -> bool:
-    """Mark a running trial failed, once."""
-    cols = ", ".join(f"{k} = ?" for k in values)
-    with store.connect() as db:
-        cur = db.execute(f"UPDATE trials SET status = 'failed'{', ' + cols if cols else ''}"
-                         " WHERE run_id = ? AND number = ? AND status = 'running'",
-                         (*values.values(), run_id, number))
-        return cur.rowcount == 1

@@ -57,6 +57,13 @@ class RunSummary:
     events: list[dict[str, Any]] = field(default_factory=list)
     tracking_uri: str = ""
     mlflow_ui_url: str | None = None
+    branch: str | None = None  # where ``ref`` came from (the webhook builds a commit of a branch)
+
+    @property
+    def source(self) -> str:
+        """What was built, as people name it: ``main (0123456789ab)``."""
+        name = self.branch or self.ref or "HEAD"
+        return f"{name} ({(self.commit or '?')[:12]})"
 
     @property
     def exit_code(self) -> int:
@@ -104,8 +111,7 @@ class RunSummary:
             "failed": "FAILED",
         }.get(self.status, self.status.upper())
         lines = [f"run {self.run_id}: {head}" + (f" — {self.stop_reason}" if self.stop_reason else "")]
-        lines.append(f"  repository {self.repo_url} @ {self.ref or 'HEAD'} ({(self.commit or '?')[:12]}),"
-                     f" framework {self.framework or '?'}")
+        lines.append(f"  repository {self.repo_url} @ {self.source}, framework {self.framework or '?'}")
         lines.append(f"  {'trial':>5}  {'status':<10} {self.metric_name:>10}  restarts  params")
         for t in self.trials:
             metric = f"{t.metric:.4f}" if t.metric is not None else "-"
@@ -193,5 +199,5 @@ def build_summary(store: StateStore, run_id: str, settings: Settings) -> RunSumm
         best=pick_best(trials, direction), recipients=recipients, email=run.get("email"),
         registered=run.get("registered"), failed_job=run.get("failed_job"),
         events=store.events(run_id), tracking_uri=settings.resolved_tracking_uri,
-        mlflow_ui_url=settings.mlflow_ui_url,
+        mlflow_ui_url=settings.mlflow_ui_url, branch=run.get("branch"),
     )

@@ -94,7 +94,9 @@ def test_git_push_enqueues_through_the_hook(tmp_path: Path) -> None:
         assert (row["commit_sha"], row["ref"], row["pusher_email"], row["repo_url"]) == (
             sha, "refs/heads/main", "dee@example.com", bare.resolve().as_uri())
         [start] = [e for e in read_record(record) if e["event"] == "start"]
-        assert (start["repo"], start["ref"], start["email"]) == (bare.resolve().as_uri(), "main", "dee@example.com")
+        # the pushed commit is built, and the branch it came from is named
+        assert (start["repo"], start["ref"], start["branch"], start["email"]) == (
+            bare.resolve().as_uri(), sha, "main", "dee@example.com")
 
         git("checkout", "-q", "-b", "feature", cwd=work, env=env)
         out = git("push", "origin", "feature", cwd=work, env=env)
@@ -141,3 +143,54 @@ def _service_log(home: Path, run_id: str) -> str:
     text = path.read_text(errors="replace")[-4000:] if path.exists() else "(no service log)"
     summary = home / "webhook-logs" / f"{run_id}.json"
     return text + ("\n" + json.dumps(summary.read_text()[:2000]) if summary.exists() else "")
+
+
+def test_a_queued_push_builds_its_own_commit_after_the_branch_moved_on(tmp_path: Path) -> None:
+    """A push of C1, then the branch moves to C2 before C1's run starts: the run builds C1
+    (not the branch head, which would build C2 twice), and says it came from main; its
+    search study is the branch's (mlchain:REPO@main), not one per commit. Real git, the
+    real service and the real engine."""
+    import optuna
+
+    env = git_env(tmp_path)
+    home = tmp_path / "home"
+    serve = [sys.executable, "-m", "mlchain.cli", "serve", "--port", "0", "--workers"]
+    settings_env = {"MLCHAIN_RUNNER": "process", "MLCHAIN_MAX_TRIALS": "2"}
+    svc = Service(home, argv=[*serve, "0"], env=settings_env)  # accept and queue only
+    try:
+        bare = bare_repo_with_hook(tmp_path, env, svc.url)
+        work = working_copy(tmp_path, env, bare)
+        out = git("push", "origin", "main", cwd=work, env=env)
+        assert "202 accepted" in out, out
+        c1 = git("rev-parse", "HEAD", cwd=work, env=env).strip()
+        # main moves on to C2 while C1's delivery waits in the queue (its own delivery is
+        # not sent here: the hook is away, as if it were still on its way)
+        hook = bare / "hooks" / "post-receive"
+        hook.rename(hook.with_name("post-receive.off"))
+        (work / "NOTES.md").write_text("a later commit\n")
+        git("add", "NOTES.md", cwd=work, env=env)
+        git("commit", "-q", "-m", "notes", cwd=work, env=env)
+        git("push", "origin", "main", cwd=work, env=env)
+        c2 = git("rev-parse", "HEAD", cwd=work, env=env).strip()
+        assert c1 != c2
+    finally:
+        svc.stop()
+
+    svc = Service(home, argv=[*serve, "1"], env=settings_env)
+    try:
+        wq = WebhookQueue(queue_path(home))
+        [row] = wq.entries()
+        assert row["commit_sha"] == c1
+        wait_for(lambda: wq.counts().get("finished") == 1, timeout=600, interval=1, what="the run of C1")
+        api = svc.client.get(f"/api/runs/{row['run_id']}").json()
+    finally:
+        svc.stop()
+    run_id = row["run_id"]
+    assert api["commit"] == c1, _service_log(home, run_id)
+    assert api["branch"] == "main"
+    summary = json.loads((home / "webhook-logs" / f"{run_id}.json").read_text())
+    assert (summary["commit"], summary["ref"], summary["branch"]) == (c1, c1, "main")
+    # the search ran (the example's first trial misses the gate) in the branch's study
+    assert optuna.get_all_study_names(f"sqlite:///{home / 'optuna.db'}") == ["mlchain:digits@main"]
+    eml = next((home / "outbox").glob("*.eml")).read_text(errors="replace")
+    assert "digits@main" in eml and c1[:12] in eml and c2[:12] not in eml

@@ -53,7 +53,7 @@ store = StateStore(Path(os.environ["MLCHAIN_HOME"]) / "state.db")
 if mode == "run":
     store.create_run(run_id, positional, positional.rsplit("/", 1)[-1], opts.get("ref"),
                      opts.get("pusher-email"), status="running")
-note("start", ref=opts.get("ref"), repo=positional, email=opts.get("pusher-email"),
+note("start", ref=opts.get("ref"), branch=opts.get("branch"), repo=positional, email=opts.get("pusher-email"),
      secret_in_env="MLCHAIN_WEBHOOK_SECRET" in os.environ, home=os.environ.get("MLCHAIN_HOME"))
 time.sleep(float(os.environ.get("FAKE_CHAIN_SLEEP", "0.2")))
 store.update_run(run_id, status="passed", finished_at=time.time())

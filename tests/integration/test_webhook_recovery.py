@@ -7,12 +7,23 @@ sleeps and records each start and end; the real engine is exercised by the git-p
 
 from __future__ import annotations
 
+import json
 import os
+import threading
 import time
 from collections import Counter
 from pathlib import Path
 
-from test_webhook_helpers import Service, push_payload, read_record, wait_for, write_fake_chain
+import httpx
+from test_webhook_helpers import (
+    SECRET,
+    Service,
+    delivery_headers,
+    push_payload,
+    read_record,
+    wait_for,
+    write_fake_chain,
+)
 
 from mlchain.webhook.queue import WebhookQueue, queue_path
 
@@ -124,3 +135,52 @@ def test_graceful_stop_leaves_running_runs_to_the_next_start(tmp_path: Path) -> 
     row = WebhookQueue(queue_path(home)).entry(run_id)
     assert row is not None and row["status"] == "finished" and row["result"] == "passed"
     assert [e["mode"] for e in read_record(record) if e["event"] == "start"] == ["run", "resume"]
+
+
+def test_acknowledged_deliveries_survive_sigkill_in_the_middle_of_a_burst(tmp_path: Path) -> None:
+    """Eight senders deliver without pause; the service is SIGKILLed while requests are in
+    flight, three times. Every delivery that got its 202 is in the queue with its run id."""
+    home = tmp_path / "home"
+    acked: dict[str, str] = {}
+    refused: list[str] = []
+    lock = threading.Lock()
+    for round_no in range(3):
+        svc = Service(home)
+        enough, stop = threading.Event(), threading.Event()
+        target = (round_no + 1) * 80
+
+        def sender(n: int, url: str = svc.url, round_no: int = round_no,
+                   enough: threading.Event = enough, stop: threading.Event = stop, target: int = target) -> None:
+            with httpx.Client(base_url=url, timeout=30) as client:
+                i = 0
+                while not stop.is_set():
+                    i += 1
+                    delivery = f"r{round_no}-s{n}-{i}"
+                    raw = json.dumps(push_payload()).encode()
+                    try:
+                        r = client.post("/github-webhook/", content=raw,
+                                        headers=delivery_headers("push", raw, SECRET, delivery=delivery))
+                    except httpx.HTTPError:
+                        return  # the service died under this request: it was never acknowledged
+                    with lock:
+                        if r.status_code != 202 or r.json()["status"] != "accepted":
+                            refused.append(f"{r.status_code} {r.text}")
+                            return
+                        acked[delivery] = r.json()["run_id"]
+                        if len(acked) >= target:
+                            enough.set()
+
+        threads = [threading.Thread(target=sender, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        try:
+            assert enough.wait(120), f"the senders did not get their deliveries acknowledged: {refused[:3]}"
+        finally:
+            svc.kill()  # senders still mid-request
+            stop.set()
+            for t in threads:
+                t.join(timeout=60)
+    assert not refused, refused[:3]
+    rows = {r["delivery_id"]: r["run_id"] for r in WebhookQueue(queue_path(home)).entries(100_000)}
+    lost = {d: run_id for d, run_id in acked.items() if rows.get(d) != run_id}
+    assert len(acked) >= 240 and not lost, f"{len(lost)} of {len(acked)} acknowledged deliveries lost"

@@ -178,6 +178,38 @@ def test_malformed_json_is_400(service: Service) -> None:
     assert service.deliver("push", {"ref": "refs/heads/main"}).status_code == 400  # no commit, no repository
 
 
+@pytest.mark.parametrize("where", ["ref", "email", "repo_name", "commit_message", "ping"])
+def test_lone_surrogate_is_400_and_nothing_is_queued(service: Service, where: str) -> None:
+    """JSON's \\ud800 escape parses into text that cannot be stored as UTF-8: a malformed
+    delivery (400, not redelivered), never 503 (GitHub would redeliver it forever)."""
+    import json
+
+    lone = "\ud800"
+    payload = push_payload(**{"ref": f"refs/heads/main{lone}"} if where == "ref" else {})
+    if where == "email":
+        payload["pusher"]["email"] = f"dev{lone}@example.com"
+    elif where == "repo_name":
+        payload["repository"]["full_name"] = f"team/digits{lone}"
+    elif where == "commit_message":  # a field the service never stores is refused all the same
+        payload["head_commit"]["message"] = f"train {lone}"
+    event = "ping" if where == "ping" else "push"
+    if where == "ping":
+        payload = {"hook_id": f"7{lone}", "zen": lone}
+    raw = json.dumps(payload).encode()  # ensure_ascii: the escape, as valid UTF-8 bytes
+    assert b"\\ud800" in raw
+    r = service.client.post("/github-webhook/", content=raw, headers=delivery_headers(event, raw, SECRET))
+    assert r.status_code == 400, r.text
+    assert "not valid Unicode" in r.json()["detail"]
+    if event == "push":
+        assert payload["after"] not in queued_commits(service.home)
+    # invalid UTF-8 bytes (not an escape) are refused the same way
+    bad = raw.replace(b"\\ud800", b"\xed\xa0\x80")
+    r = service.client.post("/github-webhook/", content=bad, headers=delivery_headers(event, bad, SECRET))
+    assert r.status_code == 400, r.text
+    # and the service goes on accepting good deliveries
+    assert service.deliver("push", push_payload()).status_code == 202
+
+
 def test_form_encoded_payload_is_understood(service: Service) -> None:
     import json
     from urllib.parse import urlencode

@@ -118,6 +118,19 @@ def test_subject_of_a_crash() -> None:
         "[mlchain] FAILED digits_cnn@HEAD: no accuracy reached after 0 trials (job2-classify failed)")
 
 
+def test_a_pushed_commit_is_named_by_the_branch_it_came_from(settings: Settings) -> None:
+    """The webhook builds the pushed commit (ref = its sha) of a branch: subject, text and
+    summary name the branch, and the commit beside it."""
+    sha = "9f8e7d6c5b4a39281706f5e4d3c2b1a098765432"
+    s = passing()
+    s.ref, s.commit, s.branch = sha, sha, "main"
+    assert subject_line(s).startswith("[mlchain] PASSED digits_cnn@main: ")
+    assert "repository https://github.com/acme/digits_cnn @ main (9f8e7d6c5b4a), framework keras" in s.explain()
+    text, html, _ = parts(build_message(s, settings))
+    assert "@ main (9f8e7d6c5b4a)" in text and "@ <b>main</b>" in html
+    assert s.to_dict()["branch"] == "main"
+
+
 def test_subject_for_a_metric_to_minimize() -> None:
     s = passing()
     s.direction, s.metric_name, s.threshold = "minimize", "rmse", 0.805

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import threading
 import time
 from collections.abc import Callable
@@ -10,10 +12,12 @@ import pytest
 from mlchain.webhook.payload import Decision, Policy, decide_push
 from mlchain.webhook.queue import (
     Claim,
+    DeliveryWriter,
     Dispatcher,
     Entry,
     ExecResult,
     Plan,
+    Recorded,
     WebhookQueue,
     chain_argv,
     child_env,
@@ -91,7 +95,8 @@ def claim(mode: str = "run", email: str | None = "a@b.c", url: str = "file:///r.
 
 def test_chain_argv() -> None:
     assert chain_argv(["mlchain"], claim()) == [
-        "mlchain", "run", "--ref=main", "--run-id=wh-1", "--no-resume", "--json", "--pusher-email=a@b.c", "--", "file:///r.git"]
+        "mlchain", "run", f"--ref={'a' * 40}", "--branch=main", "--run-id=wh-1", "--no-resume", "--json",
+        "--pusher-email=a@b.c", "--", "file:///r.git"]
     assert chain_argv(["mlchain"], claim(email=None))[-2:] == ["--", "file:///r.git"]
     assert chain_argv(["mlchain"], claim("resume")) == ["mlchain", "resume", "--json", "--", "wh-1"]
 
@@ -121,16 +126,49 @@ def test_record_push_deduplicates_across_reopen(tmp_path: Path) -> None:
     assert wq.counts() == {"queued": 1}
 
 
-def test_group_writer_commits_concurrent_submissions(tmp_path: Path) -> None:
+def test_concurrent_deliveries_each_commit_once(tmp_path: Path) -> None:
+    """Requests record in threads, each on its own connection: a delivery id seen twice at
+    the same moment is still accepted once and answered "duplicate" once."""
     wq = WebhookQueue(queue_path(tmp_path))
-    wq.start_writer()
-    try:
-        futures = [wq.submit_push(f"d{i % 150}", accepted(after=f"{i + 1:040x}")) for i in range(300)]
-        outcomes = [f.result(timeout=30).outcome for f in futures]
-    finally:
-        wq.close()
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        records = list(pool.map(lambda i: wq.record_push(f"d{i % 150}", accepted(after=f"{i + 1:040x}")),
+                                range(300)))
+    outcomes = [r.outcome for r in records]
     assert outcomes.count("accepted") == 150 and outcomes.count("duplicate") == 150
+    by_delivery: dict[str, set[str | None]] = {}
+    for i, r in enumerate(records):
+        by_delivery.setdefault(f"d{i % 150}", set()).add(r.run_id)
+    assert all(len(ids) == 1 for ids in by_delivery.values())  # the duplicate names the accepted run
     assert WebhookQueue(queue_path(tmp_path)).counts() == {"queued": 150}
+
+
+def test_delivery_writer_commits_each_delivery_before_answering(tmp_path: Path) -> None:
+    """The service's path: concurrent requests, one writer thread; every answer comes after
+    its commit (a fresh connection sees it), and a delivery that cannot be stored fails
+    alone (the next ones are recorded)."""
+    wq = WebhookQueue(queue_path(tmp_path))
+    writer = DeliveryWriter(wq.path)
+
+    async def deliveries() -> list[Recorded]:
+        async def one(i: int) -> Recorded:
+            rec = await writer.record_push(f"d{i % 150}", accepted(after=f"{i + 1:040x}"))
+            if rec.outcome == "accepted":
+                assert WebhookQueue(queue_path(tmp_path)).entry(rec.run_id or "") is not None
+            return rec
+        return list(await asyncio.gather(*(one(i) for i in range(300))))
+
+    async def unstorable_then_good() -> Recorded:
+        with pytest.raises(UnicodeEncodeError):
+            await writer.record_push("bad", accepted(ref="refs/heads/x\ud800"))
+        return await writer.record_push("good", accepted(ref="refs/heads/y"))
+
+    try:
+        outcomes = [r.outcome for r in asyncio.run(deliveries())]
+        assert asyncio.run(unstorable_then_good()).outcome == "accepted"
+    finally:
+        writer.close()
+    assert outcomes.count("accepted") == 150 and outcomes.count("duplicate") == 150
+    assert wq.counts() == {"queued": 151}
 
 
 def test_claims_are_atomic_between_services(tmp_path: Path) -> None:

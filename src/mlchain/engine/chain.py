@@ -244,7 +244,10 @@ def _maybe_run(store: StateStore, run_id: str) -> dict[str, Any] | None:
 
 
 def run_chain(settings: Settings, repo: str, ref: str | None = None, pusher_email: str | None = None,
-              live: bool = True, run_id: str | None = None, jobs_dir: Path | None = None) -> RunSummary:
+              live: bool = True, run_id: str | None = None, jobs_dir: Path | None = None,
+              branch: str | None = None) -> RunSummary:
+    """Run the chain on ``repo`` at ``ref``; ``branch`` is where that ref came from (a push
+    of a commit on ``main``), else ``ref`` itself: it names the search's study."""
     settings.ensure_dirs()
     store = StateStore(settings.state_db)
     view = LiveView(live)
@@ -254,6 +257,8 @@ def run_chain(settings: Settings, repo: str, ref: str | None = None, pusher_emai
         return resume_chain(settings, run_id, live=live, jobs_dir=jobs_dir)
     url = repo_url_of(settings, repo, echo=view.console.print if live else (lambda *_a: None))
     store.create_run(run_id, url, repo_name_from_url(url), ref, pusher_email, status="queued")
+    if branch:
+        store.update_run(run_id, branch=branch)  # job1 keeps it
     engine.enqueue(run_id, chain.first_job, {"REPO_URL": url, "REF": ref or "HEAD",
                                              "PUSHER_EMAIL": pusher_email or "", "RUN_ID": run_id})
     if live:

@@ -112,8 +112,9 @@ def job_pull(settings: Settings, env: BuildEnv, echo: Echo) -> int:
         store.update_run(run_id, status="failed", stop_reason=f"invalid mlchain.yaml: {exc.message}",
                          failed_job=env.get("JOB_NAME", "job1-pull"), finished_at=time.time())
         raise
+    branch = store.get_run(run_id).get("branch") or env.get("REF") or None  # a webhook run names its branch
     store.update_run(run_id, status="running", commit_sha=commit or None, src_dir=str(src),
-                     branch=env.get("REF") or None, config=cfg.model_dump(mode="json"))
+                     branch=branch, config=cfg.model_dump(mode="json"))
     echo(f"run {run_id}: {repo_url} at {commit[:12] or '?'}; threshold {cfg.threshold:.2f} on {cfg.metric},"
          f" budget {cfg.budget.max_trials} trials / {cfg.budget.max_minutes:g} min / patience {cfg.budget.patience}")
     write_properties(env, RUN_ID=run_id, TRIAL=1)

@@ -105,7 +105,7 @@ def build_message(summary: RunSummary, settings: Settings) -> EmailMessage:
 
 def subject_line(summary: RunSummary) -> str:
     """`[mlchain] PASSED repo@ref: accuracy 0.9712 >= 0.80 (trial 3 of 3)` or the FAILED form."""
-    where = f"{summary.repo_name}@{short_ref(summary.ref)}"
+    where = f"{summary.repo_name}@{short_ref(summary.branch or summary.ref)}"
     label = STATUS_LABEL.get(summary.status, summary.status.upper())
     best = summary.best
     count = len(summary.trials)
@@ -135,7 +135,7 @@ def message_context(summary: RunSummary) -> dict[str, Any]:
         "headline": headline(summary),
         "banner_bg": background,
         "banner_fg": foreground,
-        "ref": short_ref(summary.ref),
+        "ref": short_ref(summary.branch or summary.ref),
         # Only web addresses become links: a local path or an odd scheme stays plain text.
         "repo_url": strip_userinfo(summary.repo_url),
         "repo_link": strip_userinfo(summary.repo_url) if re.match(r"https?://", summary.repo_url) else None,

@@ -23,6 +23,7 @@ from jinja2 import Environment, FileSystemLoader
 from markupsafe import Markup
 
 from mlchain.errors import NotFound
+from mlchain.gate import passes
 from mlchain.state import TERMINAL_RUN_STATUSES, StateStore
 from mlchain.webhook.queue import WebhookQueue
 
@@ -90,9 +91,10 @@ def best_metric(trials: Sequence[dict[str, Any]], direction: str) -> float | Non
 
 
 def met(metric: float | None, threshold: float | None, direction: str) -> bool | None:
+    """None while there is nothing to compare; the comparison is the gate's."""
     if metric is None or threshold is None:
         return None
-    return metric >= threshold if direction != "minimize" else metric <= threshold
+    return passes(metric, threshold, direction)
 
 
 def run_item(run: dict[str, Any] | None, entry: dict[str, Any] | None) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """The durable run queue (SQLite, WAL) and the workers that drain it.
 
-Storage: its own file, ``$MLCHAIN_HOME/webhook.db`` (not state.db), so the request
-path's burst of inserts never waits on the engine's writes and the other way round.
+Storage: its own file, ``$MLCHAIN_HOME/webhook.db`` (not state.db), so a delivery's
+insert never waits on the engine's writes and the other way round.
 Two tables:
 
 - ``deliveries``: every push delivery seen, by ``X-GitHub-Delivery`` (the primary key
@@ -10,10 +10,8 @@ Two tables:
   time, and handed to ``mlchain run --run-id``; status ``queued -> running ->
   finished`` or ``queued -> superseded``.
 
-Durability: the request path's insert is committed (``synchronous=FULL``: fsynced)
-before the 202 is sent. A single writer thread commits the inserts of concurrent
-requests together (group commit), one fsync per batch, which is what keeps
-fsync-per-delivery at thousands per second.
+Durability: each delivery is one transaction, committed (``synchronous=FULL``: fsynced)
+before the 202 is sent (``DeliveryWriter``: one thread, one connection).
 
 Scheduling (``plan``, pure): at most N runs at once, at most one per lane (one
 repository and ref). Coalescing: when a lane frees up and holds several queued
@@ -31,12 +29,10 @@ engine had finished it the row is just closed.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import json
 import logging
 import os
-import queue as queue_mod
 import signal
 import socket
 import sqlite3
@@ -46,9 +42,10 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Literal
 
 from mlchain import sqlitefile
 from mlchain.procs import pid_alive
@@ -95,7 +92,6 @@ CREATE TABLE IF NOT EXISTS queue (
 CREATE INDEX IF NOT EXISTS queue_active ON queue (status, seq);
 """
 
-ACTIVE = ("queued", "running")
 TERMINAL_RESULTS = ("passed", "budget_spent", "failed")
 LEASE_S = 30.0
 HEARTBEAT_S = 5.0
@@ -116,7 +112,7 @@ def new_run_id(now: float | None = None) -> str:
 
 def connect(path: Path) -> sqlite3.Connection:
     # FULL: an accepted delivery survives a power cut, not only a crash.
-    return sqlitefile.connect(path, synchronous="FULL", check_same_thread=False)
+    return sqlitefile.connect(path, synchronous="FULL")
 
 
 # --- pure decisions -----------------------------------------------------------------
@@ -257,14 +253,17 @@ Executor = Callable[[Claim, Callable[[int], None]], ExecResult]
 def chain_argv(command: Sequence[str], claim: Claim) -> list[str]:
     """The command line of one chain execution.
 
-    Values go as ``--opt=value`` and the repository after ``--``: a ref or URL that
-    starts with a dash must never be read as an option.
+    It builds the pushed commit, not whatever the branch points at by then (a later push
+    has its own run); ``--branch`` keeps the branch (or tag) it came from, which names the
+    search's study and appears in the summary. Values go as ``--opt=value`` and the
+    repository after ``--``: a ref or URL that starts with a dash must never be read as an option.
     """
     if claim.mode == "resume":
         return [*command, "resume", "--json", "--", claim.run_id]
     # --no-resume: `mlchain run` would otherwise first resume any interrupted run it finds,
     # which here are the service's to resume (one worker each), never a bystander's.
-    argv = [*command, "run", f"--ref={claim.name}", f"--run-id={claim.run_id}", "--no-resume", "--json"]
+    argv = [*command, "run", f"--ref={claim.commit}", f"--branch={claim.name}", f"--run-id={claim.run_id}",
+            "--no-resume", "--json"]
     if claim.pusher_email:
         argv.append(f"--pusher-email={claim.pusher_email}")
     return [*argv, "--", claim.repo_url]
@@ -410,122 +409,6 @@ def kill_leftover_child(pid: int | None, run_id: str) -> None:
 # --- the store ------------------------------------------------------------------------
 
 
-I = TypeVar("I")  # an item written by the GroupWriter
-R = TypeVar("R")
-# Where an item's result goes: a thread's future, or an event loop's future.
-Target = concurrent.futures.Future[Any] | tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
-Outcomes = list[tuple[Target, Any, BaseException | None]]
-
-
-class GroupWriter(Generic[I, R]):
-    """One thread owns the write connection and commits queued items in batches: one
-    transaction, one fsync, for whatever arrived while the previous commit ran.
-
-    ``batch_fn(db, items)`` writes a whole batch in a few statements (executemany): each
-    SQLite call gives up the GIL and must win it back from the busy event loop, so calls
-    per batch, not per item, is what keeps the request path fast. Results are handed back
-    only after COMMIT returned; an event loop's futures with one wake-up per batch. If a
-    batch fails it is rolled back and redone one item per transaction, so only a failing
-    item fails.
-    """
-
-    def __init__(self, path: Path, batch_fn: Callable[[sqlite3.Connection, list[I]], list[R]],
-                 max_batch: int = 512) -> None:
-        self.path = path
-        self.batch_fn = batch_fn
-        self.max_batch = max_batch
-        self._q: queue_mod.SimpleQueue[tuple[I, Target] | None] = queue_mod.SimpleQueue()
-        self._thread = threading.Thread(target=self._loop, name="webhook-writer", daemon=True)
-        self._thread.start()
-
-    def submit(self, item: I) -> concurrent.futures.Future[R]:
-        fut: concurrent.futures.Future[R] = concurrent.futures.Future()
-        self._q.put((item, fut))
-        return fut
-
-    def submit_async(self, item: I) -> asyncio.Future[R]:
-        """From a coroutine: a future of the running loop, resolved after the commit."""
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[R] = loop.create_future()
-        self._q.put((item, (loop, fut)))
-        return fut
-
-    def close(self) -> None:
-        self._q.put(None)
-        self._thread.join(timeout=10)
-
-    def _loop(self) -> None:
-        db = connect(self.path)
-        try:
-            while True:
-                first = self._q.get()
-                if first is None:
-                    return
-                batch = [first]
-                stop = False
-                while len(batch) < self.max_batch:
-                    try:
-                        entry = self._q.get_nowait()
-                    except queue_mod.Empty:
-                        break
-                    if entry is None:
-                        stop = True
-                        break
-                    batch.append(entry)
-                _deliver(self._commit(db, batch))
-                if stop:
-                    return
-        finally:
-            db.close()
-
-    def _commit(self, db: sqlite3.Connection, batch: list[tuple[I, Target]]) -> Outcomes:
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            values = self.batch_fn(db, [item for item, _ in batch])
-            db.execute("COMMIT")
-            return [(target, value, None) for (_, target), value in zip(batch, values, strict=True)]
-        except Exception:  # noqa: BLE001 (redone one by one below: each caller learns its own outcome)
-            with contextlib.suppress(sqlite3.Error):
-                db.execute("ROLLBACK")
-        outcomes: Outcomes = []
-        for item, target in batch:
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                [value] = self.batch_fn(db, [item])
-                db.execute("COMMIT")
-                outcomes.append((target, value, None))
-            except Exception as exc:  # noqa: BLE001 (not durable: its caller gets the error)
-                with contextlib.suppress(sqlite3.Error):
-                    db.execute("ROLLBACK")
-                outcomes.append((target, None, exc))
-        return outcomes
-
-
-def _deliver(outcomes: Outcomes) -> None:
-    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]] = {}
-    for target, value, error in outcomes:
-        if isinstance(target, tuple):
-            loop, afut = target
-            by_loop.setdefault(loop, []).append((afut, value, error))
-        elif error is None:
-            target.set_result(value)
-        else:
-            target.set_exception(error)
-    for loop, items in by_loop.items():
-        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody is waiting
-            loop.call_soon_threadsafe(_resolve, items)
-
-
-def _resolve(items: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
-    for fut, value, error in items:
-        if fut.done():  # the request was cancelled (client gone)
-            continue
-        if error is None:
-            fut.set_result(value)
-        else:
-            fut.set_exception(error)
-
-
 @dataclass(frozen=True)
 class Recorded:
     outcome: Outcome
@@ -534,15 +417,13 @@ class Recorded:
 
 
 class WebhookQueue:
-    """The queue file: the request path's writes go through a GroupWriter, the workers'
-    through short transactions of their own."""
+    """The queue file; every write is a short transaction on a connection of its own."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         with self.connect() as db:
             db.executescript(SCHEMA)
-        self._writer: GroupWriter[PushItem, Recorded] | None = None
 
     @contextlib.contextmanager
     def connect(self) -> Iterator[sqlite3.Connection]:
@@ -553,41 +434,11 @@ class WebhookQueue:
             db.close()
 
     # the request path ------------------------------------------------------------------
-    def start_writer(self) -> None:
-        if self._writer is None:
-            self._writer = GroupWriter(self.path, record_pushes)
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-
-    def _started_writer(self) -> GroupWriter[PushItem, Recorded]:
-        if self._writer is None:
-            self.start_writer()
-        assert self._writer is not None
-        return self._writer
-
-    def submit_push(self, delivery_id: str, decision: Decision,
-                    now: float | None = None) -> concurrent.futures.Future[Recorded]:
-        """Record a push delivery (and enqueue its run when accepted); resolves once committed."""
-        return self._started_writer().submit(PushItem(delivery_id, decision, time.time() if now is None else now))
-
-    def submit_push_async(self, delivery_id: str, decision: Decision) -> asyncio.Future[Recorded]:
-        """The same, as a future of the running event loop (the request path)."""
-        return self._started_writer().submit_async(PushItem(delivery_id, decision, time.time()))
-
     def record_push(self, delivery_id: str, decision: Decision, now: float | None = None) -> Recorded:
-        """The same, synchronously, outside the writer (tests, tools)."""
+        """Record a push delivery (and enqueue its run when accepted), committed (fsynced)
+        when this returns. The service records through a DeliveryWriter instead."""
         with self.connect() as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                [rec] = record_pushes(db, [PushItem(delivery_id, decision, time.time() if now is None else now)])
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-        return rec
+            return commit_push(db, delivery_id, decision, time.time() if now is None else now)
 
     # the workers ----------------------------------------------------------------------
     def claim(self, me: str, free_slots: int, now: float | None = None,
@@ -675,57 +526,73 @@ class WebhookQueue:
             rows = db.execute("SELECT status, COUNT(*) FROM queue GROUP BY status").fetchall()
         return {r[0]: r[1] for r in rows}
 
-    def delivery(self, delivery_id: str) -> dict[str, Any] | None:
-        with self.connect() as db:
-            row = db.execute("SELECT * FROM deliveries WHERE delivery_id=?", (delivery_id,)).fetchone()
-        return dict(row) if row is not None else None
+
+def commit_push(db: sqlite3.Connection, delivery_id: str, decision: Decision, at: float) -> Recorded:
+    """One transaction: the delivery's row (the de-duplication) and, when accepted, its queue row."""
+    db.execute("BEGIN IMMEDIATE")  # the duplicate check and the insert, with no writer between
+    try:
+        rec = _record(db, delivery_id, decision, at)
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+    return rec
 
 
-@dataclass(frozen=True)
-class PushItem:
-    delivery_id: str
-    decision: Decision
-    at: float
+def _record(db: sqlite3.Connection, delivery_id: str, decision: Decision, at: float) -> Recorded:
+    prior = db.execute("SELECT run_id, reason FROM deliveries WHERE delivery_id=?", (delivery_id,)).fetchone()
+    if prior is not None:
+        return Recorded("duplicate", prior["run_id"], prior["reason"])
+    job = decision.job if decision.action == "enqueue" else None
+    run_id = new_run_id(at) if job is not None else None
+    db.execute("INSERT INTO deliveries (delivery_id, event, received_at, outcome, reason, run_id)"
+               " VALUES (?,?,?,?,?,?)",
+               (delivery_id, "push", at, "accepted" if job is not None else "ignored", decision.reason, run_id))
+    if job is None:
+        return Recorded("ignored", None, decision.reason)
+    db.execute("INSERT INTO queue (run_id, delivery_id, lane, repo_url, repo_name, ref, name, kind, commit_sha,"
+               " pusher_email, status, enqueued_at) VALUES (?,?,?,?,?,?,?,?,?,?,'queued',?)",
+               (run_id, delivery_id, job.lane, job.repo_url, job.repo_name, job.ref, job.name, job.kind,
+                job.commit, job.pusher_email, at))
+    return Recorded("accepted", run_id, decision.reason)
 
 
-_MAX_VARS = 500  # placeholders per statement: well under SQLite's limit on any build
+class DeliveryWriter:
+    """How the service records deliveries: one transaction each, in one thread, on one
+    connection kept open.
 
+    One thread, because SQLite lets one writer in at a time anyway: writers waiting here
+    are served in order, while writers polling the file lock sleep between tries and the
+    unlucky ones wait long. One connection, because closing the last connection to a WAL
+    file checkpoints it.
+    """
 
-def record_pushes(db: sqlite3.Connection, items: Sequence[PushItem]) -> list[Recorded]:
-    """Inside a transaction: for each push delivery, its deliveries row (the de-duplication)
-    and, when accepted, its queue row. A handful of statements for the whole batch."""
-    ids = list(dict.fromkeys(i.delivery_id for i in items))
-    prior: dict[str, tuple[str | None, str | None]] = {}
-    for k in range(0, len(ids), _MAX_VARS):
-        chunk = ids[k:k + _MAX_VARS]
-        rows = db.execute(f"SELECT delivery_id, run_id, reason FROM deliveries WHERE delivery_id IN"
-                          f" ({','.join('?' * len(chunk))})", chunk).fetchall()
-        prior.update({r[0]: (r[1], r[2]) for r in rows})
-    out: list[Recorded] = []
-    deliveries: list[tuple[Any, ...]] = []
-    jobs: list[tuple[Any, ...]] = []
-    for it in items:
-        if it.delivery_id in prior:  # seen before, or earlier in this very batch
-            run_id, reason = prior[it.delivery_id]
-            out.append(Recorded("duplicate", run_id, reason))
-            continue
-        job = it.decision.job if it.decision.action == "enqueue" else None
-        new_id = new_run_id(it.at) if job is not None else None
-        outcome: Outcome = "accepted" if job is not None else "ignored"
-        prior[it.delivery_id] = (new_id, it.decision.reason)
-        deliveries.append((it.delivery_id, "push", it.at, outcome, it.decision.reason, new_id))
-        if job is not None:
-            jobs.append((new_id, it.delivery_id, job.lane, job.repo_url, job.repo_name, job.ref, job.name, job.kind,
-                         job.commit, job.pusher_email, it.at))
-        out.append(Recorded(outcome, new_id, it.decision.reason))
-    if deliveries:
-        db.executemany("INSERT INTO deliveries (delivery_id, event, received_at, outcome, reason, run_id)"
-                       " VALUES (?,?,?,?,?,?)", deliveries)
-    if jobs:
-        db.executemany("INSERT INTO queue (run_id, delivery_id, lane, repo_url, repo_name, ref, name, kind,"
-                       " commit_sha, pusher_email, status, enqueued_at) VALUES (?,?,?,?,?,?,?,?,?,?,'queued',?)",
-                       jobs)
-    return out
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._thread = ThreadPoolExecutor(1, "webhook-queue")
+        self._db: sqlite3.Connection | None = None
+
+    async def record_push(self, delivery_id: str, decision: Decision) -> Recorded:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, self._record, delivery_id, decision, time.time())
+
+    def _record(self, delivery_id: str, decision: Decision, at: float) -> Recorded:
+        if self._db is None:
+            self._db = connect(self.path)
+        try:
+            return commit_push(self._db, delivery_id, decision, at)
+        except Exception:
+            self._close()  # whatever broke, the next delivery starts on a fresh connection
+            raise
+
+    def _close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def close(self) -> None:
+        self._thread.submit(self._close).result()
+        self._thread.shutdown()
 
 
 def _claim(row: sqlite3.Row, *, fresh: bool, attempt: int) -> Claim:
@@ -853,6 +720,4 @@ class Dispatcher:
 
 
 def _with_mode(claim: Claim, mode: str) -> Claim:
-    from dataclasses import replace
-
     return replace(claim, mode=mode)

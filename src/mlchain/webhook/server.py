@@ -1,9 +1,9 @@
 """``mlchain serve``: the GitHub webhook receiver, its durable queue, workers and the dashboard.
 
-``POST /github-webhook/`` (the path Jenkins' GitHub plugin uses) answers within
-milliseconds: it checks size, signature, event and payload, commits the delivery to
-the queue and answers 202; the chain runs later in worker threads, each in a child
-process. Status codes:
+``POST /github-webhook/`` (the path Jenkins' GitHub plugin uses) checks size, signature,
+event and payload, commits the delivery to the queue (one transaction, fsynced) and only
+then answers 202; the chain runs later in worker threads, each in a child process.
+Status codes:
 
 =====================================  ======  ===========================
 delivery                               status  body ``status``
@@ -14,35 +14,46 @@ same X-GitHub-Delivery seen before      200    ``duplicate`` + ``run_id``
 ping                                    200    ``pong`` + ``hook_id``
 event this service does not handle      202    ``ignored``
 missing or wrong X-Hub-Signature-256    401    ``unauthorized``
-malformed body or headers               400    ``bad request``
+malformed body or headers               400    ``bad request`` (also: text not valid Unicode)
+GET or another method on the path       405    (``Allow: POST``)
 body over MLCHAIN_WEBHOOK_MAX_BODY      413    ``too large``
 the queue could not commit              503    ``unavailable`` (GitHub may redeliver)
 =====================================  ======  ===========================
 
-Nothing is logged with a header value or the body: the signature and the secret
-never reach a log (uvicorn's access log prints the request line and status only).
+A delivery is logged by its X-GitHub-Delivery id and outcome only, never with another
+header or the body: the signature and the secret never reach a log (uvicorn's access
+log prints the request line and status only).
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
-import gc
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from mlchain.errors import NotFound, WebhookError
 from mlchain.state import StateStore
 from mlchain.webhook import payload as pl
 from mlchain.webhook.dashboard import STATIC, DashboardData, router
-from mlchain.webhook.queue import Dispatcher, Executor, Recorded, SubprocessExecutor, WebhookQueue, queue_path
+from mlchain.webhook.queue import (
+    DeliveryWriter,
+    Dispatcher,
+    Executor,
+    Recorded,
+    SubprocessExecutor,
+    WebhookQueue,
+    queue_path,
+)
 from mlchain.webhook.signature import verify
 
 if TYPE_CHECKING:
@@ -69,10 +80,6 @@ def webhook_secret(settings: Settings, insecure: bool) -> bytes | None:
     return None
 
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 Answer = tuple[int, dict[str, Any]]
 
 
@@ -80,14 +87,10 @@ class BodyTooLarge(Exception):
     pass
 
 
-class Disconnected(Exception):
-    pass
-
-
-async def read_body(headers: Mapping[str, str], receive: Receive, limit: int) -> bytes:
+async def read_body(request: Request, limit: int) -> bytes:
     """The raw body, refusing past ``limit`` bytes: by Content-Length first, then by counting
     the stream (a chunked body, or a Content-Length that lies, is never buffered past it)."""
-    declared = headers.get("content-length")
+    declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
             raise ValueError("Content-Length is not a number")
@@ -95,54 +98,41 @@ async def read_body(headers: Mapping[str, str], receive: Receive, limit: int) ->
             raise BodyTooLarge
     chunks: list[bytes] = []
     total = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise Disconnected
-        chunk = message.get("body", b"")
+    async for chunk in request.stream():
         total += len(chunk)
         if total > limit:
             raise BodyTooLarge
         chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+    return b"".join(chunks)
 
 
+def parse_payload(raw: bytes, content_type: str | None) -> Any:
+    """The delivery's JSON, or ValueError. Text that cannot be stored as UTF-8 (a lone
+    surrogate, which JSON's \\uD800 escape can carry) is malformed too: GitHub never sends
+    it, and answering 503 would have it redelivered forever."""
+    try:
+        data = pl.parse_body(raw, content_type)
+    except (ValueError, RecursionError) as exc:
+        raise ValueError(f"body is not JSON (or a form with a JSON payload): {exc}"[:300]) from exc
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError("payload holds text that is not valid Unicode (a lone surrogate)") from exc
+    except RecursionError as exc:  # parsed, yet too deep to write back
+        raise ValueError("body is nested too deeply") from exc
+    return data
+
+
+@dataclass
 class Intake:
-    """``POST /github-webhook/`` as a bare ASGI endpoint.
+    """What ``POST /github-webhook/`` does with one delivery, from its headers and raw body."""
 
-    It sits in front of FastAPI (see ``Gateway``): this is the one hot path, and the
-    framework's routing, dependency solving and middleware cost more CPU per request
-    than everything the endpoint does itself (HMAC, JSON, the decision, the commit).
-    """
+    secret: bytes | None
+    policy: pl.Policy
+    writer: DeliveryWriter
+    dispatcher: Dispatcher | None
 
-    def __init__(self, secret: bytes | None, limit: int, policy: pl.Policy, wq: WebhookQueue,
-                 dispatcher: Dispatcher | None) -> None:
-        self.secret = secret
-        self.limit = limit
-        self.policy = policy
-        self.wq = wq
-        self.dispatcher = dispatcher
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        try:
-            code, body = await self.answer(headers, receive)
-        except Disconnected:
-            return
-        payload = json.dumps(body).encode()
-        await send({"type": "http.response.start", "status": code,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(payload)).encode())]})
-        await send({"type": "http.response.body", "body": payload})
-
-    async def answer(self, headers: Mapping[str, str], receive: Receive) -> Answer:
-        try:
-            raw = await read_body(headers, receive, self.limit)
-        except BodyTooLarge:
-            return 413, {"status": "too large", "detail": f"body over {self.limit} bytes (MLCHAIN_WEBHOOK_MAX_BODY)"}
-        except ValueError as exc:
-            return 400, {"status": "bad request", "detail": str(exc)}
+    async def answer(self, headers: Mapping[str, str], raw: bytes) -> Answer:
         if self.secret is not None:
             sig = headers.get("x-hub-signature-256")
             if not sig:
@@ -156,9 +146,9 @@ class Intake:
         if handler is None:  # not parsed: an event this service does not read
             return 202, {"status": "ignored", "reason": "event not handled", "event": event[:100]}
         try:
-            data = pl.parse_body(raw, headers.get("content-type"))
-        except (ValueError, RecursionError):
-            return 400, {"status": "bad request", "detail": "body is not JSON (or a form with a JSON payload)"}
+            data = parse_payload(raw, headers.get("content-type"))
+        except ValueError as exc:
+            return 400, {"status": "bad request", "detail": str(exc)}
         if handler == "pong":
             return 200, {"status": "pong", "hook_id": pl.hook_id(data)}
         delivery = headers.get("x-github-delivery") or ""
@@ -167,17 +157,15 @@ class Intake:
         decision = pl.decide_push(data, self.policy)
         if decision.action == "reject":
             return 400, {"status": "bad request", "detail": decision.reason}
-        try:
-            rec = await self.wq.submit_push_async(delivery, decision)
+        try:  # one transaction, fsynced before the answer
+            rec = await self.writer.record_push(delivery, decision)
         except Exception:  # the delivery is not durable: say so, GitHub can redeliver
             log.exception("delivery %s: could not be committed to the queue", delivery)
             return 503, {"status": "unavailable", "detail": "the queue could not record the delivery; redeliver"}
         return self._recorded(delivery, rec)
 
     def _recorded(self, delivery: str, rec: Recorded) -> Answer:
-        # DEBUG, not INFO: the access log already has a line per delivery, and the queue keeps
-        # delivery -> run (dashboard, /api/runs); a second line per request costs ~15% of intake
-        log.debug("delivery %s push: %s %s (%s)", delivery, rec.outcome, rec.run_id or "", rec.reason)
+        log.info("delivery %s push: %s %s (%s)", delivery, rec.outcome, rec.run_id or "", rec.reason)
         if rec.outcome == "duplicate":
             return 200, {"status": "duplicate", "run_id": rec.run_id, "delivery": delivery}
         if rec.outcome == "ignored":
@@ -187,37 +175,8 @@ class Intake:
         return 202, {"status": "accepted", "run_id": rec.run_id, "delivery": delivery, "reason": rec.reason}
 
 
-class Gateway:
-    """The ASGI app: webhook deliveries to the Intake, everything else (dashboard, API,
-    lifespan) to FastAPI. Both spellings of the path: GitHub does not follow the
-    redirect a missing slash would get."""
-
-    PATHS = frozenset({WEBHOOK_PATH, WEBHOOK_PATH.rstrip("/")})
-
-    def __init__(self, intake: Intake, app: FastAPI) -> None:
-        self.intake = intake
-        self.app = app
-
-    @property
-    def state(self) -> Any:
-        return self.app.state
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] in self.PATHS:
-            if scope["method"] == "POST":
-                await self.intake(scope, receive, send)
-                return
-            body = b'{"status": "method not allowed", "detail": "deliveries are POSTed"}'
-            await send({"type": "http.response.start", "status": 405,
-                        "headers": [(b"content-type", b"application/json"), (b"allow", b"POST"),
-                                    (b"content-length", str(len(body)).encode())]})
-            await send({"type": "http.response.body", "body": body})
-            return
-        await self.app(scope, receive, send)
-
-
 def create_app(settings: Settings, *, insecure: bool = False, workers: int = 2,
-               executor: Executor | None = None, chain_command: Sequence[str] | None = None) -> Gateway:
+               executor: Executor | None = None, chain_command: Sequence[str] | None = None) -> FastAPI:
     """The service. ``workers`` chain runs at once (0: accept and queue only, run nothing).
 
     ``executor`` replaces the "run the chain" step (tests use a fake); by default the chain
@@ -228,7 +187,6 @@ def create_app(settings: Settings, *, insecure: bool = False, workers: int = 2,
     wq = WebhookQueue(queue_path(settings.home_abs))
     store = StateStore(settings.state_db)
     logs_dir = settings.home_abs / "webhook-logs"
-    policy = pl.Policy.from_settings(settings)
     limit = settings.webhook_max_body
     if executor is None:
         executor = SubprocessExecutor(home=settings.home_abs, logs_dir=logs_dir)
@@ -243,16 +201,12 @@ def create_app(settings: Settings, *, insecure: bool = False, workers: int = 2,
         return status
 
     dispatcher = Dispatcher(wq, executor, workers, state_status) if workers > 0 else None
+    intake = Intake(secret, pl.Policy.from_settings(settings), DeliveryWriter(wq.path), dispatcher)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if secret is None:
             log.warning(INSECURE_WARNING)
-        # Everything imported and built so far lives as long as the service: keep the
-        # cyclic GC from rescanning it on every collection (shorter pauses under load).
-        gc.collect()
-        gc.freeze()
-        wq.start_writer()
         if dispatcher is not None:
             dispatcher.start()
             log.info("mlchain serve: %d worker(s); queue %s", workers, wq.path)
@@ -263,12 +217,26 @@ def create_app(settings: Settings, *, insecure: bool = False, workers: int = 2,
         finally:
             if dispatcher is not None:
                 await asyncio.to_thread(dispatcher.stop)
-            wq.close()
+            intake.writer.close()
 
     app = FastAPI(title="mlchain", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.dashboard = DashboardData(store, wq, logs_dir)
     app.state.queue = wq
     app.state.dispatcher = dispatcher
+
+    # Both spellings of the path: GitHub does not follow the redirect a missing slash would get.
+    @app.post(WEBHOOK_PATH)
+    @app.post(WEBHOOK_PATH.rstrip("/"), include_in_schema=False)
+    async def github_webhook(request: Request) -> JSONResponse:
+        try:
+            raw = await read_body(request, limit)
+        except BodyTooLarge:
+            code, body = 413, {"status": "too large", "detail": f"body over {limit} bytes (MLCHAIN_WEBHOOK_MAX_BODY)"}
+        except ValueError as exc:
+            code, body = 400, {"status": "bad request", "detail": str(exc)}
+        else:
+            code, body = await intake.answer(request.headers, raw)
+        return JSONResponse(body, status_code=code)
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
@@ -277,7 +245,7 @@ def create_app(settings: Settings, *, insecure: bool = False, workers: int = 2,
 
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    return Gateway(Intake(secret, limit, policy, wq, dispatcher), app)
+    return app
 
 
 def log_config() -> dict[str, Any]:
@@ -286,9 +254,6 @@ def log_config() -> dict[str, Any]:
     from uvicorn.config import LOGGING_CONFIG
 
     cfg = copy.deepcopy(LOGGING_CONFIG)
-    # The same access line (client - "METHOD path HTTP/v" status) through the plain formatter:
-    # uvicorn's colouring one copies each record, a tenth of the intake's CPU per delivery.
-    cfg["formatters"]["access"] = {"()": "logging.Formatter", "fmt": "%(levelname)s:     %(message)s"}
     cfg["loggers"]["mlchain"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
     return cfg
 
