@@ -1,19 +1,22 @@
 """mlchain's Keras callbacks, each a small class with one job (``sdk.keras_callbacks()`` makes
 them): checkpoint and restore, and one progress line per epoch.
 
-Imported only by training code that uses Keras (this module imports keras at the top).
+Imported only by training code that uses Keras (this module imports keras at the top). The sdk
+hands in what they write with (its checkpoint folder, its log), so this module sits above it
+without importing it back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import keras
 
-from mlchain.sdk import KERAS_WEIGHTS_FILE, CheckpointFolder, CheckpointInfo, log_epoch
-from mlchain.sdk import _say as say  # the sdk's one way to write to the training log
+if TYPE_CHECKING:
+    from mlchain.sdk import CheckpointFolder, CheckpointInfo
+
+WEIGHTS_FILE = "model.weights.h5"
 
 
 class CheckpointAndRestore(keras.callbacks.Callback):
@@ -24,16 +27,17 @@ class CheckpointAndRestore(keras.callbacks.Callback):
     or the model is not built yet (its weights have no shape to load into), training starts
     from scratch and the log says why."""
 
-    def __init__(self, root: Path, params_hash: str) -> None:
+    def __init__(self, folder: CheckpointFolder, params_hash: str, say: Callable[[str], None]) -> None:
         super().__init__()
-        self.folder = CheckpointFolder(root)
+        self.folder = folder
         self.params_hash = params_hash
+        self.say = say
 
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
         if not self.folder.checkpoints():
             return
         if not self.model.built:
-            say("keras model: not built before fit (no input shape), so its checkpoint cannot be loaded;"
+            self.say("keras model: not built before fit (no input shape), so its checkpoint cannot be loaded;"
                 " training from scratch (give the model a keras.Input to resume after a restart)")
             return
         loaded = self.folder.load(self._load_weights, "keras model", self.params_hash)
@@ -42,25 +46,29 @@ class CheckpointAndRestore(keras.callbacks.Callback):
             # fit() reads the epoch to start from here; Keras' own BackupAndRestore sets it the
             # same way (there is no public setter). tests/unit/test_sdk_checkpoints.py pins it.
             self.model._initial_epoch = epoch
-            say(f"keras model: resuming from the checkpoint of epoch {epoch}")
+            self.say(f"keras model: resuming from the checkpoint of epoch {epoch}")
 
     def _load_weights(self, info: CheckpointInfo) -> int:
         optimizer = getattr(self.model, "optimizer", None)
         if optimizer is not None and not optimizer.built:  # its state is in the checkpoint too
             optimizer.build(self.model.trainable_variables)
-        self.model.load_weights(str(info.path / KERAS_WEIGHTS_FILE))
+        self.model.load_weights(str(info.path / WEIGHTS_FILE))
         return info.epoch
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         model = self.model
         self.folder.write(epoch + 1, {"framework": "keras", "estimator": type(model).__name__,
                                       "params_hash": self.params_hash, "resumable": True},
-                          lambda folder: model.save_weights(str(folder / KERAS_WEIGHTS_FILE)))
+                          lambda folder: model.save_weights(str(folder / WEIGHTS_FILE)))
 
 
 class ProgressLines(keras.callbacks.Callback):
     """One mlchain progress line per epoch, which job3 and the monitor follow."""
 
+    def __init__(self, log_epoch: Callable[..., None]) -> None:
+        super().__init__()
+        self.log_epoch = log_epoch
+
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         epochs = self.params.get("epochs") if isinstance(self.params, dict) else None
-        log_epoch(epoch + 1, epochs, **dict(logs or {}))
+        self.log_epoch(epoch + 1, epochs, **dict(logs or {}))

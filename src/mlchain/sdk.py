@@ -232,7 +232,6 @@ CHECKPOINT_META = "meta.json"
 CHECKPOINT_PREFIX = "epoch-"
 CHECKPOINTS_KEPT = 2
 SKLEARN_MODEL_FILE = "model.joblib"
-KERAS_WEIGHTS_FILE = "model.weights.h5"
 M = TypeVar("M")
 
 
@@ -545,7 +544,8 @@ def keras_callbacks(progress: bool = True) -> list[Any]:
     """Checkpoint/restore (each epoch, in a folder keyed by the params) and a progress line."""
     from mlchain.keras_callbacks import CheckpointAndRestore, ProgressLines
 
-    callbacks: list[Any] = [CheckpointAndRestore(checkpoint_folder("keras"), params_hash())]
+    folder = CheckpointFolder(checkpoint_folder("keras"))
+    callbacks: list[Any] = [CheckpointAndRestore(folder, params_hash(), _say)]
     if progress:
-        callbacks.append(ProgressLines())
+        callbacks.append(ProgressLines(log_epoch))
     return callbacks

@@ -245,7 +245,7 @@ KERAS_SCRIPT = """
     (tmp / "params.json").write_text(json.dumps({"units": 8}))
     sdk._params_cache = None
     unbuilt = keras.Sequential([keras.layers.Dense(8), keras.layers.Dense(2)])
-    callback = CheckpointAndRestore(sdk.checkpoint_folder("keras"), sdk.params_hash())
+    callback = CheckpointAndRestore(sdk.CheckpointFolder(sdk.checkpoint_folder("keras")), sdk.params_hash(), print)
     callback.set_model(unbuilt)
     callback.on_train_begin()
     out["unbuilt_initial_epoch"] = getattr(unbuilt, "_initial_epoch", None)

@@ -9,7 +9,8 @@ from settings (environment or config file), never from the command line.
 from __future__ import annotations
 
 from mlchain.jenkins.deploy import deploy, status, trigger
-from mlchain.jenkins.render import Definitions, Item, load, normalise_xml, render
+from mlchain.jenkins.output import render
+from mlchain.jenkins.render import Definitions, Item, load, normalise_xml
 from mlchain.jobdefs import default_jobs_dir
 
 __all__ = ["Definitions", "Item", "default_jobs_dir", "deploy", "load", "normalise_xml", "render", "status",

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,6 @@ from typing import Any
 import yaml
 
 from mlchain import jobdefs
-from mlchain.errors import ConfigError
 
 # JJB appends this to every description it renders; it is how JJB (and we)
 # tell a job it manages from one somebody made by hand.
@@ -121,53 +119,3 @@ def is_managed(xml: str) -> bool:
         return False
     description = root.find("description")
     return description is not None and (description.text or "").rstrip().endswith(MANAGED_MARKER)
-
-
-# --- the render command -----------------------------------------------------------------
-
-def _xml_listing(defs: Definitions) -> Iterator[str]:
-    for item in defs.items:
-        yield f"{item.kind:<4}  {item.name}"
-    yield (f"{len(defs.jobs)} jobs and {len(defs.views)} view(s) rendered from {defs.jobs_dir}; "
-           "pass -o DIR to write their config.xml")
-
-
-def _write_xml(defs: Definitions, output: Path) -> Iterator[str]:
-    # The layout of `jenkins-jobs test --config-xml -o DIR`: DIR/<name>/config.xml.
-    for item in defs.items:
-        path = output / item.name / "config.xml"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(item.xml, encoding="utf-8")
-        yield f"wrote {path}"
-
-
-def _render_xml(defs: Definitions, output: Path | None) -> Iterator[str]:
-    return _xml_listing(defs) if output is None else _write_xml(defs, output)
-
-
-def _render_job_dsl(defs: Definitions, output: Path | None) -> Iterator[str]:
-    from mlchain.jenkins.dsl import seed_script
-
-    script = seed_script(defs)
-    if output is None:
-        yield script.rstrip("\n")
-        return
-    path = output if output.suffix == ".groovy" else output / "seed.groovy"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(script, encoding="utf-8")
-    yield f"wrote {path}"
-
-
-FORMATS: dict[str, Callable[[Definitions, Path | None], Iterator[str]]] = {
-    "xml": _render_xml,
-    "job-dsl": _render_job_dsl,
-}
-
-
-def render(output: Path | None, fmt: str = "xml", jobs_dir: Path | None = None) -> Iterator[str]:
-    """Render jobs/ as config.xml files (JJB) or a Job DSL seed script; yield what to print."""
-    try:
-        renderer = FORMATS[fmt]
-    except KeyError:
-        raise ConfigError(f"unknown format {fmt!r}", hint=f"use one of: {', '.join(FORMATS)}") from None
-    yield from renderer(load(jobs_dir), output)
