@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import threading
 from collections.abc import Callable, Mapping
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlchain import contract, tracking
+from mlchain import contract, outputs, tracking
 from mlchain.config import Settings
 from mlchain.failures import Verdict, classify_exit
 from mlchain.repo_config import RepoConfig
@@ -44,6 +45,7 @@ class TrialOutcome:
     metric: float | None
     metrics: dict[str, float]
     failure_log: str | None
+    model_dir: Path | None = None    # the host's checked copy of the training's model folder
 
     @property
     def succeeded(self) -> bool:
@@ -51,16 +53,27 @@ class TrialOutcome:
 
 
 def collect(spec: TrialSpec, info: ExitInfo, *, hung_after_s: float) -> TrialOutcome:
-    """Read what a finished attempt left: metrics.json, or the tail of its log."""
+    """Read what a finished attempt left: metrics.json and a checked copy of its model folder
+    (in the host's folder of the trial), or the tail of its log. Output the host refuses to
+    read (a symlink, a hard link, a special file, over a bound) fails the trial, copying nothing."""
     verdict = classify_exit(info, running=False, hung_after_s=hung_after_s)
     metrics: dict[str, float] = {}
-    path = spec.output_dir / contract.METRICS_FILE
-    if verdict.kind == "completed" and path.is_file():
-        metrics = json.loads(path.read_text())
+    tail = "\n".join(info.last_lines[-LOG_TAIL_LINES:])
+    model_dir: Path | None = None
+    if verdict.kind == "completed":
+        try:
+            text = outputs.read_text(spec.output_dir / contract.METRICS_FILE)
+            metrics = json.loads(text) if text is not None else {}
+            if metrics.get(spec.metric) is not None and outputs.mtime(spec.output_dir / contract.MODEL_DIR):
+                model_dir = outputs.copy_tree(spec.output_dir / contract.MODEL_DIR,
+                                              spec.host_dir / contract.MODEL_DIR)
+        except outputs.UnsafeOutput as exc:
+            reason = exc.message.splitlines()[0]
+            return TrialOutcome("failed", Verdict("contract_error", reason), None, {},
+                                f"{reason}\n{outputs.HINT}\n{tail}".rstrip())
     metric = metrics.get(spec.metric)
     if verdict.kind == "completed" and metric is not None:
-        return TrialOutcome("succeeded", verdict, float(metric), metrics, None)
-    tail = "\n".join(info.last_lines[-LOG_TAIL_LINES:])
+        return TrialOutcome("succeeded", verdict, float(metric), metrics, None, model_dir)
     return TrialOutcome("failed", verdict, None, metrics, tail or None)
 
 
@@ -90,9 +103,12 @@ def git_info(path: Path) -> dict[str, str]:
 
 def data_hash(spec: TrialSpec) -> str:
     """The fingerprint sdk.record_data() wrote, else a hash of the data folder's files."""
-    recorded = spec.output_dir / "data.json"
-    if recorded.is_file():
-        return str(json.loads(recorded.read_text()).get("hash", ""))
+    try:
+        recorded = outputs.read_text(spec.output_dir / "data.json")
+        if recorded is not None:
+            return str(json.loads(recorded).get("hash", ""))
+    except (outputs.UnsafeOutput, ValueError, AttributeError):
+        return ""
     digest = hashlib.sha256()
     if spec.data_dir.is_dir():
         for file in sorted(p for p in spec.data_dir.rglob("*") if p.is_file()):
@@ -153,5 +169,7 @@ def log_outcome(settings: Settings, mlflow_run_id: str, spec: TrialSpec, outcome
         tags["mlchain.failure"] = outcome.verdict.reason + "\n" + outcome.failure_log
     tracking.log_trial(settings, mlflow_run_id, params=spec.params, metrics=outcome.metrics,
                        history=read_history(spec), tags=tags,
-                       model_dir=spec.output_dir / contract.MODEL_DIR if outcome.succeeded else None,
+                       model_dir=outcome.model_dir if outcome.succeeded else None,
                        status="FINISHED" if outcome.succeeded else "FAILED")
+    if outcome.model_dir is not None:
+        shutil.rmtree(outcome.model_dir, ignore_errors=True)  # MLflow holds it now
