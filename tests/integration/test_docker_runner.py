@@ -113,7 +113,7 @@ def test_container_is_sandboxed_as_configured(tmp_path: Path, run_id: str, sklea
     assert config["User"] == "10001:10001"
     binds = {b.split(":")[1]: b.split(":")[-1] for b in host["Binds"]}
     assert binds == {"/workspace/repo": "ro", "/workspace/output": "rw", "/workspace/checkpoints": "rw",
-                     "/workspace/data": "ro"}
+                     "/workspace/data": "ro", "/workspace/params.json": "ro"}
     assert container_name(handle.spec) == f"mlchain-{run_id}-t1-a1"
 
 
