@@ -111,6 +111,12 @@ def read_bytes(path: Path, max_bytes: int = SMALL_FILE_BYTES) -> bytes | None:
     return _read_fd(fd, max_bytes, str(path))
 
 
+def check_file(path: Path, max_bytes: int = SMALL_FILE_BYTES) -> None:
+    """UnsafeOutput when ``path`` is there and not a plain file of its own within the bound."""
+    with contextlib.suppress(FileNotFoundError):
+        os.close(_open_checked(path, max_bytes))
+
+
 def read_text(path: Path, max_bytes: int = SMALL_FILE_BYTES) -> str | None:
     data = read_bytes(path, max_bytes)
     return None if data is None else data.decode("utf-8", "replace")
@@ -170,12 +176,14 @@ def _walk(dir_fd: int, rel: str, limits: TreeLimits, problems: list[str], totals
 
 def _tree(root: Path, limits: TreeLimits, copy_to: Path | None) -> list[str]:
     try:
-        fd = os.open(root, _OPEN_DIR)
+        st = os.lstat(root)
+        if not stat.S_ISDIR(st.st_mode):
+            return [f"{root.name}: {_kind(st.st_mode) if stat.S_ISLNK(st.st_mode) or not stat.S_ISREG(st.st_mode) else 'not a folder'}"]
+        fd = os.open(root, _OPEN_DIR)  # O_NOFOLLOW: swapped for a link since, it fails here
     except FileNotFoundError:
         return [f"{root.name}: missing"]
     except OSError as exc:
-        what = "a symlink" if exc.errno == 40 else "not a folder" if exc.errno == 20 else exc.strerror
-        return [f"{root.name}: {what}"]
+        return [f"{root.name}: {exc.strerror}"]
     problems: list[str] = []
     try:
         _walk(fd, root.name, limits, problems, [0, 0, 0], 0, copy_to)

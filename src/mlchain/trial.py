@@ -21,6 +21,7 @@ from mlchain.runners.base import ExitInfo, TrainingHandle, TrialSpec, follow_log
 
 Echo = Callable[[str], None]
 LOG_TAIL_LINES = 30
+DATA_RECORD = "data.json"  # what sdk.record_data() writes
 
 
 def trial_dir(settings: Settings, run_id: str, trial: int) -> Path:
@@ -62,6 +63,8 @@ def collect(spec: TrialSpec, info: ExitInfo, *, hung_after_s: float) -> TrialOut
     model_dir: Path | None = None
     if verdict.kind == "completed":
         try:
+            outputs.check_file(spec.output_dir / contract.PROGRESS_FILE, outputs.PROGRESS_BYTES)
+            outputs.check_file(spec.output_dir / DATA_RECORD)
             text = outputs.read_text(spec.output_dir / contract.METRICS_FILE)
             metrics = json.loads(text) if text is not None else {}
             if metrics.get(spec.metric) is not None and outputs.mtime(spec.output_dir / contract.MODEL_DIR):
@@ -104,7 +107,7 @@ def git_info(path: Path) -> dict[str, str]:
 def data_hash(spec: TrialSpec) -> str:
     """The fingerprint sdk.record_data() wrote, else a hash of the data folder's files."""
     try:
-        recorded = outputs.read_text(spec.output_dir / "data.json")
+        recorded = outputs.read_text(spec.output_dir / DATA_RECORD)
         if recorded is not None:
             return str(json.loads(recorded).get("hash", ""))
     except (outputs.UnsafeOutput, ValueError, AttributeError):

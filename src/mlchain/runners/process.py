@@ -16,9 +16,9 @@ import sys
 import time
 from collections.abc import Callable
 
+from mlchain import outputs
 from mlchain.config import Settings
 from mlchain.procs import pid_alive, wait_for_exit
-from mlchain import outputs
 from mlchain.runners.base import ExitInfo, Status, TrialSpec, heartbeat_age, open_log, read_tail, tail_lines
 
 EXIT_FILE = "exit.json"
