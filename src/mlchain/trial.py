@@ -53,6 +53,38 @@ class TrialOutcome:
         return self.status == "succeeded"
 
 
+MAX_METRICS = 1000
+MAX_METRIC_NAME = 250  # MLflow's bound on a metric key
+
+
+def metrics_problem(value: Any) -> str | None:
+    """Pure: what is wrong with a parsed metrics.json (None when nothing is)."""
+    name = contract.METRICS_FILE
+    if not isinstance(value, dict):
+        return f"{name} holds a {type(value).__name__}, not an object of metrics"
+    if len(value) > MAX_METRICS:
+        return f"{name} has {len(value)} metrics, over the bound of {MAX_METRICS}"
+    for key, number in value.items():
+        if len(key) > MAX_METRIC_NAME:
+            return f"{name}: a metric name is over {MAX_METRIC_NAME} characters"
+        if isinstance(number, bool) or not isinstance(number, (int, float)):
+            return f"{name}: {key[:60]!r} is {type(number).__name__}, not a number"
+    return None
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Pure: metrics.json as the training wrote it (hostile) -> name: number; ValueError saying
+    what is wrong. sdk.report() writes a valid one; this guards the host against any other."""
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"{contract.METRICS_FILE} is not valid JSON ({exc})") from exc
+    problem = metrics_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return {key: float(number) for key, number in value.items()}
+
+
 def collect(spec: TrialSpec, info: ExitInfo, *, hung_after_s: float) -> TrialOutcome:
     """Read what a finished attempt left: metrics.json and a checked copy of its model folder
     (in the host's folder of the trial), or the tail of its log. Output the host refuses to
@@ -66,7 +98,7 @@ def collect(spec: TrialSpec, info: ExitInfo, *, hung_after_s: float) -> TrialOut
             outputs.check_file(spec.output_dir / contract.PROGRESS_FILE, outputs.PROGRESS_BYTES)
             outputs.check_file(spec.output_dir / DATA_RECORD)
             text = outputs.read_text(spec.output_dir / contract.METRICS_FILE)
-            metrics = json.loads(text) if text is not None else {}
+            metrics = parse_metrics(text) if text is not None else {}
             if metrics.get(spec.metric) is not None and outputs.mtime(spec.output_dir / contract.MODEL_DIR):
                 model_dir = outputs.copy_tree(spec.output_dir / contract.MODEL_DIR,
                                               spec.host_dir / contract.MODEL_DIR)
@@ -74,6 +106,9 @@ def collect(spec: TrialSpec, info: ExitInfo, *, hung_after_s: float) -> TrialOut
             reason = exc.message.splitlines()[0]
             return TrialOutcome("failed", Verdict("contract_error", reason), None, {},
                                 f"{reason}\n{outputs.HINT}\n{tail}".rstrip())
+        except ValueError as exc:
+            return TrialOutcome("failed", Verdict("contract_error", str(exc)), None, {},
+                                f"{exc}\nwrite it with sdk.report({{'{spec.metric}': <value>}})\n{tail}".rstrip())
     metric = metrics.get(spec.metric)
     if verdict.kind == "completed" and metric is not None:
         return TrialOutcome("succeeded", verdict, float(metric), metrics, None, model_dir)

@@ -30,7 +30,7 @@ from docker_support import built_image, docker_settings, fresh_run_id, make_spec
 from mlchain import outputs, trial
 from mlchain.config import Settings
 from mlchain.monitor import supervise_trial
-from mlchain.runners.base import TrialSpec
+from mlchain.runners.base import ExitInfo, TrialSpec
 from mlchain.state import StateStore
 
 SECRET = "host-secret-4f1c9e"
@@ -327,3 +327,25 @@ def test_the_monitor_reads_no_checkpoint_through_a_link(tmp_path: Path) -> None:
     summary = checkpoint_summary(ckpt)
     assert SECRET not in summary
     assert summary == "resuming model from the checkpoint of epoch 7"  # its own folder, meta unread
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("{not json", "metrics.json is not valid JSON"),
+    ("[0.9]", "metrics.json holds a list, not an object of metrics"),
+    ('{"accuracy": "0.9"}', "metrics.json: 'accuracy' is str, not a number"),
+    ('{"accuracy": true}', "metrics.json: 'accuracy' is bool, not a number"),
+    ('{"accuracy": {"$gt": 0}}', "metrics.json: 'accuracy' is dict, not a number"),
+    ("{" + ",".join(f'"m{i}": 1' for i in range(1001)) + "}", "1001 metrics, over the bound of 1000"),
+    ('{"' + "a" * 300 + '": 1}', "a metric name is over 250 characters"),
+])
+def test_a_hostile_metrics_file_fails_the_trial_with_what_is_wrong(text: str, expected: str, tmp_path: Path) -> None:
+    spec = TrialSpec(run_id="r-metrics", trial=1, framework="sklearn", repo_dir=tmp_path, entry="train.py",
+                     params={}, output_dir=tmp_path / "out", checkpoint_dir=tmp_path / "ckpt",
+                     data_dir=tmp_path / "data")
+    spec.output_dir.mkdir()
+    (spec.output_dir / "metrics.json").write_text(text)
+    outcome = trial.collect(spec, ExitInfo(exit_code=0), hung_after_s=300)
+    assert (outcome.status, outcome.verdict.kind) == ("failed", "contract_error")
+    assert expected in outcome.verdict.reason
+    assert outcome.failure_log is not None and "sdk.report({'accuracy': <value>})" in outcome.failure_log
+    assert trial.parse_metrics('{"accuracy": 1, "loss": 0.25}') == {"accuracy": 1.0, "loss": 0.25}
