@@ -40,9 +40,13 @@ def take_secrets(env: Mapping[str, str]) -> dict[str, str]:
     Training starts only after settings are loaded, so it never finds them there."""
     from mlchain.procs import hide_environment
 
-    found = {name: env[name] for name in SECRET_ENV if env.get(name)}
+    found = {name: env[name] for name in SECRET_ENV if name in env}
+    for name, value in found.items():  # a variable set again (even to nothing) wins over what was taken
+        if value:
+            _taken_secrets[name] = value
+        else:
+            _taken_secrets.pop(name, None)
     if found:
-        _taken_secrets.update(found)
         hide_environment(found)
     return dict(_taken_secrets)
 

@@ -105,6 +105,8 @@ def test_secrets_are_read_once_and_kept_for_the_engine(monkeypatch: pytest.Monke
         assert sys.argv[1].encode() not in open("/proc/self/environ", "rb").read()
         child = subprocess.run(["env"], capture_output=True, text=True).stdout
         assert sys.argv[1] not in child
+        os.environ["MLCHAIN_SMTP_PASSWORD"] = ""  # set again, to nothing: that wins
+        assert load_settings().smtp_password is None and secret_env() == {}
         print("ok")
     """)
     env = {**os.environ, "MLCHAIN_SMTP_PASSWORD": "pw-once-91"}
