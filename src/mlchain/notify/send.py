@@ -6,11 +6,11 @@ written to the outbox and the Delivery says why (delivered=False); flush_outbox
 retries those files once SMTP answers again.
 
 A kill can land between a send and its record. ``send_once`` records the intent, with
-the Message-ID, in a journal before anything leaves, marks the moment the server starts
-receiving the message (SMTP DATA), and records the outcome: a resumed job finds the
-outcome (nothing sent again), an intent that never reached DATA (sent now, with the same
-Message-ID), or an email that was in flight (it may have arrived: not sent again, a copy
-kept in ``outbox/held/`` and the summary says so). A retry from the outbox moves its file
+the Message-ID, in a journal before anything leaves, marks the moment before the message's
+end mark goes out (until then the server accepts nothing), and records the outcome: a
+resumed job finds the outcome (nothing sent again), an intent that never got that far (sent
+now, with the same Message-ID), or an email that was in flight (it may have arrived: not
+sent again, a copy kept in ``outbox/held/`` and the summary says so). A retry from the outbox moves its file
 to ``held/`` for the same moment, so an interrupted retry is not sent twice either.
 """
 
@@ -47,12 +47,13 @@ PENDING_HEADER = "X-Mlchain-Pending-To"
 OUTBOX_HEADERS = (REASON_HEADER, PENDING_HEADER)
 SENT_DIR = "sent"
 HELD_DIR = "held"        # emails that were in flight when a job was killed: never re-sent by itself
-JOURNAL_DIR = "journal"  # one record per send_once key: intent, in flight (DATA), done
+JOURNAL_DIR = "journal"  # one record per send_once key: intent, in flight (end mark next), done
 IN_FLIGHT = ("the job was interrupted while the SMTP server was receiving this email; it may have"
              " arrived, so it is not sent again")
 # What a send can raise: smtplib's and ssl's errors, refused connections and timeouts are
 # all OSErrors; a malformed address or a header that will not encode is a ValueError.
 SEND_ERRORS = (OSError, ValueError)
+END_MARK = b".\r\n"  # on a line of its own, it ends a message in SMTP DATA
 
 
 @dataclass
@@ -166,7 +167,8 @@ def _retry(path: Path, settings: Settings) -> Delivery:
 def smtp_send(msg: EmailMessage, settings: Settings, recipients: list[str],
               on_data: Callable[[], None] | None = None) -> None:
     """One SMTP session: connect (SSL or STARTTLS as set), log in if a user is set, send;
-    ``on_data`` runs after the recipients were accepted, before the message goes out."""
+    ``on_data`` runs once the whole message but its end mark has gone out: until then a kill
+    leaves nothing delivered, after it the server may have accepted the message."""
     host, port, timeout = settings.smtp_host or "localhost", settings.smtp_port, settings.smtp_timeout_s
     context = ssl.create_default_context()
     client: smtplib.SMTP
@@ -184,13 +186,18 @@ def smtp_send(msg: EmailMessage, settings: Settings, recipients: list[str],
             client.login(settings.smtp_user, password)
         sender = parseaddr(settings.mail_from)[1] or settings.mail_from
         if on_data is not None:
-            send_data = client.data
+            raw_send = client.send
 
-            def data(message: Any) -> Any:
-                on_data()
-                return send_data(message)
+            def send(payload: Any) -> None:
+                # DATA's body goes out in one piece ending with the end mark: the server accepts
+                # nothing before that mark, so a kill before it leaves nothing delivered.
+                if isinstance(payload, bytes) and payload.endswith(b"\r\n" + END_MARK):
+                    raw_send(payload[:-len(END_MARK)])
+                    on_data()
+                    payload = END_MARK
+                raw_send(payload)
 
-            client.data = data  # type: ignore[method-assign,assignment]  # smtplib: no hook before DATA
+            client.send = send  # type: ignore[method-assign,assignment]  # smtplib: no hook before the end mark
         refused = client.send_message(msg, from_addr=sender, to_addrs=recipients)
     if refused:
         raise _Refused(refused)
