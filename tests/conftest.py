@@ -16,6 +16,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/ helpers (dock
 from helpers import free_port, make_git_repo
 
 
+@pytest.fixture(autouse=True)
+def _secrets_taken_per_test(monkeypatch: pytest.MonkeyPatch) -> None:
+    """load_settings keeps the secrets it took from this process's environment (read once, in a
+    real process); a test starts without those of the tests before it."""
+    from mlchain import config
+
+    monkeypatch.setattr(config, "_taken_secrets", {})
+
+
 @pytest.fixture
 def make_settings(tmp_path: Path) -> Any:
     """Settings on a fresh MLCHAIN_HOME (fresh SQLite MLflow, Optuna and state stores)."""

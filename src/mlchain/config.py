@@ -27,6 +27,33 @@ WELL_KNOWN_ENV = {
     "MLFLOW_REGISTRY_URI": "registry_uri",
     "PIP_CERT": "build_ca_bundle",  # the CA pip trusts on this host is the one image builds need
 }
+SECRET_FIELDS = ("smtp_password", "webhook_secret", "jenkins_token")
+SECRET_ENV = tuple(f"MLCHAIN_{field.upper()}" for field in SECRET_FIELDS)
+# Secrets taken out of this process's environment by the first load_settings (read once).
+_taken_secrets: dict[str, str] = {}
+
+
+def take_secrets(env: Mapping[str, str]) -> dict[str, str]:
+    """The secret variables of this process's environment, removed from it (and from what
+    other processes can read of it) the first time; the same values on every later call.
+    Training starts only after settings are loaded, so it never finds them there."""
+    from mlchain.procs import hide_environment
+
+    found = {name: env[name] for name in SECRET_ENV if name in env}
+    for name, value in found.items():  # a variable set again (even to nothing) wins over what was taken
+        if value:
+            _taken_secrets[name] = value
+        else:
+            _taken_secrets.pop(name, None)
+    if found:
+        hide_environment(found)
+    return dict(_taken_secrets)
+
+
+def secret_env() -> dict[str, str]:
+    """The secrets taken from the environment, for a child that is mlchain itself (it takes
+    them again at once); never for training or any other program."""
+    return dict(_taken_secrets)
 
 
 class Settings(BaseModel):
@@ -150,7 +177,8 @@ def _config_file(env: Mapping[str, str], home: Path) -> Path | None:
 def load_settings(flags: Mapping[str, Any] | None = None,
                   env: Mapping[str, str] | None = None) -> Settings:
     """Resolve settings once: defaults < file < environment < flags (None flags are ignored)."""
-    env = os.environ if env is None else env
+    if env is None or env is os.environ:
+        env = {**os.environ, **take_secrets(os.environ)}
     flag_values = {k: v for k, v in (flags or {}).items() if v is not None}
     env_values = _from_env(env)
     home = Path(flag_values.get("home") or env_values.get("home") or Settings.model_fields["home"].default)

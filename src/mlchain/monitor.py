@@ -22,10 +22,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any, Literal, cast
 
-from mlchain import contract
+from mlchain import contract, outputs
 from mlchain.config import Settings
 from mlchain.errors import RunnerUnavailable
 from mlchain.failures import FailureKind, Verdict, classify_exit, heartbeat_age
@@ -37,6 +36,7 @@ from mlchain.runners.base import (
     TrainingHandle,
     TrialSpec,
     follow_log,
+    read_tail,
     tail_lines,
 )
 from mlchain.state import StateStore, claim_restart
@@ -123,19 +123,12 @@ def container_state(row: dict[str, Any] | None, attempt_label: str | None, runni
 
 # --- what a trial's files say ----------------------------------------------------------
 
-def _mtime(path: Path) -> float | None:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return None
-
-
 def attempt_heartbeat_age(spec: TrialSpec, now: float) -> float | None:
     """Heartbeat of the current attempt: its progress lines, else its start (the params file
     that every runner writes when it starts an attempt) or its last log line."""
-    return heartbeat_age(now=now, attempt_started_at=_mtime(spec.params_file),
-                         progress_at=_mtime(spec.output_dir / contract.PROGRESS_FILE),
-                         log_at=_mtime(spec.log_file))
+    return heartbeat_age(now=now, attempt_started_at=outputs.mtime(spec.params_file),
+                         progress_at=outputs.mtime(spec.output_dir / contract.PROGRESS_FILE),
+                         log_at=outputs.mtime(spec.log_file))
 
 
 def resume_point(spec: TrialSpec) -> str:
@@ -144,15 +137,13 @@ def resume_point(spec: TrialSpec) -> str:
 
     try:
         return checkpoint_summary(spec.checkpoint_dir, spec.params)
-    except OSError as exc:
-        return f"checkpoints unreadable ({exc}); the training decides where to resume"
+    except (OSError, outputs.UnsafeOutput) as exc:
+        why = exc.message.splitlines()[0] if isinstance(exc, outputs.UnsafeOutput) else str(exc)
+        return f"checkpoints unreadable ({why}); the training decides where to resume"
 
 
 def _log_tail(spec: TrialSpec, n: int = LOG_TAIL_LINES) -> list[str]:
-    try:
-        return tail_lines(spec.log_file.read_text(errors="replace"), n)
-    except OSError:
-        return []
+    return tail_lines(read_tail(spec.log_file), n)
 
 
 # --- the run state, compare-and-set on the attempt -------------------------------------

@@ -4,7 +4,9 @@ engine and the webhook service)."""
 from __future__ import annotations
 
 import os
+import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -39,3 +41,40 @@ def wait_for_exit(pid: int, timeout_s: float | None) -> None:
         select.select([pidfd], [], [], timeout_s)
     finally:
         os.close(pidfd)
+
+
+def hide_environment(names: Iterable[str]) -> None:
+    """Remove the variables ``names`` from what other processes can read of this one.
+
+    Unsetting a variable changes only the C library's list: /proc/PID/environ still shows the
+    block the process started with, and a training process (the process runner's) can read it
+    from its engine. So the entries are overwritten in that block (through /proc/self/mem,
+    as setproctitle rewrites argv), and the process is made non-dumpable, which keeps other
+    processes of the same user (not root) out of its /proc files and memory.
+    """
+    wanted = tuple(f"{name}=".encode() for name in names)
+    for name in names:
+        os.environ.pop(name, None)
+    if sys.platform != "linux":
+        return
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        start, end = int(fields[50 - 3]), int(fields[51 - 3])  # env_start, env_end (fields 50, 51)
+        with open("/proc/self/mem", "r+b", buffering=0) as mem:
+            mem.seek(start)
+            block = mem.read(end - start)
+            offset = 0
+            for entry in block.split(b"\0"):
+                if entry.startswith(wanted):
+                    mem.seek(start + offset)
+                    mem.write(b"\0" * len(entry))
+                offset += len(entry) + 1
+    except (OSError, IndexError, ValueError):
+        pass  # no /proc, or a kernel without these fields: the non-dumpable flag still applies
+    import ctypes
+
+    pr_set_dumpable = 4
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_dumpable, 0, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass

@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import sys
 import tempfile
 import time
@@ -278,6 +279,20 @@ class CheckpointInfo:
         return None
 
 
+META_MAX_BYTES = 1024 * 1024
+
+
+def _read_plain(path: Path, max_bytes: int = META_MAX_BYTES) -> bytes:
+    """A small regular file, never through a symlink (the monitor reads checkpoints on the host,
+    and a training may have planted links there); OSError otherwise."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1 or st.st_size > max_bytes:
+            raise OSError(f"{path}: not a plain file of its own, or over {max_bytes} bytes")
+        return fh.read(max_bytes)
+
+
 class CheckpointFolder:
     """The checkpoints of one model of one trial: atomic writes, the newest two kept."""
 
@@ -290,10 +305,10 @@ class CheckpointFolder:
         if not self.root.is_dir():
             return []
         for child in self.root.iterdir():
-            if not child.name.startswith(CHECKPOINT_PREFIX) or not child.is_dir():
+            if not child.name.startswith(CHECKPOINT_PREFIX) or child.is_symlink() or not child.is_dir():
                 continue
             try:
-                meta = json.loads((child / CHECKPOINT_META).read_text())
+                meta = json.loads(_read_plain(child / CHECKPOINT_META))
             except (OSError, ValueError):
                 meta = {"epoch": _epoch_of(child.name), "unreadable": True}
             if isinstance(meta, dict):
@@ -524,7 +539,7 @@ def checkpoint_summary(directory: Path, values: Mapping[str, Any] | None = None)
     newest: CheckpointInfo | None = None
     if directory.is_dir():
         for child in sorted(directory.iterdir()):
-            if not child.is_dir() or (wanted and not child.name.endswith(f"-{wanted}")):
+            if child.is_symlink() or not child.is_dir() or (wanted and not child.name.endswith(f"-{wanted}")):
                 continue
             for info in CheckpointFolder(child).checkpoints():
                 if newest is None or info.meta.get("time", 0) > newest.meta.get("time", 0):

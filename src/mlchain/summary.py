@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlchain import contract
+from mlchain import contract, outputs
 
 if TYPE_CHECKING:
     from mlchain.config import Settings
@@ -148,11 +148,12 @@ def read_history(output_dir: str | Path | None) -> list[dict[str, Any]]:
     """The per-epoch progress lines a trial wrote (its learning curve)."""
     if not output_dir:
         return []
-    path = Path(output_dir) / contract.PROGRESS_FILE
-    if not path.is_file():
-        return []
+    try:
+        text = outputs.read_text(Path(output_dir) / contract.PROGRESS_FILE, outputs.PROGRESS_BYTES)
+    except outputs.UnsafeOutput:
+        return []  # the trial itself is failed for it (trial.collect); the curve stays empty
     rows = []
-    for line in path.read_text().splitlines():
+    for line in (text or "").splitlines():
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError:

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlchain import outputs
 from mlchain.config import Settings
 
 if TYPE_CHECKING:
@@ -91,6 +92,12 @@ def log_trial(settings: Settings, run_id: str, *, params: Mapping[str, Any], met
         c.log_batch(run_id, metrics=metric_rows[start:start + 900],
                     params=param_rows if start == 0 else [], tags=tag_rows if start == 0 else [])
     if model_dir is not None and (model_dir / "MLmodel").is_file():
+        # MLflow copies whatever it finds and follows links: a tree with a link, a special file
+        # or more than the bound is refused whole (trial.collect hands over a checked copy).
+        problems = outputs.tree_problems(model_dir)
+        if problems:
+            raise outputs.UnsafeOutput(f"refused to log {model_dir}: " + "; ".join(problems[:10]),
+                                       hint=outputs.HINT)
         c.log_artifacts(run_id, str(model_dir), "model")
     c.set_terminated(run_id, status=status)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import threading
 from collections.abc import Callable, Mapping
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlchain import contract, tracking
+from mlchain import contract, outputs, tracking
 from mlchain.config import Settings
 from mlchain.failures import Verdict, classify_exit
 from mlchain.repo_config import RepoConfig
@@ -20,6 +21,7 @@ from mlchain.runners.base import ExitInfo, TrainingHandle, TrialSpec, follow_log
 
 Echo = Callable[[str], None]
 LOG_TAIL_LINES = 30
+DATA_RECORD = "data.json"  # what sdk.record_data() writes
 
 
 def trial_dir(settings: Settings, run_id: str, trial: int) -> Path:
@@ -44,23 +46,72 @@ class TrialOutcome:
     metric: float | None
     metrics: dict[str, float]
     failure_log: str | None
+    model_dir: Path | None = None    # the host's checked copy of the training's model folder
 
     @property
     def succeeded(self) -> bool:
         return self.status == "succeeded"
 
 
+MAX_METRICS = 1000
+MAX_METRIC_NAME = 250  # MLflow's bound on a metric key
+
+
+def metrics_problem(value: Any) -> str | None:
+    """Pure: what is wrong with a parsed metrics.json (None when nothing is)."""
+    name = contract.METRICS_FILE
+    if not isinstance(value, dict):
+        return f"{name} holds a {type(value).__name__}, not an object of metrics"
+    if len(value) > MAX_METRICS:
+        return f"{name} has {len(value)} metrics, over the bound of {MAX_METRICS}"
+    for key, number in value.items():
+        if len(key) > MAX_METRIC_NAME:
+            return f"{name}: a metric name is over {MAX_METRIC_NAME} characters"
+        if isinstance(number, bool) or not isinstance(number, (int, float)):
+            return f"{name}: {key[:60]!r} is {type(number).__name__}, not a number"
+    return None
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Pure: metrics.json as the training wrote it (hostile) -> name: number; ValueError saying
+    what is wrong. sdk.report() writes a valid one; this guards the host against any other."""
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"{contract.METRICS_FILE} is not valid JSON ({exc})") from exc
+    problem = metrics_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return {key: float(number) for key, number in value.items()}
+
+
 def collect(spec: TrialSpec, info: ExitInfo, *, hung_after_s: float) -> TrialOutcome:
-    """Read what a finished attempt left: metrics.json, or the tail of its log."""
+    """Read what a finished attempt left: metrics.json and a checked copy of its model folder
+    (in the host's folder of the trial), or the tail of its log. Output the host refuses to
+    read (a symlink, a hard link, a special file, over a bound) fails the trial, copying nothing."""
     verdict = classify_exit(info, running=False, hung_after_s=hung_after_s)
     metrics: dict[str, float] = {}
-    path = spec.output_dir / contract.METRICS_FILE
-    if verdict.kind == "completed" and path.is_file():
-        metrics = json.loads(path.read_text())
+    tail = "\n".join(info.last_lines[-LOG_TAIL_LINES:])
+    model_dir: Path | None = None
+    if verdict.kind == "completed":
+        try:
+            outputs.check_file(spec.output_dir / contract.PROGRESS_FILE, outputs.PROGRESS_BYTES)
+            outputs.check_file(spec.output_dir / DATA_RECORD)
+            text = outputs.read_text(spec.output_dir / contract.METRICS_FILE)
+            metrics = parse_metrics(text) if text is not None else {}
+            if metrics.get(spec.metric) is not None and outputs.mtime(spec.output_dir / contract.MODEL_DIR):
+                model_dir = outputs.copy_tree(spec.output_dir / contract.MODEL_DIR,
+                                              spec.host_dir / contract.MODEL_DIR)
+        except outputs.UnsafeOutput as exc:
+            reason = exc.message.splitlines()[0]
+            return TrialOutcome("failed", Verdict("contract_error", reason), None, {},
+                                f"{reason}\n{outputs.HINT}\n{tail}".rstrip())
+        except ValueError as exc:
+            return TrialOutcome("failed", Verdict("contract_error", str(exc)), None, {},
+                                f"{exc}\nwrite it with sdk.report({{'{spec.metric}': <value>}})\n{tail}".rstrip())
     metric = metrics.get(spec.metric)
     if verdict.kind == "completed" and metric is not None:
-        return TrialOutcome("succeeded", verdict, float(metric), metrics, None)
-    tail = "\n".join(info.last_lines[-LOG_TAIL_LINES:])
+        return TrialOutcome("succeeded", verdict, float(metric), metrics, None, model_dir)
     return TrialOutcome("failed", verdict, None, metrics, tail or None)
 
 
@@ -90,9 +141,12 @@ def git_info(path: Path) -> dict[str, str]:
 
 def data_hash(spec: TrialSpec) -> str:
     """The fingerprint sdk.record_data() wrote, else a hash of the data folder's files."""
-    recorded = spec.output_dir / "data.json"
-    if recorded.is_file():
-        return str(json.loads(recorded.read_text()).get("hash", ""))
+    try:
+        recorded = outputs.read_text(spec.output_dir / DATA_RECORD)
+        if recorded is not None:
+            return str(json.loads(recorded).get("hash", ""))
+    except (outputs.UnsafeOutput, ValueError, AttributeError):
+        return ""
     digest = hashlib.sha256()
     if spec.data_dir.is_dir():
         for file in sorted(p for p in spec.data_dir.rglob("*") if p.is_file()):
@@ -153,5 +207,7 @@ def log_outcome(settings: Settings, mlflow_run_id: str, spec: TrialSpec, outcome
         tags["mlchain.failure"] = outcome.verdict.reason + "\n" + outcome.failure_log
     tracking.log_trial(settings, mlflow_run_id, params=spec.params, metrics=outcome.metrics,
                        history=read_history(spec), tags=tags,
-                       model_dir=spec.output_dir / contract.MODEL_DIR if outcome.succeeded else None,
+                       model_dir=outcome.model_dir if outcome.succeeded else None,
                        status="FINISHED" if outcome.succeeded else "FAILED")
+    if outcome.model_dir is not None:
+        shutil.rmtree(outcome.model_dir, ignore_errors=True)  # MLflow holds it now

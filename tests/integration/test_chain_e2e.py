@@ -143,7 +143,14 @@ def test_an_engine_killed_between_jobs_resumes_without_repeating_a_trial(make_se
     trained = [b for b in builds if b[0] == "job3-train" and b[2] == "SUCCESS"]
     assert len(trained) == 1, builds  # the finished trial was not trained again
     assert [b[0] for b in builds if b[2] == "SUCCESS"][-1] == "job5-notify"
-    assert len(mailbox.messages) == 1 and "PASSED" in mailbox.messages[0][1]["Subject"]  # sent once, after all
+    # The kill landed while the server held the whole message unanswered: it may have arrived,
+    # so the resumed job5 does not send it again (issue 13: never twice); it keeps a copy and
+    # says so. (This test server then refused it: it is in held/, for the operator.)
+    assert mailbox.messages == []
+    (held,) = (settings.outbox_dir / "held").glob("*.eml")
+    kept = email.message_from_bytes(held.read_bytes(), policy=policy.default)
+    assert "PASSED" in kept["Subject"] and kept["X-Mlchain-Run"] == run_id
+    assert "may have arrived, so it is not sent again" in summary.explain()
     runs = mlflow_client(settings).search_runs(
         [mlflow_client(settings).get_experiment_by_name("digits_sklearn").experiment_id])
     assert len(runs) == 1

@@ -3,7 +3,6 @@ from the rendered DOM (data-job / data-state) and screenshots are kept under tes
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -13,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from strictness import require
 from test_webhook_helpers import Service, push_payload
 
 from mlchain.state import StateStore
@@ -20,10 +20,12 @@ from mlchain.state import StateStore
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
-if not Path(CHROMIUM).exists():
-    if os.environ.get("CI", "").lower() == "true":
-        raise RuntimeError("chromium is required in CI for the dashboard browser test (apt-get install chromium)")
-    pytest.skip("chromium is not installed (apt-get install chromium); CI runs this test", allow_module_level=True)
+
+
+@pytest.fixture(autouse=True)
+def _needs_chromium() -> None:
+    # A fixture, not a check at import: a failure there would abort the whole collection.
+    require(None if Path(CHROMIUM).exists() else "chromium is not installed (apt-get install chromium)")
 
 
 def chromium(*args: str) -> subprocess.CompletedProcess[str]:

@@ -84,7 +84,7 @@ def test_trains_a_tiny_sklearn_repository(tmp_path: Path, run_id: str, sklearn_i
     metrics = read_json(tmp_path / "out" / "metrics.json")
     assert metrics["accuracy"] > 0.9
     assert (tmp_path / "out" / "model" / "MLmodel").is_file()
-    log = (tmp_path / "out" / "train.log").read_text()
+    log = handle.spec.log_file.read_text()
     assert "tiny-sklearn: fitted" in log and "mlchain-train: done" in log
     assert "tiny-sklearn: fitted" in "\n".join(info.last_lines)
     assert handle.image == sklearn_image.tag and handle.image_id == sklearn_image.image_id
@@ -113,7 +113,7 @@ def test_container_is_sandboxed_as_configured(tmp_path: Path, run_id: str, sklea
     assert config["User"] == "10001:10001"
     binds = {b.split(":")[1]: b.split(":")[-1] for b in host["Binds"]}
     assert binds == {"/workspace/repo": "ro", "/workspace/output": "rw", "/workspace/checkpoints": "rw",
-                     "/workspace/data": "ro"}
+                     "/workspace/data": "ro", "/workspace/params.json": "ro"}
     assert container_name(handle.spec) == f"mlchain-{run_id}-t1-a1"
 
 
@@ -129,7 +129,7 @@ def test_status_cancel_keeps_the_container(tmp_path: Path, run_id: str, sklearn_
     assert handle.status() == "exited"
     assert info.exit_code is not None and info.exit_code != 0
     assert info.signal in (15, 9)  # SIGTERM reached python through the init; SIGKILL after the grace
-    assert "still training" in (tmp_path / "out" / "train.log").read_text()
+    assert "still training" in handle.spec.log_file.read_text()
 
 
 def test_attach_from_another_runner_finds_the_container(tmp_path: Path, run_id: str, sklearn_image: ImageRef,
@@ -151,7 +151,7 @@ def test_attach_from_another_runner_finds_the_container(tmp_path: Path, run_id: 
     assert info.exit_code == 0, info.last_lines
     handle.wait(timeout=30)
     rival.join(15)
-    log = (tmp_path / "out" / "train.log").read_text().splitlines()
+    log = handle.spec.log_file.read_text().splitlines()
     # Two followers copied the output once: the lock and the cursor share the work.
     for i in range(6):
         assert log.count(f"still training {i}") == 1, log

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from strictness import require
 
 from mlchain.jenkins.dsl import seed_script
 from mlchain.jenkins.render import Definitions, load
@@ -48,11 +49,8 @@ def _groovy_env() -> dict[str, str] | None:
 @pytest.fixture(scope="module")
 def groovy_env() -> dict[str, str]:
     env = _groovy_env()
-    if env is None:
-        reason = "groovy (and a JDK) are needed: apt-get install groovy"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+    require(None if env is not None else "groovy (and a JDK) are needed: apt-get install groovy")
+    assert env is not None
     return env
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from docker_support import docker_settings
-from test_monitor_support import Killer, epochs_started, progress_rows, schedule, write_workload
+from test_monitor_support import Killer, epochs_started, hold_epoch, progress_rows, schedule, write_workload
 
 from mlchain import tracking
 from mlchain.config import Settings
@@ -89,7 +89,7 @@ def _text(message: email.message.Message) -> str:
 
 def test_twenty_kills_on_the_process_runner(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path / "home", runner="process", **FAST_MONITOR)
-    repo = write_workload(tmp_path, epochs=EPOCHS, epoch_s=EPOCH_S)
+    repo = write_workload(tmp_path, epochs=EPOCHS, epoch_s=EPOCH_S, hold_at=hold_epoch(EPOCHS))
     summary, killer = run_with_kills(settings, repo, "faults-process")
     check_the_run(settings, summary, killer)
 
@@ -98,7 +98,7 @@ def test_twenty_kills_on_the_process_runner(tmp_path: Path) -> None:
 def test_twenty_kills_on_the_docker_runner(tmp_path: Path, docker_client: Any, sklearn_image: Any,
                                            run_id: str) -> None:
     settings = docker_settings(tmp_path / "home", **FAST_MONITOR)
-    repo = write_workload(tmp_path, epochs=EPOCHS, epoch_s=EPOCH_S)
+    repo = write_workload(tmp_path, epochs=EPOCHS, epoch_s=EPOCH_S, hold_at=hold_epoch(EPOCHS))
     summary, killer = run_with_kills(settings, repo, run_id, docker_client=docker_client)
     check_the_run(settings, summary, killer)
     assert summary.trials[0].runner == "docker"

@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 from docker_support import built_image, docker_settings, require_docker
 from helpers import wait_for
+from strictness import require
 from test_monitor_support import (
     Lines,
     collect,
@@ -129,11 +130,7 @@ def _can_run_dockerd() -> str | None:
 @pytest.fixture()
 def engine(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[PrivateEngine, Any]]:
     require_docker()
-    why = _can_run_dockerd()
-    if why:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(why)
-        pytest.skip(why)
+    require(_can_run_dockerd())
     image = built_image("sklearn")  # built (or found) on the main engine
     main_bridge = _link_exists("docker0")
     made_bridge = _make_bridge()

@@ -113,13 +113,29 @@ def test_a_training_script_that_raises_is_not_restarted_and_the_email_shows_the_
     assert "trial 1: gave up: code_error: the training code raised ValueError" in text  # named in it
 
 
+def _age_once_hung(settings: Settings, run_id: str, by_s: float) -> None:
+    """When the training says it hangs (its marker, then its last log line), make its heartbeat
+    files ``by_s`` older: the monitor sees a silence past hung_after_s without the test
+    waiting that long, and a slow start on a loaded machine is never taken for a hang."""
+    row = wait_for(lambda: trial_row(settings, run_id), 120, "the trial")
+    spec = TrialSpec.from_json(row["spec"])
+    wait_for(lambda: (spec.checkpoint_dir / "hung-once").exists() and spec.log_file.is_file()
+             and "hanging now" in spec.log_file.read_text(), 120, "the hang")
+    for path in (spec.output_dir / "progress.jsonl", spec.params_file, spec.log_file):
+        st = path.stat()
+        os.utime(path, (st.st_atime - by_s, st.st_mtime - by_s))
+
+
 def test_a_hung_training_is_stopped_and_restarted_from_its_checkpoint(tmp_path: Path) -> None:
-    settings = settings_for(tmp_path, hung_after_s=3.0)
+    settings = settings_for(tmp_path, hung_after_s=60.0)
     repo = write_workload(tmp_path, epochs=6, epoch_s=0.1, hang_after=2)
     run_id = "hangs-once"
     lines = Lines()
     launch(settings, repo, run_id, lines)
+    ager = threading.Thread(target=_age_once_hung, args=(settings, run_id, 100.0), daemon=True)
+    ager.start()
     row = collect(settings, run_id, lines)
+    ager.join(timeout=10)
     assert (row["status"], row["restarts"]) == ("succeeded", 1), lines.text
     (event,) = StateStore(settings.state_db).events(run_id)
     assert event["kind"] == "restart"

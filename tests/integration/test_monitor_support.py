@@ -5,7 +5,9 @@
   attempt starts in about a second), with slow epochs (``time.sleep`` inside the training
   loop: the workload, so a kill lands mid-epoch) and switches to raise or hang.
 - ``Killer``: kills the current attempt of a trial on a seeded schedule, waiting on the
-  progress file and the run state (never on a fixed sleep) before each kill.
+  progress file and the run state (never on a fixed sleep) before each kill. A workload
+  written with ``hold_at`` waits before that epoch until the killer is done (``release``),
+  so the training cannot finish before the last kill however slow the machine is.
 - ``launch``/``collect``: job1..job3 as the chain runs them, for tests that do not need
   the gate and the email.
 """
@@ -80,9 +82,12 @@ TRAIN = '''
     x_train, y_train, x_test, y_test = x[:450], y[:450], x[450:], y[450:]
     started = sdk.output_dir() / "epochs-started.txt"
     hang_marker = sdk.checkpoint_dir() / "hung-once"
+    release = sdk.checkpoint_dir() / RELEASE
 
     model, done = sdk.resume(lambda: SoftmaxRegression(lr=float(p["lr"])))
     for epoch in range(done + 1, epochs + 1):
+        while epoch == p.get("hold_at") and not release.exists():
+            time.sleep(0.02)             # held until the test's killer has done its kills
         with open(started, "a") as fh:   # every epoch begun, across attempts: the work done
             fh.write(f"{epoch}\\n")
         time.sleep(epoch_s)
@@ -104,7 +109,7 @@ def write_workload(root: Path, *, epochs: int = 30, epoch_s: float = 0.15, thres
     repo = root / name
     repo.mkdir(parents=True, exist_ok=True)
     (repo / "tiny_model.py").write_text(textwrap.dedent(TINY_MODEL))
-    (repo / "train.py").write_text(textwrap.dedent(TRAIN))
+    (repo / "train.py").write_text(textwrap.dedent(TRAIN).replace("RELEASE", repr(RELEASE)))
     all_params = {"epochs": epochs, "epoch_s": epoch_s, "lr": 0.5, **params}
     (repo / "mlchain.yaml").write_text(textwrap.dedent(f"""\
         framework: sklearn
@@ -161,6 +166,12 @@ class Kill:
 
 
 UNKILLED_EPOCHS = 5
+RELEASE = "release"  # in the trial's checkpoint folder: a held workload goes on (see hold_at)
+
+
+def hold_epoch(epochs: int) -> int:
+    """Where a workload killed on ``schedule`` waits for the killer: its first unkilled epoch."""
+    return epochs - UNKILLED_EPOCHS + 1
 
 
 def schedule(seed: int, kills: int, epochs: int, epoch_s: float, runner: str) -> list[Kill]:
@@ -244,6 +255,16 @@ class Killer(threading.Thread):
             self._run()
         except BaseException as exc:  # noqa: BLE001 - reported by the test
             self.error = exc
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        """Let a held workload (hold_at) go on: the kills are done (or failed)."""
+        row = trial_row(self.settings, self.run_id, self.number)
+        if row is not None and row.get("spec"):
+            folder = TrialSpec.from_json(row["spec"]).checkpoint_dir
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / RELEASE).touch()
 
     def _output_dir(self) -> Path:
         row = wait_for(lambda: trial_row(self.settings, self.run_id, self.number), self.timeout_s, "the trial")

@@ -41,7 +41,9 @@ def test_sigkill_with_queued_and_running_runs_then_restart(tmp_path: Path) -> No
     home = tmp_path / "home"
     record = tmp_path / "record.jsonl"
     fake = write_fake_chain(tmp_path)
-    env = {"FAKE_CHAIN_RECORD": str(record), "FAKE_CHAIN_SLEEP": "3", "MLCHAIN_WEBHOOK_BRANCHES": "*"}
+    # The first chains run until the service is killed (they die with it), never finishing on
+    # their own before the kill however slow the machine; the resumed ones finish at once.
+    env = {"FAKE_CHAIN_RECORD": str(record), "FAKE_CHAIN_SLEEP": "600", "MLCHAIN_WEBHOOK_BRANCHES": "*"}
     svc = Service(home, workers=2, chain_command=fake, env=env)
     ids: dict[str, str] = {}
     try:
@@ -72,7 +74,7 @@ def test_sigkill_with_queued_and_running_runs_then_restart(tmp_path: Path) -> No
     assert {rows[ids[k]]["status"] for k in ("a1", "b1")} == {"running"}
     assert {rows[ids[k]]["status"] for k in ("a2", "a3", "c1")} == {"queued"}
 
-    svc = Service(home, workers=2, chain_command=fake, env=env)
+    svc = Service(home, workers=2, chain_command=fake, env={**env, "FAKE_CHAIN_SLEEP": "0.2"})
     try:
         wq = WebhookQueue(queue_path(home))
         wait_for(lambda: not wq.active_entries(), timeout=90, what="the queue to drain")

@@ -12,10 +12,11 @@ from typing import Any
 
 from mlchain import contract, tracking, tweak
 from mlchain.config import Settings
-from mlchain.engine.jjb import Chain, default_jobs_dir, load_chain
+from mlchain.engine.jjb import Chain, load_chain
 from mlchain.engine.jobs import repo_name_from_url
 from mlchain.engine.local import LocalEngine
 from mlchain.errors import EngineError, GitError
+from mlchain.jobdefs import default_jobs_dir
 from mlchain.state import TERMINAL_RUN_STATUSES, StateStore
 from mlchain.summary import RunSummary, build_summary
 

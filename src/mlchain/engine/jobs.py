@@ -289,7 +289,7 @@ def job_notify(settings: Settings, env: BuildEnv, echo: Echo) -> int:
     if run.get("email"):
         echo(f"email already handled: {run['email'].get('summary')}")
     else:
-        delivery = notify.send_run_email(summary, settings)
+        delivery = notify.send_run_email(summary, settings, once=True)  # a resumed job5 sends no second one
         store.update_run(run_id, email=delivery.to_dict())
         echo(f"email: {delivery.summary}")
     store.update_run(run_id, finished_at=time.time())

@@ -9,12 +9,13 @@ needs is in ``ExitInfo``.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
-from mlchain import contract
+from mlchain import contract, outputs
 
 Status = Literal["created", "running", "exited", "missing"]
 
@@ -36,7 +37,7 @@ class TrialSpec:
     repo_dir: Path          # read-only inside the sandbox
     entry: str              # relative to repo_dir
     params: dict[str, object]
-    output_dir: Path        # metrics.json, progress.jsonl, model/, train.log
+    output_dir: Path        # the training's: metrics.json, progress.jsonl, model/ (see host_dir)
     checkpoint_dir: Path    # keyed by trial; survives restarts
     data_dir: Path          # read-only
     metric: str = "accuracy"
@@ -45,12 +46,19 @@ class TrialSpec:
     job: str = "job2-classify"
 
     @property
+    def host_dir(self) -> Path:
+        """The host's files of this trial (train.log, params.json, the log follower's cursor),
+        beside the output folder, never in it: the training controls its output folder, and a
+        name there may be a symlink to a host file by the time the host writes it."""
+        return self.output_dir.parent / f"{self.output_dir.name}-host"
+
+    @property
     def params_file(self) -> Path:
-        return self.output_dir / "params.json"
+        return self.host_dir / "params.json"
 
     @property
     def log_file(self) -> Path:
-        return self.output_dir / "train.log"
+        return self.host_dir / "train.log"
 
     @property
     def trial_key(self) -> str:
@@ -66,13 +74,14 @@ class TrialSpec:
         }
 
     def contract_env(self, repo_dir: str | None = None, output_dir: str | None = None,
-                     checkpoint_dir: str | None = None, data_dir: str | None = None) -> dict[str, str]:
+                     checkpoint_dir: str | None = None, data_dir: str | None = None,
+                     params_file: str | None = None) -> dict[str, str]:
         """The contract's environment; a sandbox passes its own mount points."""
         out = output_dir or str(self.output_dir)
         return {
             contract.ENV_REPO_DIR: repo_dir or str(self.repo_dir),
             contract.ENV_ENTRY: self.entry,
-            contract.ENV_PARAMS_FILE: f"{out}/params.json",
+            contract.ENV_PARAMS_FILE: params_file or str(self.params_file),
             contract.ENV_OUTPUT_DIR: out,
             contract.ENV_CHECKPOINT_DIR: checkpoint_dir or str(self.checkpoint_dir),
             contract.ENV_DATA_DIR: data_dir or str(self.data_dir),
@@ -81,11 +90,17 @@ class TrialSpec:
         }
 
     def prepare(self) -> None:
-        """Create the writable folders and write this attempt's params file."""
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.params_file.write_text(json.dumps(self.params, indent=2, sort_keys=True))
+        """Create the folders and write this attempt's params file (in the host's folder, by
+        a rename: a new file, readable by the training's user)."""
+        for folder in (self.output_dir, self.checkpoint_dir, self.data_dir, self.host_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.params_file.with_name(f".params-{os.getpid()}.tmp")
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(json.dumps(self.params, indent=2, sort_keys=True))
+        os.chmod(tmp, 0o644)  # whatever the umask: the sandbox's user reads it through a read-only mount
+        os.replace(tmp, self.params_file)
 
     def to_json(self) -> str:
         d = asdict(self)
@@ -134,11 +149,18 @@ class Runner(Protocol):
     def attach(self, spec: TrialSpec, ref: str) -> TrainingHandle: ...
 
 
+def open_log(path: Path, append: bool = False) -> int:
+    """A descriptor of a trial's log file; never through a symlink."""
+    flags = (os.O_WRONLY | os.O_APPEND | os.O_CREAT) if append else os.O_RDONLY
+    return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+
+
 def read_tail(path: Path, tail: int | None = None) -> str:
     """The last ``tail`` lines of a log file (all of it without ``tail``; nothing if missing)."""
     try:
-        text = path.read_text(errors="replace")
-    except FileNotFoundError:
+        with os.fdopen(open_log(path), errors="replace") as fh:
+            text = fh.read()
+    except OSError:  # missing, or a symlink
         return ""
     return "\n".join(text.splitlines()[-tail:]) if tail else text
 
@@ -147,17 +169,11 @@ def tail_lines(text: str, n: int = 40) -> list[str]:
     return text.splitlines()[-n:]
 
 
-def heartbeat_age(output_dir: Path, now: float | None = None) -> float | None:
-    """Seconds since the last progress line, from the progress file's mtime."""
-    progress = output_dir / contract.PROGRESS_FILE
-    try:
-        mtime = progress.stat().st_mtime
-    except FileNotFoundError:
-        log = output_dir / "train.log"
-        try:
-            mtime = log.stat().st_mtime
-        except FileNotFoundError:
-            return None
+def heartbeat_age(spec: TrialSpec, now: float | None = None) -> float | None:
+    """Seconds since the last progress line, from the progress file's mtime (else the log's)."""
+    mtime = outputs.mtime(spec.output_dir / contract.PROGRESS_FILE) or outputs.mtime(spec.log_file)
+    if mtime is None:
+        return None
     return max(0.0, (now or time.time()) - mtime)
 
 
@@ -174,11 +190,11 @@ def follow_log(path: Path, echo: object, stop: object, poll_s: float = 0.2) -> N
     while True:
         finished = stop.is_set()
         try:
-            with open(path, errors="replace") as fh:
+            with os.fdopen(open_log(path), errors="replace") as fh:
                 fh.seek(position)
                 chunk = fh.read()
                 position = fh.tell()
-        except FileNotFoundError:
+        except OSError:  # not there yet (or a symlink, never followed)
             chunk = ""
         if chunk:
             pending += chunk

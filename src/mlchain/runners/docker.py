@@ -11,9 +11,10 @@ flag) and are found again by id (``attach``) or by label
 (``find_training_containers``) from another process. Their output is appended to
 ``spec.log_file`` by a follower thread, as the process runner's output is, so job3
 and the monitor read the same file whichever runner ran the trial. A lock file and
-a cursor (the timestamp of the last copied line) in the output folder let a
-follower in another process (job3 after job2 has exited) take over without
-copying a line twice.
+a cursor (the timestamp of the last copied line) beside it let a follower in another
+process (job3 after job2 has exited) take over without copying a line twice. All
+three live in the trial's host folder, which is not mounted: the host never writes
+into a folder the container can change.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import contextlib
 import fcntl
 import os
 import re
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -38,6 +40,7 @@ from mlchain.runners.base import (
     Status,
     TrialSpec,
     heartbeat_age,
+    open_log,
     read_tail,
     tail_lines,
 )
@@ -56,6 +59,7 @@ REPO_MOUNT = "/workspace/repo"
 OUTPUT_MOUNT = "/workspace/output"
 CHECKPOINT_MOUNT = "/workspace/checkpoints"
 DATA_MOUNT = "/workspace/data"
+PARAMS_MOUNT = "/workspace/params.json"
 TRAIN_UID = 10001
 TMPFS_OPTIONS = "rw,nosuid,nodev,size=1g,mode=1777"
 
@@ -110,19 +114,34 @@ def _engine_errors() -> tuple[type[BaseException], ...]:
 # --- ownership of the writable mounts ---------------------------------------------------
 
 def make_writable_for_container(path: Path) -> None:
-    """The container runs as uid 10001: give it the folder (chown as root, else open it up)."""
-    paths = [path, *path.rglob("*")]
-    if os.geteuid() == 0:
-        for p in paths:
-            with contextlib.suppress(FileNotFoundError):
-                os.chown(p, TRAIN_UID, TRAIN_UID, follow_symlinks=False)
-        return
-    for p in paths:
-        with contextlib.suppress(PermissionError, FileNotFoundError):
-            if p.is_dir() and not p.is_symlink():
-                p.chmod(0o777)
-            elif p.is_file():
-                p.chmod(0o666)
+    """The container runs as uid 10001: give it the folder (chown as root, else open it up).
+
+    What an earlier attempt left there is the training's: a symlink is never followed and
+    a file with another name elsewhere (a hard link) is left alone, so neither can make the
+    host change a host file's owner or mode."""
+    root = os.geteuid() == 0
+    for p in [path, *path.rglob("*")]:
+        try:
+            st = os.lstat(p)
+        except FileNotFoundError:
+            continue
+        is_dir = stat.S_ISDIR(st.st_mode)
+        if not (is_dir or (stat.S_ISREG(st.st_mode) and st.st_nlink == 1)):
+            continue
+        # Opened without following, and checked again on the descriptor (it may have been swapped).
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_DIRECTORY if is_dir else os.O_NONBLOCK)
+        with contextlib.suppress(OSError):
+            fd = os.open(p, flags)
+            try:
+                now = os.fstat(fd)
+                if (now.st_ino, now.st_dev) != (st.st_ino, st.st_dev) or (not is_dir and now.st_nlink != 1):
+                    continue
+                if root:
+                    os.fchown(fd, TRAIN_UID, TRAIN_UID)
+                else:
+                    os.fchmod(fd, 0o777 if is_dir else 0o666)
+            finally:
+                os.close(fd)
 
 
 # --- log following ----------------------------------------------------------------------
@@ -151,7 +170,7 @@ class LogFollower(threading.Thread):
 
     def run(self) -> None:
         lock_path = self.log_file.parent / LOG_LOCK
-        with contextlib.suppress(*_engine_errors(), OSError), open(lock_path, "a") as lock:
+        with contextlib.suppress(*_engine_errors(), OSError), os.fdopen(open_log(lock_path, append=True)) as lock:
             if self._acquire(lock):
                 try:
                     self._copy()
@@ -180,7 +199,7 @@ class LogFollower(threading.Thread):
         since = max(cursor / 1e9 - 1.0, 0.0) or None
         stream = self.container.logs(stream=True, follow=True, timestamps=True, since=since)
         cursor_file = self.log_file.parent / LOG_CURSOR
-        with open(self.log_file, "ab") as out:
+        with os.fdopen(open_log(self.log_file, append=True), "ab") as out:
             for stamp, line in _split_frames(cast(Iterator[bytes], stream)):
                 stamp_ns = _timestamp_ns(stamp)
                 if stamp_ns <= cursor:
@@ -264,7 +283,7 @@ class DockerHandle:
 
     def exit_info(self) -> ExitInfo:
         info = ExitInfo(last_lines=tail_lines(self.logs(LAST_LINES), LAST_LINES),
-                        heartbeat_age_s=heartbeat_age(self.spec.output_dir))
+                        heartbeat_age_s=heartbeat_age(self.spec))
         state = self._state()
         if state is None:
             info.engine_lost = True
@@ -365,7 +384,7 @@ class DockerRunner:
         s = self.settings
         memory = parse_memory(s.docker_memory)
         env = spec.contract_env(repo_dir=REPO_MOUNT, output_dir=OUTPUT_MOUNT,
-                                checkpoint_dir=CHECKPOINT_MOUNT, data_dir=DATA_MOUNT)
+                                checkpoint_dir=CHECKPOINT_MOUNT, data_dir=DATA_MOUNT, params_file=PARAMS_MOUNT)
         env["HOME"] = "/tmp"
         return {
             "image": image,
@@ -376,6 +395,7 @@ class DockerRunner:
                 str(spec.output_dir.resolve()): {"bind": OUTPUT_MOUNT, "mode": "rw"},
                 str(spec.checkpoint_dir.resolve()): {"bind": CHECKPOINT_MOUNT, "mode": "rw"},
                 str(spec.data_dir.resolve()): {"bind": DATA_MOUNT, "mode": "ro"},
+                str(spec.params_file.resolve()): {"bind": PARAMS_MOUNT, "mode": "ro"},
             },
             "working_dir": REPO_MOUNT,
             "user": f"{TRAIN_UID}:{TRAIN_UID}",
@@ -399,7 +419,7 @@ class DockerRunner:
         for writable in (spec.output_dir, spec.checkpoint_dir):
             make_writable_for_container(writable)
         for stale in (LOG_CURSOR,):
-            (spec.output_dir / stale).unlink(missing_ok=True)
+            (spec.host_dir / stale).unlink(missing_ok=True)
         options = self.container_options(spec, self._image(spec))
         container = self._create(options)
         container.start()
@@ -455,7 +475,7 @@ class _MissingHandle(DockerHandle):
 
     def exit_info(self) -> ExitInfo:
         return ExitInfo(engine_lost=True, last_lines=tail_lines(self._log_file_tail(LAST_LINES), LAST_LINES),
-                        heartbeat_age_s=heartbeat_age(self.spec.output_dir))
+                        heartbeat_age_s=heartbeat_age(self.spec))
 
     def wait(self, timeout: float | None = None) -> ExitInfo:
         return self.exit_info()

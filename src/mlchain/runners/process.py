@@ -16,9 +16,10 @@ import sys
 import time
 from collections.abc import Callable
 
+from mlchain import outputs
 from mlchain.config import Settings
 from mlchain.procs import pid_alive, wait_for_exit
-from mlchain.runners.base import ExitInfo, Status, TrialSpec, heartbeat_age, read_tail, tail_lines
+from mlchain.runners.base import ExitInfo, Status, TrialSpec, heartbeat_age, open_log, read_tail, tail_lines
 
 EXIT_FILE = "exit.json"
 PID_FILE = "supervisor.pid"
@@ -49,11 +50,11 @@ class ProcessHandle:
         self.image_id: str | None = None
 
     def _exit_record(self) -> dict[str, int | None] | None:
-        path = self.spec.output_dir / EXIT_FILE
         try:
-            record: dict[str, int | None] = json.loads(path.read_text())
+            text = outputs.read_text(self.spec.host_dir / EXIT_FILE)
+            record: dict[str, int | None] | None = None if text is None else json.loads(text)
             return record
-        except (FileNotFoundError, json.JSONDecodeError):
+        except (outputs.UnsafeOutput, json.JSONDecodeError):
             return None
 
     def _running(self) -> bool:
@@ -81,7 +82,7 @@ class ProcessHandle:
         return self.exit_info()
 
     def exit_info(self) -> ExitInfo:
-        info = ExitInfo(last_lines=tail_lines(self.logs(200)), heartbeat_age_s=heartbeat_age(self.spec.output_dir))
+        info = ExitInfo(last_lines=tail_lines(self.logs(200)), heartbeat_age_s=heartbeat_age(self.spec))
         if self._running():
             return info
         record = self._exit_record()
@@ -124,13 +125,13 @@ class ProcessRunner:
 
     def start(self, spec: TrialSpec) -> ProcessHandle:
         spec.prepare()
-        (spec.output_dir / EXIT_FILE).unlink(missing_ok=True)
-        with open(spec.log_file, "ab") as log:
+        (spec.host_dir / EXIT_FILE).unlink(missing_ok=True)
+        with os.fdopen(open_log(spec.log_file, append=True), "ab") as log:
             popen = subprocess.Popen(
-                [sys.executable, "-m", "mlchain.runners.supervise", str(spec.output_dir / EXIT_FILE)],
+                [sys.executable, "-m", "mlchain.runners.supervise", str(spec.host_dir / EXIT_FILE)],
                 env=training_env(spec), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 cwd=spec.output_dir, start_new_session=True)
-        (spec.output_dir / PID_FILE).write_text(str(popen.pid))
+        (spec.host_dir / PID_FILE).write_text(str(popen.pid))
         return ProcessHandle(spec, popen.pid, popen)
 
     def attach(self, spec: TrialSpec, ref: str) -> ProcessHandle:

@@ -215,7 +215,11 @@ def is_orphan(owner: str | None, lease_until: float | None, me: str, now: float,
 
 def child_env(base: Mapping[str, str], home: Path) -> dict[str, str]:
     """The chain's environment: the service's, with its home, and never the webhook secret."""
-    env = {k: v for k, v in base.items() if k != "MLCHAIN_WEBHOOK_SECRET"}
+    from mlchain.config import secret_env
+
+    # The service took its secrets out of its own environment (config.take_secrets); the chain
+    # (mlchain itself, which takes them out of its own at once) still needs the others.
+    env = {k: v for k, v in {**base, **secret_env()}.items() if k != "MLCHAIN_WEBHOOK_SECRET"}
     env["MLCHAIN_HOME"] = str(home)
     return env
 
