@@ -214,9 +214,9 @@ def build_args(settings: Settings, inputs: BuildInputs) -> dict[str, str]:
 
 def docker_client(timeout: int = DOCKER_TIMEOUT_S) -> docker.DockerClient:
     """A client whose timeout lets a cold framework layer build (RunnerUnavailable if none answers)."""
-    from mlchain.runners.docker import docker_client as runner_client
+    from mlchain.dockerclient import docker_client as engine_client
 
-    return runner_client(timeout=timeout)
+    return engine_client(timeout=timeout)
 
 
 def _local_image_id(client: docker.DockerClient, name: str) -> str:

@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from mlchain.config import Settings
-from mlchain.errors import MlchainError, RunnerUnavailable
+from mlchain.dockerclient import docker_client, engine_errors
+from mlchain.errors import MlchainError
 from mlchain.runners.base import (
     LABEL_MANAGED,
     LABEL_RUN,
@@ -69,7 +70,6 @@ LOG_JOIN_S = 15.0            # how long wait() lets the follower drain the last 
 LOG_LOCK = ".docker-logs.lock"
 LOG_CURSOR = ".docker-logs.cursor"
 LAST_LINES = 200
-API_TIMEOUT_S = 120
 
 # Docker's states -> the handle's; anything unknown counts as exited.
 STATUS_MAP: dict[str, Status] = {
@@ -102,13 +102,6 @@ def _docker_errors() -> Any:
     import docker
 
     return docker.errors
-
-
-def _engine_errors() -> tuple[type[BaseException], ...]:
-    """What the SDK raises when the engine stops answering (requests' errors, not DockerException)."""
-    import requests
-
-    return (requests.exceptions.ConnectionError, requests.exceptions.Timeout, _docker_errors().DockerException)
 
 
 # --- ownership of the writable mounts ---------------------------------------------------
@@ -170,7 +163,7 @@ class LogFollower(threading.Thread):
 
     def run(self) -> None:
         lock_path = self.log_file.parent / LOG_LOCK
-        with contextlib.suppress(*_engine_errors(), OSError), os.fdopen(open_log(lock_path, append=True)) as lock:
+        with contextlib.suppress(*engine_errors(), OSError), os.fdopen(open_log(lock_path, append=True)) as lock:
             if self._acquire(lock):
                 try:
                     self._copy()
@@ -271,7 +264,7 @@ class DockerHandle:
         """The container's State, or None when it is gone or the engine does not answer."""
         try:
             self.container.reload()
-        except _engine_errors():
+        except engine_errors():
             return None
         return cast(dict[str, Any], self.container.attrs.get("State", {}))
 
@@ -305,7 +298,7 @@ class DockerHandle:
             try:
                 self.container.wait(timeout=max(0.1, min(WAIT_SLICE_S, remaining)))
                 break
-            except _engine_errors():
+            except engine_errors():
                 # A read timeout (still running) or a lost engine: the state tells which.
                 if self.status() != "running":
                     break
@@ -323,7 +316,7 @@ class DockerHandle:
         try:
             raw = self.container.logs(stdout=True, stderr=True, tail=tail if tail else "all")
             return cast(bytes, raw).decode("utf-8", "replace")
-        except _engine_errors():
+        except engine_errors():
             return self._log_file_tail(tail)
 
     def _log_file_tail(self, tail: int | None) -> str:
@@ -331,26 +324,11 @@ class DockerHandle:
 
     def cancel(self) -> None:
         """Stop (SIGTERM, then SIGKILL after a grace); the container is kept for inspection."""
-        with contextlib.suppress(*_engine_errors()):
+        with contextlib.suppress(*engine_errors()):
             self.container.stop(timeout=STOP_TIMEOUT_S)
 
 
 # --- the runner -----------------------------------------------------------------------
-
-def docker_client(timeout: int = API_TIMEOUT_S) -> docker.DockerClient:
-    """A client of the engine in the environment; RunnerUnavailable with how to start one."""
-    import docker
-
-    try:
-        client = docker.from_env(timeout=timeout)
-        client.ping()
-    except (docker.errors.DockerException, *_engine_errors()) as exc:
-        raise RunnerUnavailable(
-            f"no Docker engine answers ({exc})",
-            hint="start it: `sudo systemctl start docker`, or `dockerd &`, or `bash scripts/setup-docker.sh`;"
-                 " or point DOCKER_HOST at an engine that runs; or set MLCHAIN_RUNNER=process") from exc
-    return client
-
 
 def parse_memory(value: str) -> int:
     """'4g' / '512m' / '64m' / bytes -> bytes (what memswap_limit needs to equal mem_limit)."""
