@@ -112,10 +112,13 @@ def run(ctx: Context, repo: str, ref: str | None, runner: str | None, threshold:
         pusher_email: str | None, run_id: str | None, no_resume: bool, as_json: bool) -> None:
     """Run the whole chain on REPO (a path or a git URL): pull, classify, train, gate, notify."""
     from mlchain.engine.chain import interrupted_runs, resume_chain, run_chain
+    from mlchain.gitrefs import require_ref
     from mlchain.state import StateStore
 
     settings = ctx.settings(runner=runner, threshold=threshold, max_trials=max_trials,
                             max_minutes=max_minutes, patience=patience)
+    if ref is not None:
+        require_ref(ref)  # refused before anything runs, resumed runs included
     if not no_resume and settings.state_db.exists():
         for stale in interrupted_runs(StateStore(settings.state_db)):
             if stale != run_id:

@@ -161,6 +161,17 @@ class StateStore:
                               " ('PENDING', 'RUNNING')) ORDER BY created_at").fetchall()
         return [r for r in (_row(x) for x in rows) if r is not None]
 
+    def abandon_run(self, run_id: str, reason: str) -> None:
+        """End a run without running what is left of it: the run failed, its queued builds too."""
+        now = time.time()
+        with self.connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("UPDATE builds SET result = 'FAILURE', finished_at = ? WHERE run_id = ?"
+                       " AND result IN ('PENDING', 'RUNNING')", (now, run_id))
+            db.execute("UPDATE runs SET status = 'failed', stop_reason = ?, updated_at = ?, finished_at = ?"
+                       " WHERE run_id = ?", (reason, now, now, run_id))
+            db.execute("COMMIT")
+
     # trials -------------------------------------------------------------------
     def upsert_trial(self, run_id: str, number: int, params: dict[str, Any], **values: Any) -> None:
         with self.connect() as db:

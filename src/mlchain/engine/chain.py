@@ -17,6 +17,7 @@ from mlchain.engine.jjb import Chain, default_jobs_dir, load_chain
 from mlchain.engine.jobs import repo_name_from_url
 from mlchain.engine.local import LocalEngine
 from mlchain.errors import EngineError, GitError
+from mlchain.gitrefs import LOCAL_SCHEME, require_clone_url, require_ref
 from mlchain.state import TERMINAL_RUN_STATUSES, StateStore
 from mlchain.summary import RunSummary, build_summary
 
@@ -29,8 +30,8 @@ def repo_url_of(settings: Settings, repo: str, echo: Any = print) -> str:
     """A path becomes a file:// URL (git clones it like any remote); URLs pass through.
     A folder that is not the root of a git repository (say models/digits_cnn inside this
     checkout) is committed as a snapshot into a repository under MLCHAIN_HOME first."""
-    if "://" in repo or repo.startswith("git@"):
-        return repo
+    if "://" in repo or repo.startswith("git@") or "::" in repo:
+        return require_clone_url(repo, (*settings.clone_schemes, LOCAL_SCHEME), source="REPO")
     path = Path(repo).expanduser().resolve()
     if not path.is_dir():
         raise GitError(f"{repo} is neither a git URL nor an existing folder",
@@ -259,6 +260,8 @@ def _maybe_run(store: StateStore, run_id: str) -> dict[str, Any] | None:
 
 def run_chain(settings: Settings, repo: str, ref: str | None = None, pusher_email: str | None = None,
               live: bool = True, run_id: str | None = None, jobs_dir: Path | None = None) -> RunSummary:
+    if ref is not None:
+        require_ref(ref)  # before anything is created: git must never see an option here
     settings.ensure_dirs()
     store = StateStore(settings.state_db)
     view = LiveView(live)
@@ -287,11 +290,26 @@ def resume_chain(settings: Settings, run_id: str, live: bool = True, jobs_dir: P
 
 
 def interrupted_runs(store: StateStore) -> list[str]:
-    """Unfinished runs whose engine is gone (killed, or the machine restarted)."""
+    """Unfinished runs whose engine is gone (killed, or the machine restarted), to resume.
+    A run stopped before job1 finished reading its repository is ended instead: that
+    repository (a hostile mlchain.yaml, a hanging fetch) would stop every later run again."""
     from mlchain.procs import pid_alive
 
-    return [run["run_id"] for run in store.unfinished_runs()
-            if not (run.get("engine_pid") and pid_alive(int(run["engine_pid"])))]
+    resumable = []
+    for run in store.unfinished_runs():
+        if run.get("engine_pid") and pid_alive(int(run["engine_pid"])):
+            continue
+        if not opened_by_job1(run):
+            store.abandon_run(run["run_id"], "interrupted before job1-pull had read the repository;"
+                                             " not resumed (start it again with `mlchain run`)")
+            continue
+        resumable.append(run["run_id"])
+    return resumable
+
+
+def opened_by_job1(run: dict[str, Any]) -> bool:
+    """job1 finished with this run: it copied and validated the repository (src_dir is its last write)."""
+    return bool(run.get("src_dir"))
 
 
 def resume_unfinished(settings: Settings, live: bool = False) -> list[RunSummary]:
