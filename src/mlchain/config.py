@@ -139,7 +139,15 @@ class Settings(BaseModel):
 
     def ensure_dirs(self) -> None:
         for d in (self.home_abs, self.runs_dir, self.outbox_dir, self.artifact_root):
-            d.mkdir(parents=True, exist_ok=True)
+            try:
+                d.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise home_not_writable(self.home_abs, exc) from None
+
+
+def home_not_writable(home: Path, exc: OSError) -> ConfigError:
+    return ConfigError(f"MLCHAIN_HOME {home} cannot be written: {exc.strerror or exc} ({exc.filename or home})",
+                       hint="pass --home (or set MLCHAIN_HOME to) a folder this user can create and write")
 
 
 def _coerce_env(name: str, raw: str) -> Any:

@@ -91,6 +91,12 @@ class WebhookError(MlchainError):
     exit_code = 14
 
 
+class StateError(MlchainError):
+    """The run state (MLCHAIN_HOME/state.db) cannot be opened or is not a database."""
+
+    exit_code = 15
+
+
 def invalid_yaml(source: str, exc: Exception) -> ConfigError:
     """The error for a configuration file that is not YAML at all."""
     return ConfigError(f"{source} is not valid YAML: {exc}", hint="fix the YAML syntax (indentation, colons, quotes)")

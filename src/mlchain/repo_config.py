@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from mlchain.contract import CONFIG_FILE, Framework
 from mlchain.errors import ConfigError, invalid_yaml, not_a_mapping
@@ -113,25 +113,28 @@ class RepoConfig(BaseModel):
     notify: Notify = Field(default_factory=Notify)
     data: str | None = None  # folder (relative) whose contents are hashed into the run's tags
 
-    @model_validator(mode="after")
-    def _entry_relative(self) -> RepoConfig:
-        if not is_relative_inside(self.entry):
+    @field_validator("entry")
+    @classmethod
+    def _entry_relative(cls, entry: str) -> str:
+        if not is_relative_inside(entry):
             raise ValueError("entry must be a path inside the repository")
-        return self
+        return entry
 
-    @model_validator(mode="after")
-    def _data_relative(self) -> RepoConfig:
-        if self.data is not None and not is_relative_inside(self.data):
-            raise ValueError(f"data must be a folder inside the repository (a relative path without '..'),"
-                             f" got {self.data!r}")
-        return self
+    @field_validator("data")
+    @classmethod
+    def _data_relative(cls, data: str | None) -> str | None:
+        if data is not None and not is_relative_inside(data):
+            raise ValueError(f"data: must be a folder inside the repository (a relative path without '..'),"
+                             f" got {data!r}")
+        return data
 
-    @model_validator(mode="after")
-    def _threshold_fits_metric(self) -> RepoConfig:
-        problem = threshold_problem(self.threshold, self.metric)
+    @field_validator("threshold")
+    @classmethod
+    def _threshold_fits_metric(cls, threshold: float, info: ValidationInfo) -> float:
+        problem = threshold_problem(threshold, info.data.get("metric", "accuracy"))
         if problem is not None:
-            raise ValueError(f"threshold {problem}")
-        return self
+            raise ValueError(problem)
+        return threshold
 
 
 def is_relative_inside(path: str) -> bool:
