@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-from mlchain.errors import ConfigError
+from mlchain.errors import ConfigError, home_not_writable
 from mlchain.gitrefs import DEFAULT_CLONE_SCHEMES
 from mlchain.repo_config import Minutes, Patience, Threshold, TrialCount
 from mlchain.warm import DEFAULT_IDLE_S as WARM_SERVER_IDLE_S
@@ -143,11 +143,6 @@ class Settings(BaseModel):
                 d.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise home_not_writable(self.home_abs, exc) from None
-
-
-def home_not_writable(home: Path, exc: OSError) -> ConfigError:
-    return ConfigError(f"MLCHAIN_HOME {home} cannot be written: {exc.strerror or exc} ({exc.filename or home})",
-                       hint="pass --home (or set MLCHAIN_HOME to) a folder this user can create and write")
 
 
 def _coerce_env(name: str, raw: str) -> Any:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mlchain import sqlitefile
-from mlchain.errors import NotFound, StateError
+from mlchain.errors import MlchainError, NotFound, StateError, home_not_writable
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -110,8 +110,7 @@ class StateStore:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise StateError(f"the run state folder {self.path.parent} cannot be created: {exc.strerror or exc}",
-                             hint="pass --home (or set MLCHAIN_HOME to) a folder this user can write") from None
+            raise home_not_writable(self.path.parent, exc) from None
         with self.connect() as db:
             db.executescript(SCHEMA)
 
@@ -130,7 +129,9 @@ class StateStore:
         finally:
             db.close()
 
-    def _unusable(self, exc: sqlite3.DatabaseError) -> StateError:
+    def _unusable(self, exc: sqlite3.DatabaseError) -> MlchainError:
+        if isinstance(exc, sqlite3.OperationalError) and ("unable to open" in str(exc) or "readonly" in str(exc)):
+            return home_not_writable(self.path.parent, OSError(0, str(exc), str(self.path)))
         return StateError(f"the run state {self.path} cannot be used: {exc}",
                           hint=f"if it is damaged, move it aside (mv {self.path} {self.path}.broken) and run again;"
                                " runs recorded in it will not be resumed")
