@@ -280,8 +280,11 @@ def jenkins_status(ctx: Context) -> None:
 def jenkins_trigger(ctx: Context, repo_url: str, ref: str) -> None:
     """Start job1-pull on the controller for REPO_URL at REF."""
     from mlchain import jenkins as jk
+    from mlchain.gitrefs import require_clone_url, require_ref
 
-    click.echo(jk.trigger(ctx.settings(), repo_url, ref))
+    settings = ctx.settings()
+    require_clone_url(repo_url, settings.clone_schemes, source="REPO_URL")  # Jenkins clones it: no file://
+    click.echo(jk.trigger(settings, repo_url, require_ref(ref, source="REF")))
 
 
 def main() -> None:

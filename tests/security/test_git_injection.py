@@ -201,3 +201,19 @@ def test_the_deployment_chooses_the_clone_schemes() -> None:
     assert "not allowed" in (clone_url_problem("ssh://h/r.git", policy.clone_schemes) or "")
     with pytest.raises(ConfigError, match="clone_schemes"):  # file:// is never a push's: not even listable
         load_settings({"home": "/tmp/unused"}, env={"MLCHAIN_CLONE_SCHEMES": "https,file"})
+
+
+@pytest.mark.parametrize(("url", "ref", "what"), [
+    ("https://github.com/team/digits.git", "--upload-pack=touch${IFS}M;", "REF"),
+    ("file:///srv/git/private.git", "main", "REPO_URL"),
+    ("ext::sh -c touch% M", "main", "REPO_URL"),
+])
+def test_jenkins_trigger_refuses_what_job1_would_hand_to_git(tmp_path: Path, url: str, ref: str, what: str) -> None:
+    from click.testing import CliRunner
+
+    from mlchain.cli import cli
+
+    result = CliRunner().invoke(cli, ["--home", str(tmp_path), "jenkins", "trigger", "--", url, ref],
+                                env={"MLCHAIN_JENKINS_URL": "http://127.0.0.1:9", "MLCHAIN_WARM_SERVER": "0"})
+    assert result.exit_code == GitError.exit_code, result.output
+    assert f"{what} " in result.output and "Traceback" not in result.output
