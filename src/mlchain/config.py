@@ -10,16 +10,16 @@ environment, never from a flag on the command line.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from mlchain.errors import ConfigError, home_not_writable
-from mlchain.gitrefs import DEFAULT_CLONE_SCHEMES
+from mlchain.gitrefs import DEFAULT_CLONE_SCHEMES, CloneScheme
 from mlchain.repo_config import Minutes, Patience, Threshold, TrialCount
 from mlchain.warm import DEFAULT_IDLE_S as WARM_SERVER_IDLE_S
 
@@ -96,8 +96,7 @@ class Settings(BaseModel):
     webhook_max_body: Annotated[int, Field(ge=1)] = 25 * 1024 * 1024
     webhook_tags: list[str] = Field(default_factory=list)  # tag globs to build (empty: tag pushes ignored)
     # Which clone URLs a push may name (file:// is for `mlchain run PATH` only, never a push)
-    clone_schemes: list[Literal["https", "ssh", "http", "git"]] = Field(
-        default_factory=lambda: list(DEFAULT_CLONE_SCHEMES))
+    clone_schemes: list[CloneScheme] = Field(default_factory=lambda: list(DEFAULT_CLONE_SCHEMES))
     # Jenkins
     jenkins_url: str | None = None
     jenkins_user: str | None = None

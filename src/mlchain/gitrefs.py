@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection
+from typing import Literal
 from urllib.parse import urlsplit
 
 from mlchain.errors import GitError
 
 MAX_REF = 1024
-DEFAULT_CLONE_SCHEMES = ("https", "ssh")
+# What a deployment may allow for a push's clone URL: file:// is not among them, a push never names one.
+CloneScheme = Literal["https", "ssh", "http", "git"]
+DEFAULT_CLONE_SCHEMES: tuple[CloneScheme, ...] = ("https", "ssh")
 LOCAL_SCHEME = "file"  # a folder on this machine: `mlchain run PATH`, never a push
-SCHEMES_KNOWN = ("https", "http", "ssh", "git", "file")
 
 COMMIT = re.compile(r"^(?:[0-9a-fA-F]{40}|[0-9a-fA-F]{64})$")
 # git check-ref-format, rule 4 and 5: control characters, space, ~ ^ : ? * [ and backslash.
@@ -27,8 +29,8 @@ _REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
 _CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f]")
 # `<transport>::<address>` makes git run git-remote-<transport> (ext:: runs any command).
 _REMOTE_HELPER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9+.-]*::")
-# scp-like ssh: [user@]host:path (no scheme, a colon before any slash).
 _SCHEME_ALIASES = {"git+ssh": "ssh", "ssh+git": "ssh"}
+# scp-like ssh: [user@]host:path (no scheme, a colon before any slash).
 _SCP_LIKE = re.compile(r"^(?:[A-Za-z0-9._~-]+@)?[A-Za-z0-9._-]+:(?!//)")
 
 
@@ -44,7 +46,7 @@ def ref_problem(ref: str) -> str | None:
         return "it holds a space, a control character or one of ~ ^ : ? * [ \\"
     if ref == "@" or "@{" in ref:
         return "it is '@' or holds '@{'"
-    if ".." in ref or "//" in ref or ref.startswith("/") or ref.endswith("/") or ref.endswith("."):
+    if ".." in ref or "//" in ref or ref.startswith("/") or ref.endswith(("/", ".")):
         return "it holds '..' or '//', or begins or ends with '/', or ends with '.'"
     for part in ref.split("/"):
         if part.startswith("."):

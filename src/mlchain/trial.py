@@ -15,7 +15,8 @@ from typing import Any
 from mlchain import contract, tracking
 from mlchain.config import Settings
 from mlchain.failures import Verdict, classify_exit
-from mlchain.repo_config import RepoConfig, data_dir as repo_data_dir
+from mlchain.repo_config import RepoConfig
+from mlchain.repo_config import data_dir as repo_data_dir
 from mlchain.runners.base import ExitInfo, TrainingHandle, TrialSpec, follow_log
 
 Echo = Callable[[str], None]

@@ -69,11 +69,11 @@ def test_a_threshold_above_one_is_fine_for_a_metric_that_is_not_a_fraction() -> 
     (["--max-trials", "5000"], {}, "--max-trials (max_trials): Input should be less than or equal to 1000"),
     (["--max-minutes", "0"], {}, "--max-minutes (max_minutes): Input should be greater than 0"),
     (["--patience", "0"], {}, "--patience (patience): Input should be greater than or equal to 1"),
-    ([], {"MLCHAIN_DOCKER_MEMORY": "lots"}, "docker_memory (MLCHAIN_DOCKER_MEMORY or the config file): Value error,"
-                                            " 'lots' is not a size"),
+    ([], {"MLCHAIN_DOCKER_MEMORY": "lots"}, ("docker_memory (MLCHAIN_DOCKER_MEMORY or the config file): Value error,"
+                                             " 'lots' is not a size")),
     ([], {"MLCHAIN_DOCKER_MEMORY": "1k"}, "below Docker's minimum"),
-    ([], {"MLCHAIN_DOCKER_CPUS": "0"}, "docker_cpus (MLCHAIN_DOCKER_CPUS or the config file): Input should be"
-                                       " greater than 0"),
+    ([], {"MLCHAIN_DOCKER_CPUS": "0"}, ("docker_cpus (MLCHAIN_DOCKER_CPUS or the config file): Input should be"
+                                        " greater than 0")),
     ([], {"MLCHAIN_MONITOR_INTERVAL_S": "0"}, "monitor_interval_s"),
     ([], {"MLCHAIN_SMTP_PORT": "70000"}, "smtp_port"),
     ([], {"MLCHAIN_THRESHOLD": "nan"}, "threshold (MLCHAIN_THRESHOLD or the config file): Input should be a finite"),

@@ -101,7 +101,7 @@ def test_valid_refs_still_check_out(tmp_path: Path, repo: Path) -> None:
     release = git(repo, "rev-parse", "HEAD")
     git(repo, "checkout", "-q", "main")
     main = git(repo, "rev-parse", "HEAD")
-    seen = {}
+    seen: dict[str, str] = {}
     for ref in ("main", "release/1.2", "v1.0", main, "HEAD"):
         workspace = tmp_path / f"ws-{len(seen)}"
         workspace.mkdir()
