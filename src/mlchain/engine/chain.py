@@ -271,6 +271,8 @@ def run_chain(settings: Settings, repo: str, ref: str | None = None, pusher_emai
         return resume_chain(settings, run_id, live=live, jobs_dir=jobs_dir)
     url = repo_url_of(settings, repo, echo=view.console.print if live else (lambda *_a: None))
     store.create_run(run_id, url, repo_name_from_url(url), ref, pusher_email, status="queued")
+    # Owned before job1 is queued: another `mlchain run` must never take it for an interrupted run.
+    store.update_run(run_id, engine_pid=os.getpid())
     engine.enqueue(run_id, chain.first_job, {"REPO_URL": url, "REF": ref or "HEAD",
                                              "PUSHER_EMAIL": pusher_email or "", "RUN_ID": run_id})
     if live:
