@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from helpers import make_git_repo
@@ -168,7 +167,3 @@ def test_a_run_stopped_in_job1_is_not_resumed_by_the_next_run(tmp_path: Path) ->
     again = mlchain(home, "run", str(other), "--json")  # the run that failed in job1 is not resumed either
     assert "resuming run" not in again.stderr
     assert len(store.list_runs()) == 3
-
-
-def _summary(done: subprocess.CompletedProcess[str]) -> Any:
-    return json.loads(done.stdout)
