@@ -118,10 +118,13 @@ def run(ctx: Context, repo: str, ref: str | None, runner: str | None, threshold:
         pusher_email: str | None, run_id: str | None, branch: str | None, no_resume: bool, as_json: bool) -> None:
     """Run the whole chain on REPO (a path or a git URL): pull, classify, train, gate, notify."""
     from mlchain.engine.chain import interrupted_runs, resume_chain, run_chain
+    from mlchain.gitrefs import require_ref
     from mlchain.state import StateStore
 
     settings = ctx.settings(runner=runner, threshold=threshold, max_trials=max_trials,
                             max_minutes=max_minutes, patience=patience)
+    if ref is not None:
+        require_ref(ref)  # refused before anything runs, resumed runs included
     if not no_resume and settings.state_db.exists():
         for stale in interrupted_runs(StateStore(settings.state_db)):
             if stale != run_id:
@@ -271,8 +274,11 @@ def jenkins_status(ctx: Context) -> None:
 def jenkins_trigger(ctx: Context, repo_url: str, ref: str) -> None:
     """Start job1-pull on the controller for REPO_URL at REF."""
     from mlchain import jenkins as jk
+    from mlchain.gitrefs import require_clone_url, require_ref
 
-    click.echo(jk.trigger(ctx.settings(), repo_url, ref))
+    settings = ctx.settings()
+    require_clone_url(repo_url, settings.clone_schemes, source="REPO_URL")  # Jenkins clones it: no file://
+    click.echo(jk.trigger(settings, repo_url, require_ref(ref, source="REF")))
 
 
 def _message(exc: Exception) -> str:

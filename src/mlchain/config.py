@@ -10,14 +10,17 @@ environment, never from a flag on the command line.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-from mlchain.errors import ConfigError
+from mlchain.errors import ConfigError, home_not_writable
+from mlchain.gitrefs import DEFAULT_CLONE_SCHEMES, CloneScheme
+from mlchain.repo_config import Minutes, Patience, Threshold, TrialCount
 
 RunnerName = Literal["auto", "docker", "process"]
 
@@ -55,6 +58,22 @@ def secret_env() -> dict[str, str]:
     them again at once); never for training or any other program."""
     return dict(_taken_secrets)
 
+_MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([bkmg]?)\s*$", re.IGNORECASE)
+MIN_DOCKER_MEMORY = 6 * 1024**2  # Docker refuses less
+
+
+def _docker_memory(value: str) -> str:
+    match = _MEMORY.match(value)
+    if match is None:
+        raise ValueError(f"{value!r} is not a size: write a number with b, k, m or g (4g, 512m)")
+    size = float(match.group(1)) * {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[match.group(2).lower()]
+    if size < MIN_DOCKER_MEMORY:
+        raise ValueError(f"{value!r} is below Docker's minimum of 6m")
+    return value
+
+
+Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
 
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -66,41 +85,43 @@ class Settings(BaseModel):
     optuna_storage: str | None = None
     # Training
     runner: RunnerName = "auto"
-    threshold: float | None = None  # overrides mlchain.yaml's threshold when set
-    max_trials: int | None = None
-    max_minutes: float | None = None
-    patience: int | None = None
-    train_timeout_s: float = 3600.0
+    threshold: Threshold | None = None  # overrides mlchain.yaml's threshold when set
+    max_trials: TrialCount | None = None
+    max_minutes: Minutes | None = None
+    patience: Patience | None = None
+    train_timeout_s: Seconds = 3600.0
     search_seed: int = 0  # mixed into the search's sampler seed (benchmarks vary it)
     # Docker sandbox
     base_image: str = "python:3.11-slim"
     image_prefix: str = "mlchain"
-    docker_memory: str = "4g"
-    docker_cpus: float = 2.0
-    docker_pids_limit: int = 256
+    docker_memory: Annotated[str, AfterValidator(_docker_memory)] = "4g"
+    docker_cpus: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 2.0
+    docker_pids_limit: Annotated[int, Field(ge=1)] = 256
     docker_network: str = "none"
     build_ca_bundle: Path | None = None
     # Monitor
-    max_restarts: int = 3
-    hung_after_s: float = 300.0
-    backoff_base_s: float = 1.0
-    backoff_max_s: float = 60.0
-    monitor_interval_s: float = 3.0
+    max_restarts: Annotated[int, Field(ge=0)] = 3
+    hung_after_s: Seconds = 300.0
+    backoff_base_s: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 1.0
+    backoff_max_s: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 60.0
+    monitor_interval_s: Seconds = 3.0
     # Email
     smtp_host: str | None = None
-    smtp_port: int = 25
+    smtp_port: Annotated[int, Field(ge=1, le=65535)] = 25
     smtp_starttls: bool = False
     smtp_ssl: bool = False
     smtp_user: str | None = None
     smtp_password: SecretStr | None = None
-    smtp_timeout_s: float = 10.0
+    smtp_timeout_s: Seconds = 10.0
     mail_from: str = "mlchain@localhost"
     default_recipients: list[str] = Field(default_factory=list)
     # Webhook
     webhook_secret: SecretStr | None = None
     webhook_branches: list[str] = Field(default_factory=list)
-    webhook_max_body: int = 25 * 1024 * 1024
+    webhook_max_body: Annotated[int, Field(ge=1)] = 25 * 1024 * 1024
     webhook_tags: list[str] = Field(default_factory=list)  # tag globs to build (empty: tag pushes ignored)
+    # Which clone URLs a push may name (file:// is for `mlchain run PATH` only, never a push)
+    clone_schemes: list[CloneScheme] = Field(default_factory=lambda: list(DEFAULT_CLONE_SCHEMES))
     # Jenkins
     jenkins_url: str | None = None
     jenkins_user: str | None = None
@@ -139,7 +160,10 @@ class Settings(BaseModel):
 
     def ensure_dirs(self) -> None:
         for d in (self.home_abs, self.runs_dir, self.outbox_dir, self.artifact_root):
-            d.mkdir(parents=True, exist_ok=True)
+            try:
+                d.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise home_not_writable(self.home_abs, exc) from None
 
 
 def _coerce_env(name: str, raw: str) -> Any:
@@ -193,6 +217,14 @@ def load_settings(flags: Mapping[str, Any] | None = None,
     try:
         return Settings(**merged)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"invalid settings: {problems}",
-                          hint="check MLCHAIN_* variables and the config file") from exc
+        problems = [f"  {_setting_name(e['loc'], flag_values)}: {e['msg']}" for e in exc.errors()]
+        raise ConfigError(f"the settings have {len(problems)} problem(s):\n" + "\n".join(problems),
+                          hint="check the flags, the MLCHAIN_* variables and the config file") from exc
+
+
+def _setting_name(loc: tuple[Any, ...], flags: Mapping[str, Any]) -> str:
+    """Where a bad value came from, as the user typed it: --max-trials, MLCHAIN_MAX_TRIALS, or the key."""
+    field = str(loc[0]) if loc else "(settings)"
+    if field in flags:
+        return f"--{field.replace('_', '-')} ({field})"
+    return f"{field} (MLCHAIN_{field.upper()} or the config file)"

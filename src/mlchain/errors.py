@@ -97,6 +97,18 @@ class MissingExtra(MlchainError):
     exit_code = 16
 
 
+class StateError(MlchainError):
+    """The run state (MLCHAIN_HOME/state.db) cannot be opened or is not a database."""
+
+    exit_code = 17
+
+
+def home_not_writable(home: object, exc: OSError) -> ConfigError:
+    """The error for an MLCHAIN_HOME (or a folder in it) that cannot be created or written."""
+    return ConfigError(f"MLCHAIN_HOME {home} cannot be written: {exc.strerror or exc} ({exc.filename or home})",
+                       hint="pass --home (or set MLCHAIN_HOME to) a folder this user can create and write")
+
+
 def invalid_yaml(source: str, exc: Exception) -> ConfigError:
     """The error for a configuration file that is not YAML at all."""
     return ConfigError(f"{source} is not valid YAML: {exc}", hint="fix the YAML syntax (indentation, colons, quotes)")

@@ -1,16 +1,32 @@
 """``mlchain.yaml``, a repository's optional configuration: validated here, every problem
 listed at once, each with its key.
 
+The file comes from a push: it is bounded before YAML sees it (its size, then the number of
+nodes its aliases expand to), and the paths it names must stay inside the repository. The
+value rules here (budget, threshold) are also the rules of the operator's flags and settings
+(mlchain.config uses the same types), so both get the same messages.
+
 The models build their validators when first used (``defer_build``), not when this module
 is imported: a command that never validates a file does not pay for it."""
 
 from __future__ import annotations
 
+import math
+import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from mlchain.contract import CONFIG_FILE, Framework
 from mlchain.errors import ConfigError, invalid_yaml, not_a_mapping
@@ -43,12 +59,37 @@ class ParamSpec(BaseModel):
         return self
 
 
+MAX_FILE_BYTES = 256 * 1024      # a real mlchain.yaml is a few hundred bytes
+MAX_NODES = 100_000              # scalars, lists and mappings after alias expansion
+MAX_DEPTH = 100                  # nesting of lists and mappings
+
+# The budget and gate values, as mlchain.yaml and the operator's settings both take them.
+TrialCount = Annotated[int, Field(ge=1, le=1000)]
+Minutes = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Patience = Annotated[int, Field(ge=1)]
+Threshold = Annotated[float, Field(allow_inf_nan=False)]
+
+# Metrics that are fractions (a threshold outside 0..1 can never pass, or always passes).
+FRACTION_METRIC = re.compile(r"(?:^|_)(?:acc|accuracy|precision|recall|f1|auc|roc_auc|pr_auc|jaccard|iou|dice)"
+                             r"(?:$|_)", re.IGNORECASE)
+
+
+def threshold_problem(threshold: float, metric: str) -> str | None:
+    """Why ``threshold`` cannot gate ``metric``, or None."""
+    if not math.isfinite(threshold):
+        return f"{threshold} is not a finite number"
+    if FRACTION_METRIC.search(metric) and not 0.0 <= threshold <= 1.0:
+        return (f"{threshold:g} is outside 0..1, the range of {metric}: it would never pass (above 1)"
+                " or always pass (below 0)")
+    return None
+
+
 class Budget(BaseModel):
     model_config = ConfigDict(extra="forbid", defer_build=True)
 
-    max_trials: int = Field(default=6, ge=1, le=1000)
-    max_minutes: float = Field(default=60.0, gt=0)
-    patience: int = Field(default=3, ge=1)
+    max_trials: TrialCount = 6
+    max_minutes: Minutes = 60.0
+    patience: Patience = 3
 
 
 class Notify(BaseModel):
@@ -73,43 +114,180 @@ class RepoConfig(BaseModel):
     framework: Framework | None = None
     metric: str = "accuracy"
     direction: Literal["maximize", "minimize"] = "maximize"
-    threshold: float = 0.80
+    threshold: Threshold = 0.80
     budget: Budget = Field(default_factory=Budget)
     params: dict[str, Any] = Field(default_factory=dict)
     search: dict[str, ParamSpec] = Field(default_factory=dict)
     notify: Notify = Field(default_factory=Notify)
     data: str | None = None  # folder (relative) whose contents are hashed into the run's tags
 
-    @model_validator(mode="after")
-    def _entry_relative(self) -> RepoConfig:
-        if Path(self.entry).is_absolute() or ".." in Path(self.entry).parts:
+    @field_validator("entry")
+    @classmethod
+    def _entry_relative(cls, entry: str) -> str:
+        if not is_relative_inside(entry):
             raise ValueError("entry must be a path inside the repository")
-        return self
+        return entry
+
+    @field_validator("data")
+    @classmethod
+    def _data_relative(cls, data: str | None) -> str | None:
+        if data is not None and not is_relative_inside(data):
+            raise ValueError(f"data: must be a folder inside the repository (a relative path without '..'),"
+                             f" got {data!r}")
+        return data
+
+    @field_validator("threshold")
+    @classmethod
+    def _threshold_fits_metric(cls, threshold: float, info: ValidationInfo) -> float:
+        problem = threshold_problem(threshold, info.data.get("metric", "accuracy"))
+        if problem is not None:
+            raise ValueError(problem)
+        return threshold
 
 
-def parse_repo_config(text: str, source: str = CONFIG_FILE) -> RepoConfig:
-    """Validate ``mlchain.yaml`` text; raise ConfigError listing every problem with its key."""
-    try:
-        raw = yaml.safe_load(text) if text.strip() else {}
-    except yaml.YAMLError as exc:
-        raise invalid_yaml(source, exc) from exc
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise not_a_mapping(source, type(raw).__name__)
+def is_relative_inside(path: str) -> bool:
+    """A relative path that does not climb out (what it resolves to is checked on disk)."""
+    return bool(path) and not Path(path).is_absolute() and ".." not in Path(path).parts and "\x00" not in path
+
+
+def _problems(exc: ValidationError) -> list[str]:
+    return [f"  {'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()]
+
+
+def _validated(raw: Mapping[str, Any], source: str) -> RepoConfig:
     try:
         return RepoConfig.model_validate(raw)
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            lines.append(f"  {key}: {err['msg']}")
+        lines = _problems(exc)
         raise ConfigError(f"{source} has {len(lines)} problem(s):\n" + "\n".join(lines),
                           hint="see README.md, section 'The training contract'") from exc
 
 
+def with_overrides(cfg: RepoConfig, update: Mapping[str, Any], source: str) -> RepoConfig:
+    """``cfg`` with the operator's overrides applied and validated again (a threshold from a
+    flag must fit the repository's metric as one in the file must)."""
+    return _validated({**cfg.model_dump(), **update}, source)
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """Nodes the document holds once its aliases are expanded (a billion-laughs file: ~10^9),
+    computed without expanding: each node's size is counted once and reused. Raises
+    ValueError past MAX_NODES or MAX_DEPTH, and on an alias cycle."""
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+    # Iterative post-order walk: a deep document must not exhaust Python's stack here.
+    stack: list[tuple[yaml.Node, int, bool]] = [(root, 1, False)]
+    while stack:
+        node, depth, done = stack.pop()
+        key = id(node)
+        if done:
+            on_path.discard(key)
+            children = _children(node)
+            total = 1 + sum(sizes[id(c)] for c in children)
+            if total > MAX_NODES:
+                raise ValueError(f"it expands to more than {MAX_NODES:,} values (aliases repeating aliases?)")
+            sizes[key] = total
+            continue
+        if key in sizes:
+            continue
+        if key in on_path:
+            raise ValueError("an alias refers to a node that contains it")
+        if depth > MAX_DEPTH:
+            raise ValueError(f"it nests deeper than {MAX_DEPTH} levels")
+        on_path.add(key)
+        stack.append((node, depth, True))
+        for child in _children(node):
+            if id(child) in on_path:
+                raise ValueError("an alias refers to a node that contains it")
+            if id(child) not in sizes:
+                stack.append((child, depth + 1, False))
+    return sizes[id(root)]
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _load_bounded(text: str) -> Any:
+    """YAML text to Python values, refusing documents that expand past the bounds."""
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded_size(node)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def parse_repo_config(text: str, source: str = CONFIG_FILE) -> RepoConfig:
+    """Validate ``mlchain.yaml`` text; raise ConfigError listing every problem with its key."""
+    if len(text) > MAX_FILE_BYTES:
+        raise too_large(source, len(text.encode("utf-8", "surrogatepass")))
+    try:
+        raw = _load_bounded(text) if text.strip() else {}
+    except yaml.YAMLError as exc:
+        raise invalid_yaml(source, exc) from exc
+    except (ValueError, RecursionError) as exc:
+        raise ConfigError(f"{source} is refused: {exc or 'it nests too deeply'}",
+                          hint=f"keep mlchain.yaml plain: under {MAX_NODES:,} values, {MAX_DEPTH} levels deep")
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise not_a_mapping(source, type(raw).__name__)
+    return _validated(raw, source)
+
+
+def too_large(source: str, size: int) -> ConfigError:
+    return ConfigError(f"{source} is {size:,} bytes; mlchain reads at most {MAX_FILE_BYTES:,}",
+                       hint="mlchain.yaml holds settings, not data: move data into the data: folder")
+
+
+def inside(repo: Path, relative: str, what: str) -> Path:
+    """``repo/relative`` with symlinks resolved, when that stays inside ``repo``; else ConfigError."""
+    root = repo.resolve()
+    target = (root / relative).resolve()
+    if target != root and root not in target.parents:
+        raise ConfigError(f"{what} {relative!r} resolves to {target}, outside the repository",
+                          hint=f"point {what} at a folder inside the repository (no symlink out of it)")
+    return target
+
+
+def data_dir(repo: Path, cfg: RepoConfig) -> Path | None:
+    """The folder ``data:`` names, inside ``repo`` and existing; None when ``data:`` is unset."""
+    if cfg.data is None:
+        return None
+    target = inside(repo, cfg.data, "data:")
+    if not target.is_dir():
+        raise ConfigError(f"data: {cfg.data!r} is not a folder in the repository",
+                          hint="commit the folder (with its files) or remove data: from mlchain.yaml")
+    return target
+
+
 def load_repo_config(repo: Path) -> RepoConfig:
+    """Read and validate ``repo``'s mlchain.yaml (defaults when there is none); the folder
+    ``data:`` names is checked too, so a bad path fails here, before any training."""
     path = repo / CONFIG_FILE
     if not path.is_file():
         return RepoConfig()
-    return parse_repo_config(path.read_text(encoding="utf-8"), source=str(path))
+    inside(repo, CONFIG_FILE, CONFIG_FILE)
+    with open(path, "rb") as fh:
+        raw = fh.read(MAX_FILE_BYTES + 1)
+    if len(raw) > MAX_FILE_BYTES:
+        raise too_large(str(path), path.stat().st_size)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {exc.start}: {raw[exc.start:exc.start + 1]!r})",
+                          hint="save mlchain.yaml as UTF-8") from None
+    cfg = parse_repo_config(text, source=str(path))
+    data_dir(repo, cfg)
+    return cfg

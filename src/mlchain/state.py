@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mlchain import sqlitefile
-from mlchain.errors import NotFound
+from mlchain.errors import MlchainError, NotFound, StateError, home_not_writable
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -107,17 +107,34 @@ class StateStore:
     _init: bool = field(default=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise home_not_writable(self.path.parent, exc) from None
         with self.connect() as db:
             db.executescript(SCHEMA)
 
     @contextmanager
     def connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlitefile.connect(self.path)
+        try:
+            db = sqlitefile.connect(self.path)
+        except sqlite3.DatabaseError as exc:
+            raise self._unusable(exc) from None
         try:
             yield db
+        except sqlite3.DatabaseError as exc:
+            if not _damaged(exc):
+                raise
+            raise self._unusable(exc) from None
         finally:
             db.close()
+
+    def _unusable(self, exc: sqlite3.DatabaseError) -> MlchainError:
+        if isinstance(exc, sqlite3.OperationalError) and ("unable to open" in str(exc) or "readonly" in str(exc)):
+            return home_not_writable(self.path.parent, OSError(0, str(exc), str(self.path)))
+        return StateError(f"the run state {self.path} cannot be used: {exc}",
+                          hint=f"if it is damaged, move it aside (mv {self.path} {self.path}.broken) and run again;"
+                               " runs recorded in it will not be resumed")
 
     # runs ---------------------------------------------------------------------
     def create_run(self, run_id: str, repo_url: str, repo_name: str, ref: str | None,
@@ -160,6 +177,17 @@ class StateStore:
             rows = db.execute("SELECT * FROM runs WHERE run_id IN (SELECT run_id FROM builds WHERE result IN"
                               " ('PENDING', 'RUNNING')) ORDER BY created_at").fetchall()
         return [r for r in (_row(x) for x in rows) if r is not None]
+
+    def abandon_run(self, run_id: str, reason: str) -> None:
+        """End a run without running what is left of it: the run failed, its queued builds too."""
+        now = time.time()
+        with self.connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("UPDATE builds SET result = 'FAILURE', finished_at = ? WHERE run_id = ?"
+                       " AND result IN ('PENDING', 'RUNNING')", (now, run_id))
+            db.execute("UPDATE runs SET status = 'failed', stop_reason = ?, updated_at = ?, finished_at = ?"
+                       " WHERE run_id = ?", (reason, now, now, run_id))
+            db.execute("COMMIT")
 
     # trials -------------------------------------------------------------------
     def upsert_trial(self, run_id: str, number: int, params: dict[str, Any], **values: Any) -> None:
@@ -244,6 +272,15 @@ class StateStore:
         run["builds"] = self.builds(run_id)
         run["events"] = self.events(run_id)
         return run
+
+
+def _damaged(exc: sqlite3.DatabaseError) -> bool:
+    """The file is not a database, is corrupt or cannot be opened (not a busy or a bad query)."""
+    if type(exc) is sqlite3.DatabaseError:  # "file is not a database", "disk image is malformed"
+        return True
+    text = str(exc)
+    return isinstance(exc, sqlite3.OperationalError) and any(
+        s in text for s in ("unable to open", "readonly", "disk I/O", "malformed"))
 
 
 def claim_restart(store: StateStore, run_id: str, number: int, attempt: int, **values: Any) -> bool:

@@ -17,6 +17,7 @@ from mlchain import contract, outputs, tracking
 from mlchain.config import Settings
 from mlchain.failures import Verdict, classify_exit
 from mlchain.repo_config import RepoConfig
+from mlchain.repo_config import data_dir as repo_data_dir
 from mlchain.runners.base import ExitInfo, TrainingHandle, TrialSpec, follow_log
 
 Echo = Callable[[str], None]
@@ -32,7 +33,7 @@ def make_spec(settings: Settings, *, run_id: str, trial: int, framework: str, re
               cfg: RepoConfig, params: Mapping[str, Any], attempt: int = 1, image: str | None = None,
               job: str = "job2-classify") -> TrialSpec:
     base = trial_dir(settings, run_id, trial)
-    data_dir = (repo_dir / cfg.data) if cfg.data else base / "data"
+    data_dir = repo_data_dir(repo_dir, cfg) or base / "data"  # inside the repository, existing
     return TrialSpec(run_id=run_id, trial=trial, framework=framework, repo_dir=repo_dir.resolve(),
                      entry=cfg.entry, params=dict(params), output_dir=base / "output",
                      checkpoint_dir=base / "checkpoints", data_dir=data_dir, metric=cfg.metric,

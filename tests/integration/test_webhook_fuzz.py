@@ -36,7 +36,7 @@ def push_like(draw: st.DrawFn) -> Any:
         "after": draw(st.sampled_from(["a" * 40, "0" * 40, "b" * 64, "xyz"]) | json_values),
         "deleted": draw(st.booleans() | json_values),
         "repository": draw(st.fixed_dictionaries(
-            {"clone_url": st.sampled_from(["file:///r.git", "-x", "https://h/r .git"]) | json_values,
+            {"clone_url": st.sampled_from(["https://h/r.git", "file:///r.git", "-x", "https://h/r .git"]) | json_values,
              "default_branch": st.sampled_from(["main", ""]) | json_values}) | json_values),
         "pusher": draw(st.fixed_dictionaries({"email": header_text | json_values}) | json_values),
     }
@@ -94,7 +94,7 @@ def test_fuzzed_accepts_are_all_queued(client: TestClient) -> None:
     """Whatever the fuzzing accepted is in the queue: a 202 "accepted" always means committed."""
     wq = client.app.state.queue  # type: ignore[attr-defined]
     body = json.dumps({"ref": "refs/heads/main", "after": "c" * 40,
-                       "repository": {"clone_url": "file:///r.git", "default_branch": "main"}}).encode()
+                       "repository": {"clone_url": "https://git.example.com/r.git", "default_branch": "main"}}).encode()
     headers = {"X-GitHub-Event": "push", "X-GitHub-Delivery": str(uuid.uuid4()),
                "X-Hub-Signature-256": sign(SECRET.encode(), body)}
     r = client.post("/github-webhook/", content=body, headers=headers)

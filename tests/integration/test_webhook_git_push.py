@@ -3,22 +3,30 @@
 test_git_push_enqueues_through_the_hook: the hook's signed payload, with a fake chain.
 test_git_push_runs_the_chain_to_the_email: the real service (`mlchain serve`) and the real
 engine: the pushed digits_sklearn example is trained, gated and announced (outbox .eml).
+
+A push never names a file:// URL (the service refuses it): the bare repository is served by
+`git daemon` on loopback and the service allows git:// (MLCHAIN_CLONE_SCHEMES).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import free_port
 from test_webhook_helpers import SECRET, Service, read_record, wait_for, write_fake_chain
 
 from mlchain.webhook.queue import WebhookQueue, queue_path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+FAKE_DAEMON = "git://127.0.0.1:9"  # named in the payload only: the fake chain clones nothing
 HOOK = REPO_ROOT / "scripts" / "post-receive"
 EXAMPLE = REPO_ROOT / "models" / "digits_sklearn"
 
@@ -52,9 +60,31 @@ def git_env(tmp: Path) -> dict[str, str]:
     return env
 
 
-def bare_repo_with_hook(tmp: Path, env: dict[str, str], url: str) -> Path:
+@contextlib.contextmanager
+def git_daemon(root: Path) -> Iterator[str]:
+    """`git daemon` serving the repositories under ``root`` read-only on loopback: their base URL."""
+    port = free_port()
+    daemon = subprocess.Popen(["git", "daemon", "--reuseaddr", "--export-all", f"--base-path={root}",
+                               "--listen=127.0.0.1", f"--port={port}", str(root)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def listening() -> bool:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+        return False
+
+    try:
+        wait_for(listening, timeout=20, what="git daemon to listen")
+        yield f"git://127.0.0.1:{port}"
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=10)
+
+
+def bare_repo_with_hook(tmp: Path, env: dict[str, str], url: str, clone_base: str) -> Path:
     bare = tmp / "digits.git"
     git("init", "-q", "--bare", "-b", "main", str(bare), cwd=tmp, env=env)
+    git("config", "mlchain.cloneurl", f"{clone_base}/digits.git", cwd=bare, env=env)
     shutil.copy(HOOK, bare / "hooks" / "post-receive")
     (bare / "hooks" / "post-receive").chmod(0o755)
     secret_file = tmp / "webhook-secret"
@@ -81,9 +111,11 @@ def test_git_push_enqueues_through_the_hook(tmp_path: Path) -> None:
     env = git_env(tmp_path)
     record = tmp_path / "record.jsonl"
     svc = Service(tmp_path / "home", workers=1, chain_command=write_fake_chain(tmp_path),
-                  env={"FAKE_CHAIN_RECORD": str(record), "MLCHAIN_WEBHOOK_BRANCHES": "main"})
+                  env={"FAKE_CHAIN_RECORD": str(record), "MLCHAIN_WEBHOOK_BRANCHES": "main",
+                       "MLCHAIN_CLONE_SCHEMES": "git"})
     try:
-        bare = bare_repo_with_hook(tmp_path, env, svc.url)  # a base URL: the hook adds /github-webhook/
+        clone_url = f"{FAKE_DAEMON}/digits.git"  # the fake chain clones nothing
+        bare = bare_repo_with_hook(tmp_path, env, svc.url, FAKE_DAEMON)  # a base URL: the hook adds /github-webhook/
         work = working_copy(tmp_path, env, bare)
         out = git("push", "origin", "main", cwd=work, env=env)
         sha = git("rev-parse", "HEAD", cwd=work, env=env).strip()
@@ -92,11 +124,11 @@ def test_git_push_enqueues_through_the_hook(tmp_path: Path) -> None:
         wait_for(lambda: wq.counts().get("finished") == 1, what="the fake chain to finish")
         [row] = wq.entries()
         assert (row["commit_sha"], row["ref"], row["pusher_email"], row["repo_url"]) == (
-            sha, "refs/heads/main", "dee@example.com", bare.resolve().as_uri())
+            sha, "refs/heads/main", "dee@example.com", clone_url)
         [start] = [e for e in read_record(record) if e["event"] == "start"]
         # the pushed commit is built, and the branch it came from is named
         assert (start["repo"], start["ref"], start["branch"], start["email"]) == (
-            bare.resolve().as_uri(), sha, "main", "dee@example.com")
+            clone_url, sha, "main", "dee@example.com")
 
         git("checkout", "-q", "-b", "feature", cwd=work, env=env)
         out = git("push", "origin", "feature", cwd=work, env=env)
@@ -113,29 +145,32 @@ def test_git_push_runs_the_chain_to_the_email(tmp_path: Path) -> None:
     env = git_env(tmp_path)
     home = tmp_path / "home"
     svc = Service(home, argv=[sys.executable, "-m", "mlchain.cli", "serve", "--port", "0", "--workers", "1"],
-                  env={"MLCHAIN_RUNNER": "process", "MLCHAIN_MAX_TRIALS": "2"})
-    try:
-        bare = bare_repo_with_hook(tmp_path, env, svc.url)
-        work = working_copy(tmp_path, env, bare)
-        out = git("push", "origin", "main", cwd=work, env=env)
-        assert "202 accepted" in out, out
-        wq = WebhookQueue(queue_path(home))
-        [row] = wq.entries()
-        outbox = home / "outbox"
-        wait_for(lambda: list(outbox.glob("*.eml")) or (wq.counts().get("finished") and pytest.fail(
-            f"the run finished without an email: {wq.entries()} \n{_service_log(home, row['run_id'])}")),
-                 timeout=600, interval=1, what="the chain's email in the outbox")
-        wait_for(lambda: wq.counts().get("finished") == 1, timeout=60, what="the queue row to finish")
-        [row] = wq.entries()
-        assert row["result"] in ("passed", "budget_spent"), _service_log(home, row["run_id"])
-        api = svc.client.get(f"/api/runs/{row['run_id']}").json()
-        assert api["status"] in ("passed", "budget_spent")
-        assert api["commit"] == git("rev-parse", "HEAD", cwd=work, env=env).strip()
-        assert api["jobs"][0]["state"] == "passed"  # job1-pull
-        eml = next(outbox.glob("*.eml")).read_text(errors="replace")
-        assert "digits" in eml
-    finally:
-        svc.stop()
+                  env={"MLCHAIN_RUNNER": "process", "MLCHAIN_MAX_TRIALS": "2", "MLCHAIN_CLONE_SCHEMES": "git"})
+    with contextlib.ExitStack() as stack:
+        stack.callback(svc.stop)
+        daemon = stack.enter_context(git_daemon(tmp_path))
+        _push_and_wait_for_the_email(tmp_path, env, home, svc, bare_repo_with_hook(tmp_path, env, svc.url, daemon))
+
+
+def _push_and_wait_for_the_email(tmp_path: Path, env: dict[str, str], home: Path, svc: Service, bare: Path) -> None:
+    work = working_copy(tmp_path, env, bare)
+    out = git("push", "origin", "main", cwd=work, env=env)
+    assert "202 accepted" in out, out
+    wq = WebhookQueue(queue_path(home))
+    [row] = wq.entries()
+    outbox = home / "outbox"
+    wait_for(lambda: list(outbox.glob("*.eml")) or (wq.counts().get("finished") and pytest.fail(
+        f"the run finished without an email: {wq.entries()} \n{_service_log(home, row['run_id'])}")),
+             timeout=600, interval=1, what="the chain's email in the outbox")
+    wait_for(lambda: wq.counts().get("finished") == 1, timeout=60, what="the queue row to finish")
+    [row] = wq.entries()
+    assert row["result"] in ("passed", "budget_spent"), _service_log(home, row["run_id"])
+    api = svc.client.get(f"/api/runs/{row['run_id']}").json()
+    assert api["status"] in ("passed", "budget_spent")
+    assert api["commit"] == git("rev-parse", "HEAD", cwd=work, env=env).strip()
+    assert api["jobs"][0]["state"] == "passed"  # job1-pull
+    eml = next(outbox.glob("*.eml")).read_text(errors="replace")
+    assert "digits" in eml
 
 
 def _service_log(home: Path, run_id: str) -> str:

@@ -153,7 +153,7 @@ def delivery_headers(event: str, body: bytes, secret: str | None, *, delivery: s
 
 
 def push_payload(*, ref: str = "refs/heads/main", after: str | None = None, default_branch: str = "main",
-                 repo: str = "file:///srv/git/digits.git", email: str = "dev@example.com",
+                 repo: str = "https://git.example.com/team/digits.git", email: str = "dev@example.com",
                  deleted: bool = False, name: str = "digits") -> dict[str, Any]:
     after = after if after is not None else uuid.uuid4().hex + uuid.uuid4().hex[:8]
     return {"ref": ref, "before": "1" * 40, "after": after, "deleted": deleted, "created": False,

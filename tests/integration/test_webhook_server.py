@@ -46,7 +46,7 @@ def test_good_signature_is_accepted_and_committed_before_the_answer(service: Ser
     rows = [x for x in queue_rows(service.home) if x["run_id"] == body["run_id"]]  # committed before the 202
     assert [(x["run_id"], x["status"], x["commit_sha"], x["pusher_email"], x["repo_url"], x["ref"])
             for x in rows] == [(body["run_id"], "queued", payload["after"], "dev@example.com",
-                                "file:///srv/git/digits.git", "refs/heads/main")]
+                                "https://git.example.com/team/digits.git", "refs/heads/main")]
 
 
 def test_wrong_signature_is_401(service: Service) -> None:

@@ -110,7 +110,7 @@ def test_child_env_drops_the_secret_and_sets_home() -> None:
 
 
 def accepted(ref: str = "refs/heads/main", after: str = "a" * 40) -> Decision:
-    payload = {"ref": ref, "after": after, "repository": {"clone_url": "file:///r.git", "default_branch": "main"}}
+    payload = {"ref": ref, "after": after, "repository": {"clone_url": "https://example.com/r.git", "default_branch": "main"}}
     return decide_push(payload, Policy(branches=("*",)))
 
 

@@ -16,6 +16,7 @@ from mlchain.engine.jjb import Chain, load_chain
 from mlchain.engine.jobs import repo_name_from_url
 from mlchain.engine.local import LocalEngine
 from mlchain.errors import EngineError, GitError
+from mlchain.gitrefs import LOCAL_SCHEME, require_clone_url, require_ref
 from mlchain.jobdefs import default_jobs_dir
 from mlchain.state import TERMINAL_RUN_STATUSES, StateStore
 from mlchain.summary import RunSummary, build_summary
@@ -29,8 +30,8 @@ def repo_url_of(settings: Settings, repo: str, echo: Any = print) -> str:
     """A path becomes a file:// URL (git clones it like any remote); URLs pass through.
     A folder that is not the root of a git repository (say models/digits_cnn inside this
     checkout) is committed as a snapshot into a repository under MLCHAIN_HOME first."""
-    if "://" in repo or repo.startswith("git@"):
-        return repo
+    if "://" in repo or repo.startswith("git@") or "::" in repo:
+        return require_clone_url(repo, (*settings.clone_schemes, LOCAL_SCHEME), source="REPO")
     path = Path(repo).expanduser().resolve()
     if not path.is_dir():
         raise GitError(f"{repo} is neither a git URL nor an existing folder",
@@ -249,6 +250,9 @@ def run_chain(settings: Settings, repo: str, ref: str | None = None, pusher_emai
               branch: str | None = None) -> RunSummary:
     """Run the chain on ``repo`` at ``ref``; ``branch`` is where that ref came from (a push
     of a commit on ``main``), else ``ref`` itself: it names the search's study."""
+    for name in (ref, branch):
+        if name is not None:
+            require_ref(name)  # before anything is created: git must never see an option here
     settings.ensure_dirs()
     store = StateStore(settings.state_db)
     view = LiveView(live)
@@ -260,6 +264,8 @@ def run_chain(settings: Settings, repo: str, ref: str | None = None, pusher_emai
     store.create_run(run_id, url, repo_name_from_url(url), ref, pusher_email, status="queued")
     if branch:
         store.update_run(run_id, branch=branch)  # job1 keeps it
+    # Owned before job1 is queued: another `mlchain run` must never take it for an interrupted run.
+    store.update_run(run_id, engine_pid=os.getpid())
     engine.enqueue(run_id, chain.first_job, {"REPO_URL": url, "REF": ref or "HEAD",
                                              "PUSHER_EMAIL": pusher_email or "", "RUN_ID": run_id})
     if live:
@@ -279,11 +285,26 @@ def resume_chain(settings: Settings, run_id: str, live: bool = True, jobs_dir: P
 
 
 def interrupted_runs(store: StateStore) -> list[str]:
-    """Unfinished runs whose engine is gone (killed, or the machine restarted)."""
+    """Unfinished runs whose engine is gone (killed, or the machine restarted), to resume.
+    A run stopped before job1 finished reading its repository is ended instead: that
+    repository (a hostile mlchain.yaml, a hanging fetch) would stop every later run again."""
     from mlchain.procs import pid_alive
 
-    return [run["run_id"] for run in store.unfinished_runs()
-            if not (run.get("engine_pid") and pid_alive(int(run["engine_pid"])))]
+    resumable = []
+    for run in store.unfinished_runs():
+        if run.get("engine_pid") and pid_alive(int(run["engine_pid"])):
+            continue
+        if not opened_by_job1(run):
+            store.abandon_run(run["run_id"], "interrupted before job1-pull had read the repository;"
+                                             " not resumed (start it again with `mlchain run`)")
+            continue
+        resumable.append(run["run_id"])
+    return resumable
+
+
+def opened_by_job1(run: dict[str, Any]) -> bool:
+    """job1 finished with this run: it copied and validated the repository (src_dir is its last write)."""
+    return bool(run.get("src_dir"))
 
 
 def resume_unfinished(settings: Settings, live: bool = False) -> list[RunSummary]:

@@ -19,7 +19,7 @@ from mlchain import gate, tracking, tweak
 from mlchain import trial as trials
 from mlchain.config import Settings
 from mlchain.errors import ConfigError, EngineError
-from mlchain.repo_config import RepoConfig, load_repo_config
+from mlchain.repo_config import RepoConfig, load_repo_config, with_overrides
 from mlchain.runners.base import TrialSpec
 from mlchain.state import TERMINAL_RUN_STATUSES, StateStore
 
@@ -80,10 +80,10 @@ def resolved_config(settings: Settings, cfg: RepoConfig) -> RepoConfig:
     budget = cfg.budget.model_copy(update={k: v for k, v in {
         "max_trials": settings.max_trials, "max_minutes": settings.max_minutes,
         "patience": settings.patience}.items() if v is not None})
-    update: dict[str, Any] = {"budget": budget}
+    update: dict[str, Any] = {"budget": budget.model_dump()}
     if settings.threshold is not None:
         update["threshold"] = settings.threshold
-    return cfg.model_copy(update=update)
+    return with_overrides(cfg, update, "mlchain.yaml with the flags and MLCHAIN_* settings")
 
 
 def run_config(run: Mapping[str, Any]) -> RepoConfig:
@@ -105,7 +105,8 @@ def job_pull(settings: Settings, env: BuildEnv, echo: Echo) -> int:
     src = settings.runs_dir / run_id / "src"
     if src.exists():
         shutil.rmtree(src)
-    shutil.copytree(workspace, src, ignore=shutil.ignore_patterns(".git", PROPERTIES_FILE))
+    # symlinks=True: a link in the repository stays a link (to /etc, say), never a copy of host files
+    shutil.copytree(workspace, src, symlinks=True, ignore=shutil.ignore_patterns(".git", PROPERTIES_FILE))
     try:
         cfg = resolved_config(settings, load_repo_config(src))
     except ConfigError as exc:

@@ -27,6 +27,7 @@ from typing import Any, TextIO
 from mlchain.config import Settings
 from mlchain.engine.jjb import Chain, GitScm, Job, ShellStep, TriggerBuild
 from mlchain.errors import GitError, MlchainError
+from mlchain.gitrefs import LOCAL_SCHEME, is_commit, require_clone_url, require_ref
 from mlchain.state import StateStore
 
 SUCCESS, UNSTABLE, FAILURE = "SUCCESS", "UNSTABLE", "FAILURE"
@@ -190,7 +191,8 @@ class LocalEngine:
         ctx.echo("Parameters: " + ", ".join(f"{k}={v}" for k, v in sorted(ctx.params.items())))
         if ctx.job.scm is not None:
             try:
-                env.update(checkout(ctx.job.scm, ctx.workspace, env, ctx.echo))
+                schemes = (*self.settings.clone_schemes, LOCAL_SCHEME)  # the engine runs on this machine
+                env.update(checkout(ctx.job.scm, ctx.workspace, env, ctx.echo, clone_schemes=schemes))
             except MlchainError as exc:
                 ctx.echo(f"ERROR: {exc.message}")
                 return FAILURE
@@ -265,33 +267,42 @@ def _git(args: list[str], cwd: Path | None, echo: Callable[[str], None]) -> str:
     return done.stdout.strip()
 
 
-def checkout(scm: GitScm, workspace: Path, env: Mapping[str, str], echo: Callable[[str], None]) -> dict[str, str]:
-    """The git SCM step: clone or fetch into the workspace, check out the ref (detached)."""
+def checkout(scm: GitScm, workspace: Path, env: Mapping[str, str], echo: Callable[[str], None],
+             clone_schemes: tuple[str, ...] = (LOCAL_SCHEME,)) -> dict[str, str]:
+    """The git SCM step: clone or fetch into the workspace, check out the ref (detached).
+    The URL and the ref come from outside: checked first, and after ``--`` (or
+    ``--end-of-options``) in every git call, so git never reads them as options."""
     url = expand_vars(scm.url, env)
     if not url:
         raise GitError("the repository URL is empty", hint="pass REPO_URL (mlchain run REPO)")
+    require_clone_url(url, clone_schemes, source="REPO_URL")
     ref = expand_vars(scm.branches[0], env) if scm.branches else "HEAD"
     if ref in ("", "**"):
         ref = "HEAD"
+    require_ref(ref, source="REF")
     if not (workspace / ".git").is_dir():
-        _git(["init", "-q", str(workspace)], None, echo)
-        _git(["remote", "add", "origin", url], workspace, echo)
+        _git(["init", "-q", "--", str(workspace)], None, echo)
+        _git(["remote", "add", "--", "origin", url], workspace, echo)
     else:
-        _git(["remote", "set-url", "origin", url], workspace, echo)
-    _git(["fetch", "-q", "--tags", "--force", "origin", "+refs/heads/*:refs/remotes/origin/*"], workspace, echo)
+        _git(["remote", "set-url", "--", "origin", url], workspace, echo)
+    _git(["fetch", "-q", "--tags", "--force", "--", "origin", "+refs/heads/*:refs/remotes/origin/*"],
+         workspace, echo)
     candidates = [f"origin/{ref}", ref] if ref != "HEAD" else ["FETCH_HEAD"]
     if ref == "HEAD":
-        _git(["fetch", "-q", "origin", "HEAD"], workspace, echo)
+        _git(["fetch", "-q", "--", "origin", "HEAD"], workspace, echo)
     commit = ""
     for candidate in candidates:
         try:
-            commit = _git(["rev-parse", "--verify", f"{candidate}^{{commit}}"], workspace, lambda _l: None)
+            commit = _git(["rev-parse", "--verify", "--end-of-options", f"{candidate}^{{commit}}"], workspace,
+                          lambda _l: None)
             break
         except GitError:
             continue
     if not commit:  # a commit sha not on any branch head
-        _git(["fetch", "-q", "origin", ref], workspace, echo)
-        commit = _git(["rev-parse", "--verify", "FETCH_HEAD^{commit}"], workspace, echo)
+        _git(["fetch", "-q", "--", "origin", ref], workspace, echo)
+        commit = _git(["rev-parse", "--verify", "--end-of-options", "FETCH_HEAD^{commit}"], workspace, echo)
+    if not is_commit(commit):
+        raise GitError(f"git named {commit!r} as the commit of {ref}, which is not a commit id")
     _git(["checkout", "-q", "-f", "--detach", commit], workspace, echo)
     _git(["clean", "-q", "-fdx"], workspace, echo)
     echo(f"Checking out Revision {commit} ({ref})")

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qs
 
+from mlchain.gitrefs import DEFAULT_CLONE_SCHEMES, LOCAL_SCHEME, clone_url_problem, ref_problem
+
 if TYPE_CHECKING:
     from mlchain.config import Settings
 
@@ -27,7 +29,6 @@ REF_KINDS = (("refs/heads/", "branch"), ("refs/tags/", "tag"))
 
 MAX_FIELD = 2048  # longer than any real URL, ref or address: refuse rather than store it
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_SPACE = re.compile(r"\s")
 _HEX = re.compile(r"^[0-9a-fA-F]{40}$|^[0-9a-fA-F]{64}$")  # SHA-1 and SHA-256 repositories
 
 
@@ -37,11 +38,13 @@ class Policy:
 
     branches: tuple[str, ...] = ()  # empty: the repository's default branch, from the payload
     tags: tuple[str, ...] = ()      # empty: tag pushes are ignored
+    clone_schemes: tuple[str, ...] = DEFAULT_CLONE_SCHEMES  # never file://: a push names no local folder
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Policy:
         return cls(branches=tuple(settings.webhook_branches),
-                   tags=tuple(settings.webhook_tags))
+                   tags=tuple(settings.webhook_tags),
+                   clone_schemes=tuple(s for s in settings.clone_schemes if s != LOCAL_SCHEME))
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,9 @@ def decide_push(payload: Any, policy: Policy) -> Decision:
     ref = _text(payload.get("ref"))
     if ref is None:
         return Decision("reject", "push payload has no usable ref")
+    problem = ref_problem(ref)
+    if problem is not None:  # checked before anything else reads it: it reaches git
+        return Decision("reject", f"push payload's ref is not a valid git ref: {problem}")
     # A deletion has nothing to build; GitHub marks it both ways, a hook may mark only one.
     if payload.get("deleted") is True or is_zero_sha(payload.get("after")):
         return Decision("ignore", f"deletion of {ref}")
@@ -146,14 +152,20 @@ def decide_push(payload: Any, policy: Policy) -> Decision:
     if not isinstance(after, str) or not _HEX.match(after):
         return Decision("reject", "push payload has no commit id in 'after'")
     repo_url = _text(_get(payload, "repository", "clone_url")) or _text(_get(payload, "repository", "url"))
-    if repo_url is None or repo_url.startswith("-") or _SPACE.search(repo_url):
+    if repo_url is None:
         return Decision("reject", "push payload has no usable repository.clone_url")
+    problem = clone_url_problem(repo_url, tuple(s for s in policy.clone_schemes if s != LOCAL_SCHEME))
+    if problem is not None:
+        return Decision("reject", f"push payload's repository.clone_url cannot be cloned: {problem}")
     kind_name = ref_kind(ref)
     if kind_name is None:
         return Decision("ignore", f"{ref} is neither a branch nor a tag")
     kind, name = kind_name
     default_branch = _text(_get(payload, "repository", "default_branch")) \
         or _text(_get(payload, "repository", "master_branch"))
+    if default_branch is not None and ref_problem(default_branch) is not None:
+        return Decision("reject", f"push payload's repository.default_branch is not a valid branch name:"
+                                  f" {ref_problem(default_branch)}")
     why_not = _filter(kind, name, default_branch, policy)
     if why_not is not None:
         return Decision("ignore", why_not)
