@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import click
 
-
 # `mlchain run` when the budget was spent without reaching the gate: not an error of any
 # kind below (the chain worked), yet a script or a CI step must be able to tell.
 EXIT_GATE_NOT_REACHED = 15

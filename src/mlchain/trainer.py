@@ -12,7 +12,7 @@ from typing import Any
 from mlchain import tracking
 from mlchain import trial as trials
 from mlchain.config import Settings
-from mlchain.errors import ConfigError, TrainingFailed
+from mlchain.errors import ConfigError, ContractError, TrainingFailed
 from mlchain.repo_config import load_repo_config
 from mlchain.trial import Echo
 
@@ -94,6 +94,12 @@ def train_once(settings: Settings, path: Path, overrides: dict[str, Any], echo: 
     outcome = trials.collect(spec, info, hung_after_s=settings.hung_after_s)
     trials.log_outcome(settings, mlflow_run_id, spec, outcome, runner=runner.name, image=image,
                        image_id=image_id, restarts=0)
+    if not outcome.succeeded and outcome.verdict.kind == "contract_error":
+        said = [line.split("mlchain-train: error: ", 1)[1] for line in (outcome.failure_log or "").splitlines()
+                if "mlchain-train: error: " in line]
+        raise ContractError(f"the entry broke the training contract: {said[-1] if said else outcome.verdict.reason};"
+                            f" logged as MLflow run {mlflow_run_id}",
+                            hint="follow the training contract (README, 'The training contract')")
     if not outcome.succeeded:
         raise TrainingFailed(f"training failed ({outcome.verdict.kind}: {outcome.verdict.reason});"
                              f" logged as MLflow run {mlflow_run_id}\n{outcome.failure_log or ''}",

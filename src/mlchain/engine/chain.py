@@ -80,6 +80,8 @@ class LiveView:
 
     def __call__(self, kind: str, **data: Any) -> None:
         if not self.enabled:
+            if kind == "log" and str(data.get("line", "")).startswith("warning:"):
+                print(data["line"], file=sys.stderr)  # even with --json, the person sees a warning
             return
         handler = getattr(self, f"on_{kind}", None)
         if handler is not None:
@@ -100,7 +102,8 @@ class LiveView:
         if line.startswith(contract.PROGRESS_PREFIX):
             self._progress_line(line)
             return
-        keep = ("trial ", "gate:", "next:", "email:", "registered", "framework:", "run ", "Error", "monitor:",
+        keep = ("trial ", "gate:", "next:", "email:", "registered", "framework:", "run ", "Error", "monitor:", "warning:",
+                "not registered:",
                 "mlchain-train: error", "Traceback", "ERROR")
         if line.startswith(keep):
             self._stop_progress()

@@ -302,19 +302,18 @@ def job_notify(settings: Settings, env: BuildEnv, echo: Echo) -> int:
                          stop_reason=run.get("stop_reason") or f"{failed_job} failed")
     summary = build_summary(store, run_id, settings)
     best = summary.best
-    if summary.passed and best is not None and best.mlflow_run_id and not run.get("registered") \
-            and not _has_model(settings, best.mlflow_run_id):
-        if not any(e["kind"] == NOTE_EVENT for e in store.events(run_id)):
-            store.add_event(run_id, NOTE_EVENT, NO_MODEL_NOTE.format(metric=summary.metric_name), trial=best.number)
-        echo(f"not registered: {NO_MODEL_NOTE.format(metric=summary.metric_name)}")
-        summary = build_summary(store, run_id, settings)
-    elif summary.passed and best is not None and best.mlflow_run_id and not run.get("registered"):
-        registered = tracking.register_best(settings, summary.repo_name, summary.best.mlflow_run_id,
-                                            summary.metric_name, float(summary.best.metric or 0.0),
-                                            summary.direction)
-        store.update_run(run_id, registered=registered)
-        echo(f"registered {registered['name']} version {registered['version']}"
-             f" ({'champion moved' if registered['champion'] else 'champion unchanged'})")
+    if summary.passed and best is not None and best.mlflow_run_id and not run.get("registered"):
+        if _has_model(settings, best.mlflow_run_id):
+            registered = tracking.register_best(settings, summary.repo_name, best.mlflow_run_id,
+                                                summary.metric_name, float(best.metric or 0.0), summary.direction)
+            store.update_run(run_id, registered=registered)
+            echo(f"registered {registered['name']} version {registered['version']}"
+                 f" ({'champion moved' if registered['champion'] else 'champion unchanged'})")
+        else:  # a version pointing at no model must never become champion
+            note = NO_MODEL_NOTE.format(metric=summary.metric_name)
+            if not any(e["kind"] == NOTE_EVENT for e in store.events(run_id)):
+                store.add_event(run_id, NOTE_EVENT, note, trial=best.number)
+            echo(f"not registered: {note}")
         summary = build_summary(store, run_id, settings)
     if run.get("email"):
         echo(f"email already handled: {run['email'].get('summary')}")
