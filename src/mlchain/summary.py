@@ -25,7 +25,6 @@ STATUS_EXIT = {"passed": 0, "budget_spent": EXIT_GATE_NOT_REACHED, "failed": Tra
                "running": EngineError.exit_code, "queued": EngineError.exit_code}
 # A trial's failure kind -> the exit code of the run it stopped.
 FAILURE_EXIT = {"contract_error": ContractError.exit_code}
-CONTRACT_LINE = "mlchain-train: error: "
 # Run events: the error that stopped a run (JSON: job, message, hint, exit_code), and notes.
 ERROR_EVENT = "error"
 NOTE_EVENT = "note"
@@ -62,9 +61,7 @@ def stop_hint(status: str, stop_reason: str | None, error: dict[str, Any] | None
         return None
     last = failed[-1]
     if last.failure_kind == "contract_error":
-        said = [line.split(CONTRACT_LINE, 1)[1] for line in (last.failure_log or "").splitlines()
-                if CONTRACT_LINE in line]
-        return said[-1] if said else "follow the training contract (README, 'The training contract')"
+        return contract.last_complaint(last.failure_log) or "follow the training contract (README, 'The training contract')"
     if last.failure_kind == "code_error":
         return CODE_ERROR_HINT
     return None

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from mlchain import tracking
+from mlchain import contract, tracking
 from mlchain import trial as trials
 from mlchain.config import Settings
 from mlchain.errors import ConfigError, ContractError, TrainingFailed
@@ -95,9 +95,8 @@ def train_once(settings: Settings, path: Path, overrides: dict[str, Any], echo: 
     trials.log_outcome(settings, mlflow_run_id, spec, outcome, runner=runner.name, image=image,
                        image_id=image_id, restarts=0)
     if not outcome.succeeded and outcome.verdict.kind == "contract_error":
-        said = [line.split("mlchain-train: error: ", 1)[1] for line in (outcome.failure_log or "").splitlines()
-                if "mlchain-train: error: " in line]
-        raise ContractError(f"the entry broke the training contract: {said[-1] if said else outcome.verdict.reason};"
+        said = contract.last_complaint(outcome.failure_log) or outcome.verdict.reason
+        raise ContractError(f"the entry broke the training contract: {said};"
                             f" logged as MLflow run {mlflow_run_id}",
                             hint="follow the training contract (README, 'The training contract')")
     if not outcome.succeeded:
