@@ -228,7 +228,7 @@ def _kill_while_emailing(repo: Path, home: Path, run_id: str, smtp: tuple[str, i
     env.update({"MLCHAIN_HOME": str(home), "MLCHAIN_RUNNER": "process", "MLCHAIN_SMTP_HOST": host,
                 "MLCHAIN_SMTP_PORT": str(port)})
     engine = subprocess.Popen([sys.executable, "-m", "mlchain.cli", "run", str(repo), "--ref", "main",
-                               "--threshold", "0.05", "--run-id", run_id, "--json"], env=env,
+                               "--threshold", "0.05", "--run-id", run_id, "--pusher-email", "pusher@example.com", "--json"], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         assert mailbox.held.wait(300), "job5 never sent its email"
@@ -262,7 +262,8 @@ def test_the_next_mlchain_run_resumes_a_killed_run_by_itself(tmp_path: Path, smt
     home = tmp_path / "home"
     _kill_while_emailing(repo, home, "killed-then-run", smtp_server)
 
-    done = cli(["run", str(other), "--ref", "main", "--threshold", "0.05", "--runner", "process", "--json"], home,
+    done = cli(["run", str(other), "--ref", "main", "--threshold", "0.05", "--runner", "process",
+                "--pusher-email", "pusher@example.com", "--json"], home,
                MLCHAIN_SMTP_HOST=host, MLCHAIN_SMTP_PORT=str(port))
 
     assert done.returncode == 0, done.stdout + done.stderr
