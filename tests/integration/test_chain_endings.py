@@ -402,3 +402,25 @@ def test_the_headline_command_on_the_bundled_cnn_example(tmp_path: Path) -> None
     assert f"{run.data.metrics['accuracy']:.4f}" in msg["Subject"]
     assert run.data.tags["mlchain.runner"] == ("docker" if _engine() is not None else "process")
     assert "see them with: mlflow ui --backend-store-uri sqlite:///" in done.stdout
+
+
+def test_job5_announces_a_job1_that_failed_before_it_opened_the_run(tmp_path: Path, make_settings: Any) -> None:
+    """On Jenkins, job1's SCM step can fail before `mlchain job pull` names the run: job5 gets
+    job1's parameters and build tag (jobs/chain.yaml) and announces the failure anyway."""
+    from mlchain.engine.jobs import JOBS, BuildEnv
+    from mlchain.state import StateStore
+
+    settings = make_settings()
+    lines: list[str] = []
+    env = BuildEnv({"WORKSPACE": str(tmp_path / "ws"), "JOB_NAME": "job5-notify", "RUN_ID": "",
+                    "FAILED_JOB": "job1-pull", "FAILED_BUILD_TAG": "jenkins-job1-pull-7",
+                    "REPO_URL": "https://github.com/acme/digits.git", "REF": "main",
+                    "PUSHER_EMAIL": "ana@example.com"})
+    assert JOBS["notify"](settings, env, lines.append) == 0
+
+    run = StateStore(settings.state_db).get_run("jenkins-job1-pull-7")
+    assert (run["status"], run["failed_job"], run["repo_name"]) == ("failed", "job1-pull", "digits")
+    (msg,) = outbox(settings.home_abs)
+    assert msg["To"] == "ana@example.com"
+    assert msg["Subject"].startswith("[mlchain] FAILED digits@main")
+    assert "Failed job  job1-pull" in text_of(msg)
