@@ -156,9 +156,12 @@ class RunSummary:
         return d
 
     def explain(self, settings: Settings | None = None) -> str:
+        from mlchain.notify.build import fmt_threshold
+
+        threshold = fmt_threshold(self.threshold)
         head = {
-            "passed": f"PASSED: {self.metric_name} reached the gate ({self.threshold:.2f})",
-            "budget_spent": f"GATE NOT REACHED: the gate ({self.threshold:.2f}) was not reached",
+            "passed": f"PASSED: {self.metric_name} reached the gate ({threshold})",
+            "budget_spent": f"GATE NOT REACHED: the gate ({threshold}) was not reached",
             "failed": "FAILED",
         }.get(self.status, self.status.upper())
         lines = [f"run {self.run_id}: {head}" + (f" — {self.stop_reason}" if self.stop_reason else "")]
