@@ -26,7 +26,7 @@ from mlchain.errors import ConfigError, EngineError, GitError, MlchainError, Not
 from mlchain.repo_config import RepoConfig, load_repo_config
 from mlchain.runners.base import TrialSpec
 from mlchain.state import TERMINAL_RUN_STATUSES, StateStore
-from mlchain.summary import ERROR_EVENT, NOTE_EVENT, recorded_error
+from mlchain.summary import ERROR_EVENT, NOTE_EVENT, build_summary, recorded_error
 
 Echo = Callable[[str], None]
 PROPERTIES_FILE = "mlchain.properties"
@@ -272,7 +272,6 @@ def _open_search(settings: Settings, run: Mapping[str, Any], cfg: RepoConfig) ->
 
 def job_notify(settings: Settings, env: BuildEnv, echo: Echo) -> int:
     from mlchain import notify
-    from mlchain.summary import build_summary
 
     store = StateStore(settings.state_db)
     # job1 may fail before it opened the run (Jenkins names that run after job1's build)
