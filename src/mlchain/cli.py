@@ -153,7 +153,7 @@ def _print_summary(summary: Any, as_json: bool, settings: Settings) -> None:
         click.echo(json.dumps(summary.to_dict(), indent=2))
     else:
         click.echo(summary.explain(settings))
-    sys.exit(0 if summary.status in ("passed", "budget_spent") else summary.exit_code)
+    sys.exit(summary.exit_code)  # 0 passed, 15 gate not reached, else what stopped the run
 
 
 # --- the jobs (each Jenkins shell step calls one of these) --------------------------
@@ -176,7 +176,7 @@ def _job_command(name: str, help_text: str) -> None:
 _job_command("pull", "job1: record the checked-out commit and open a chain run.")
 _job_command("classify", "job2: classify the code and launch the trial's training.")
 _job_command("train", "job3: wait for training, collect metrics, log to MLflow.")
-_job_command("gate", "job4: gate on the metric; exit 3 (unstable) asks for another trial.")
+_job_command("gate", "job4: gate on the metric; exit 75 (unstable) asks for another trial.")
 _job_command("notify", "job5: email the result and register the best model.")
 
 

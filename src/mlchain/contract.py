@@ -28,3 +28,11 @@ METRICS_FILE = "metrics.json"
 PROGRESS_FILE = "progress.jsonl"
 MODEL_DIR = "model"
 PROGRESS_PREFIX = "MLCHAIN_PROGRESS "
+# How mlchain-train says what went wrong (its last such line says how to fix a broken contract).
+ERROR_PREFIX = "mlchain-train: error: "
+
+
+def last_complaint(log_text: str | None) -> str | None:
+    """The last thing mlchain-train said was wrong, from a training log."""
+    said = [line.split(ERROR_PREFIX, 1)[1].strip() for line in (log_text or "").splitlines() if ERROR_PREFIX in line]
+    return said[-1] if said else None

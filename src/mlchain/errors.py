@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import click
 
+# `mlchain run` when the budget was spent without reaching the gate: not an error of any
+# kind below (the chain worked), yet a script or a CI step must be able to tell.
+EXIT_GATE_NOT_REACHED = 15
+
 
 class MlchainError(click.ClickException):
     """Base class: a message that says what was wrong and how to fix it."""
@@ -15,6 +19,7 @@ class MlchainError(click.ClickException):
     exit_code = 1
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
+        self.reason = message  # what was wrong, without the hint
         self.hint = hint
         super().__init__(message if hint is None else f"{message}\n  fix: {hint}")
 

@@ -51,9 +51,13 @@ def trials_since_best(trials: Sequence[TrialResult], direction: str) -> int:
     return len(trials) - 1 - best_index
 
 
+NOTHING_TO_TUNE = "nothing to tune: no params and no search space"
+
+
 def decide(trials: Sequence[TrialResult], threshold: float, budget: Budget, elapsed_minutes: float,
-           direction: str = "maximize", metric_name: str = "metric") -> Decision:
-    """Gate the latest trial. The loop always ends: max_trials bounds it whatever else happens."""
+           direction: str = "maximize", metric_name: str = "metric", can_search: bool = True) -> Decision:
+    """Gate the latest trial. The loop always ends: max_trials bounds it whatever else happens.
+    ``can_search``: whether there is anything to vary in another trial."""
     if not trials:
         return Decision("retry", "running", "no trial yet")
     latest = trials[-1]
@@ -72,5 +76,7 @@ def decide(trials: Sequence[TrialResult], threshold: float, budget: Budget, elap
     for hit, reason in stops:
         if hit:
             return Decision("stop", "budget_spent", reason)
+    if not can_search:
+        return Decision("stop", "budget_spent", NOTHING_TO_TUNE)
     shown = f"{latest.metric:.4f}" if latest.metric is not None else f"no metric ({latest.failure_kind})"
     return Decision("retry", "running", f"{metric_name} {shown} below {threshold:.2f}: trying another architecture")

@@ -8,13 +8,63 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlchain import contract, outputs
+from mlchain.errors import (
+    EXIT_GATE_NOT_REACHED,
+    ContractError,
+    EngineError,
+    TrainingFailed,
+)
+from mlchain.gate import NOTHING_TO_TUNE
 
 if TYPE_CHECKING:
     from mlchain.config import Settings
     from mlchain.state import StateStore
 
-# Exit codes of `mlchain run` by final status (0 for the two normal endings).
-STATUS_EXIT = {"passed": 0, "budget_spent": 0, "failed": 6, "running": 8, "queued": 8}
+# Exit codes of `mlchain run` by final status; a failed run exits with the code of what stopped it.
+STATUS_EXIT = {"passed": 0, "budget_spent": EXIT_GATE_NOT_REACHED, "failed": TrainingFailed.exit_code,
+               "running": EngineError.exit_code, "queued": EngineError.exit_code}
+# A trial's failure kind -> the exit code of the run it stopped.
+FAILURE_EXIT = {"contract_error": ContractError.exit_code}
+# Run events: the error that stopped a run (JSON: job, message, hint, exit_code), and notes.
+ERROR_EVENT = "error"
+NOTE_EVENT = "note"
+CODE_ERROR_HINT = "fix the training code: the last lines of its log above show where it raised"
+BUDGET_HINT = ("give the search more room (budget: in mlchain.yaml, or --max-trials / --max-minutes /"
+               " --patience), widen its 'search:' space, or lower the threshold")
+NOTHING_TO_TUNE_HINT = ("add the hyperparameters to mlchain.yaml (params: {n_estimators: 100, max_depth: 8})"
+                        " and read them with sdk.params(): the framework's default space tunes the ones it"
+                        " knows, and a 'search:' section says how to vary any other")
+
+
+def run_exit_code(status: str, error: dict[str, Any] | None, trials: list[TrialRecord]) -> int:
+    """`mlchain run`'s exit code: 0 passed, EXIT_GATE_NOT_REACHED when the budget was spent, else the
+    code of what stopped the run (the recorded error, or the failing trial's kind)."""
+    if status != "failed":
+        return STATUS_EXIT.get(status, 1)
+    if error and isinstance(error.get("exit_code"), int) and error["exit_code"] > 0:
+        return int(error["exit_code"])
+    kinds = [t.failure_kind for t in trials if t.failure_kind]
+    return FAILURE_EXIT.get(kinds[-1], TrainingFailed.exit_code) if kinds else STATUS_EXIT["failed"]
+
+
+def stop_hint(status: str, stop_reason: str | None, error: dict[str, Any] | None,
+              trials: list[TrialRecord]) -> str | None:
+    """How to fix what stopped the run: the hint of the error that stopped it, never another's."""
+    if status == "passed":
+        return None
+    if error:
+        return error.get("hint") or None
+    if status == "budget_spent":
+        return NOTHING_TO_TUNE_HINT if stop_reason == NOTHING_TO_TUNE else BUDGET_HINT
+    failed = [t for t in trials if t.failure_kind]
+    if not failed:
+        return None
+    last = failed[-1]
+    if last.failure_kind == "contract_error":
+        return contract.last_complaint(last.failure_log) or "follow the training contract (README, 'The training contract')"
+    if last.failure_kind == "code_error":
+        return CODE_ERROR_HINT
+    return None
 
 
 @dataclass
@@ -58,6 +108,8 @@ class RunSummary:
     tracking_uri: str = ""
     mlflow_ui_url: str | None = None
     branch: str | None = None  # where ``ref`` came from (the webhook builds a commit of a branch)
+    error: dict[str, Any] | None = None     # the error that stopped the run (job, message, hint, exit_code)
+    notes: list[str] = field(default_factory=list)  # what the run could not do (say, register a model)
 
     @property
     def source(self) -> str:
@@ -67,7 +119,11 @@ class RunSummary:
 
     @property
     def exit_code(self) -> int:
-        return STATUS_EXIT.get(self.status, 1)
+        return run_exit_code(self.status, self.error, self.trials)
+
+    @property
+    def hint(self) -> str | None:
+        return stop_hint(self.status, self.stop_reason, self.error, self.trials)
 
     @property
     def passed(self) -> bool:
@@ -102,12 +158,17 @@ class RunSummary:
         d["tracking_uri"] = redact_uri(self.tracking_uri)
         d["mlflow_run_ids"] = self.mlflow_run_ids
         d["mlflow_ui"] = self.mlflow_ui_command()
+        d["hint"] = self.hint
+        d["exit_code"] = self.exit_code
         return d
 
     def explain(self, settings: Settings | None = None) -> str:
+        from mlchain.notify.build import fmt_threshold
+
+        threshold = fmt_threshold(self.threshold)
         head = {
-            "passed": f"PASSED: {self.metric_name} reached the gate ({self.threshold:.2f})",
-            "budget_spent": f"BUDGET SPENT: the gate ({self.threshold:.2f}) was not reached",
+            "passed": f"PASSED: {self.metric_name} reached the gate ({threshold})",
+            "budget_spent": f"GATE NOT REACHED: the gate ({threshold}) was not reached",
             "failed": "FAILED",
         }.get(self.status, self.status.upper())
         lines = [f"run {self.run_id}: {head}" + (f" — {self.stop_reason}" if self.stop_reason else "")]
@@ -138,9 +199,18 @@ class RunSummary:
                          f" ({'now champion' if reg.get('champion') else 'champion unchanged'})")
         if self.email:
             lines.append(f"  email: {self.email.get('summary')}")
+        for note in self.notes:
+            lines.append(f"  {note}")
         if self.mlflow_run_ids:
             lines.append(f"  MLflow runs: {', '.join(self.mlflow_run_ids)}")
             lines.append(f"  see them with: {self.mlflow_ui_command()}")
+        if self.error and self.error.get("message"):
+            lines.append(f"  error ({self.error.get('job') or 'the chain'}): {self.error['message']}")
+        hint = self.hint
+        if hint:
+            lines.append(f"  fix: {hint}")
+        if self.status != "passed":
+            lines.append(f"  exit code {self.exit_code}")
         return "\n".join(lines)
 
 
@@ -189,6 +259,7 @@ def build_summary(store: StateStore, run_id: str, settings: Settings) -> RunSumm
     cfg = run.get("config") or {}
     trials = [trial_record(r) for r in store.trials(run_id)]
     direction = cfg.get("direction", "maximize")
+    events = store.events(run_id)
     recipients = (cfg.get("notify") or {}).get("recipients") or []
     if not recipients:
         recipients = [run["pusher_email"]] if run.get("pusher_email") else list(settings.default_recipients)
@@ -199,6 +270,18 @@ def build_summary(store: StateStore, run_id: str, settings: Settings) -> RunSumm
         direction=direction, framework=run.get("framework"), trials=trials,
         best=pick_best(trials, direction), recipients=recipients, email=run.get("email"),
         registered=run.get("registered"), failed_job=run.get("failed_job"),
-        events=store.events(run_id), tracking_uri=settings.resolved_tracking_uri,
-        mlflow_ui_url=settings.mlflow_ui_url, branch=run.get("branch"),
+        events=events, tracking_uri=settings.resolved_tracking_uri,
+        mlflow_ui_url=settings.mlflow_ui_url, error=recorded_error(events), branch=run.get("branch"),
+        notes=[e["message"] for e in events if e.get("kind") == NOTE_EVENT],
     )
+
+
+def recorded_error(events: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The error event job steps record (engine.jobs.record_error), parsed."""
+    for event in events:
+        if event.get("kind") == ERROR_EVENT:
+            try:
+                return dict(json.loads(event["message"]))
+            except (TypeError, ValueError):
+                return {"message": event["message"]}
+    return None

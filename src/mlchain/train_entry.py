@@ -26,7 +26,7 @@ REQUIRED_ENV = (contract.ENV_REPO_DIR, contract.ENV_ENTRY, contract.ENV_OUTPUT_D
 
 
 def _fail(code: int, message: str) -> int:
-    print(f"mlchain-train: error: {message}", file=sys.stderr, flush=True)
+    print(f"{contract.ERROR_PREFIX}{message}", file=sys.stderr, flush=True)
     return code
 
 

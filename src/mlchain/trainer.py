@@ -9,10 +9,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from mlchain import tracking
+from mlchain import contract, tracking
 from mlchain import trial as trials
 from mlchain.config import Settings
-from mlchain.errors import ConfigError, TrainingFailed
+from mlchain.errors import ConfigError, ContractError, TrainingFailed
 from mlchain.repo_config import load_repo_config
 from mlchain.trial import Echo
 
@@ -94,6 +94,11 @@ def train_once(settings: Settings, path: Path, overrides: dict[str, Any], echo: 
     outcome = trials.collect(spec, info, hung_after_s=settings.hung_after_s)
     trials.log_outcome(settings, mlflow_run_id, spec, outcome, runner=runner.name, image=image,
                        image_id=image_id, restarts=0)
+    if not outcome.succeeded and outcome.verdict.kind == "contract_error":
+        said = contract.last_complaint(outcome.failure_log) or outcome.verdict.reason
+        raise ContractError(f"the entry broke the training contract: {said};"
+                            f" logged as MLflow run {mlflow_run_id}",
+                            hint="follow the training contract (README, 'The training contract')")
     if not outcome.succeeded:
         raise TrainingFailed(f"training failed ({outcome.verdict.kind}: {outcome.verdict.reason});"
                              f" logged as MLflow run {mlflow_run_id}\n{outcome.failure_log or ''}",

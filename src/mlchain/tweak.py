@@ -49,21 +49,23 @@ def study_name(repo_name: str, branch: str | None) -> str:
 
 
 def search_space(framework: str, configured: Mapping[str, ParamSpec], params: Mapping[str, Any]) -> dict[str, ParamSpec]:
+    """mlchain.yaml's ``search:``, else the framework's default space restricted to the params the
+    repository has; empty when there is nothing to tune (the gate then stops, saying so)."""
     if configured:
         return dict(configured)
-    space = {k: v for k, v in DEFAULT_SPACES.get(framework, {}).items() if k in params}
-    if not space:
-        raise ConfigError("no search space: mlchain.yaml has no 'search:' and none of its params is in the"
-                          f" default {framework} space ({', '.join(DEFAULT_SPACES.get(framework, {}))})",
-                          hint="add a 'search:' section to mlchain.yaml")
-    return space
+    return {k: v for k, v in DEFAULT_SPACES.get(framework, {}).items() if k in params}
 
 
 def distributions(space: Mapping[str, ParamSpec]) -> dict[str, optuna.distributions.BaseDistribution]:
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-    def one(spec: ParamSpec) -> optuna.distributions.BaseDistribution:
+    def one(name: str, spec: ParamSpec) -> optuna.distributions.BaseDistribution:
         if spec.type == "categorical":
+            odd = [c for c in spec.choices or [] if c is not None and not isinstance(c, (bool, int, float, str))]
+            if odd:
+                raise ConfigError(f"search.{name}: a categorical choice must be a number, a string, true/false"
+                                  f" or null, got {odd[0]!r}",
+                                  hint=f"list plain values in mlchain.yaml's search.{name}.choices")
             return CategoricalDistribution(list(spec.choices or []))
         if spec.type == "int":
             return IntDistribution(int(spec.low or 0), int(spec.high or 0), log=spec.log,
@@ -71,7 +73,7 @@ def distributions(space: Mapping[str, ParamSpec]) -> dict[str, optuna.distributi
         return FloatDistribution(float(spec.low or 0), float(spec.high or 0), log=spec.log,
                                  step=spec.step if spec.step and not spec.log else None)
 
-    return {name: one(spec) for name, spec in space.items()}
+    return {name: one(name, spec) for name, spec in space.items()}
 
 
 _STORAGES: dict[str, Any] = {}

@@ -64,7 +64,6 @@ def installed(tmp_path_factory: pytest.TempPathFactory, wheel: Path) -> dict[str
 def _env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLCHAIN_", "PYTHONPATH"))}
     env["MLCHAIN_HOME"] = str(home)
-    env["MLCHAIN_WARM_SERVER"] = "0"
     return env
 
 

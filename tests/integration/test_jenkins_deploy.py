@@ -79,7 +79,7 @@ def test_second_deploy_changes_nothing_and_says_so(fake: FakeJenkins, jobs_dir: 
 def test_a_changed_job_is_reconfigured_and_only_that_one(fake: FakeJenkins, jobs_dir: Path) -> None:
     assert deploy(fake, jobs_dir).exit_code == 0
     chain = jobs_dir / "chain.yaml"
-    chain.write_text(chain.read_text().replace("unstable-return: 3", "unstable-return: 4"))
+    chain.write_text(chain.read_text().replace("unstable-return: 75", "unstable-return: 4"))
     posts_before = len(fake.posts())
 
     result = deploy(fake, jobs_dir)

@@ -201,7 +201,7 @@ def test_the_chain_specifics_survive_the_translation(recorded: dict[str, Any]) -
     job1, job4, job6 = (_dsl_job(recorded[n]) for n in ("job1-pull", "job4-gate", "job6-monitor"))
     assert job1["triggers"] == ["github"]
     assert job1["scm"] == {"url": "$REPO_URL", "remote": "origin", "branches": ["$REF"], "wipe": False}
-    assert job4["steps"] == [("mlchain job gate", 3)]
+    assert job4["steps"] == [("mlchain job gate", 75)]
     assert ("job2-classify", "UNSTABLE", "mlchain.properties", True, False, None) in job4["downstream"]
     assert job6["triggers"] == ["cron:H/3 * * * *"]
 

@@ -81,9 +81,9 @@ def test_missing_gate_metric_names_what_to_do(tmp_path: Path, git_repo: Any) -> 
         "train.py": "from sklearn.linear_model import LogisticRegression\nfrom mlchain import sdk\n"
                     "sdk.report({'f1': 0.5})\n"})
     result = CliRunner().invoke(cli, ["--home", str(tmp_path / "home"), "train", str(repo), "--runner", "process"])
-    assert result.exit_code == 6
+    assert result.exit_code == 5  # ContractError: the entry broke the training contract
     assert "lacks the gate metric 'accuracy'" in result.output
-    assert "contract_error" in result.output
+    assert "the entry broke the training contract" in result.output
 
 
 def test_bad_params_option_is_a_config_error(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ TIMEOUT_S = 240.0
 
 
 def mlchain(home: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    full = {**os.environ, "MLCHAIN_RUNNER": "process", "MLCHAIN_WARM_SERVER": "0", **(env or {})}
+    full = {**os.environ, "MLCHAIN_RUNNER": "process", **(env or {})}
     full.pop("MLCHAIN_HOME", None)
     return subprocess.run([sys.executable, "-m", "mlchain.cli", "--home", str(home), *args], env=full,
                           capture_output=True, text=True, timeout=TIMEOUT_S, check=False)

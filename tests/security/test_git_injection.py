@@ -41,7 +41,7 @@ def markers_under(root: Path) -> list[Path]:
 
 
 def mlchain(home: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MLCHAIN_HOME": str(home), "MLCHAIN_RUNNER": "process", "MLCHAIN_WARM_SERVER": "0"}
+    env = {**os.environ, "MLCHAIN_HOME": str(home), "MLCHAIN_RUNNER": "process"}
     return subprocess.run([sys.executable, "-m", "mlchain.cli", *args], env=env, capture_output=True, text=True,
                           timeout=timeout, check=False)
 
@@ -214,6 +214,6 @@ def test_jenkins_trigger_refuses_what_job1_would_hand_to_git(tmp_path: Path, url
     from mlchain.cli import cli
 
     result = CliRunner().invoke(cli, ["--home", str(tmp_path), "jenkins", "trigger", "--", url, ref],
-                                env={"MLCHAIN_JENKINS_URL": "http://127.0.0.1:9", "MLCHAIN_WARM_SERVER": "0"})
+                                env={"MLCHAIN_JENKINS_URL": "http://127.0.0.1:9"})
     assert result.exit_code == GitError.exit_code, result.output
     assert f"{what} " in result.output and "Traceback" not in result.output

@@ -57,7 +57,7 @@ HOSTILE = {
 }
 
 CHILD = """
-import json, resource, sys, time
+import json, sys, time
 from pathlib import Path
 from mlchain.errors import MlchainError
 from mlchain.repo_config import load_repo_config
@@ -72,7 +72,9 @@ try:
 except MlchainError as exc:
     outcome = {"refused": exc.format_message(), "exit_code": exc.exit_code}
 outcome["seconds"] = time.perf_counter() - start
-outcome["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# This process's own peak (VmHWM): getrusage's ru_maxrss keeps the forking parent's across exec.
+hwm = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM:"))
+outcome["rss_mb"] = int(hwm.split()[1]) / 1024
 print(json.dumps(outcome))
 """
 
@@ -84,7 +86,7 @@ def _cap_memory() -> None:
 def child(argv: list[str], env: dict[str, str] | None = None,
           timeout: float = CHILD_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
     try:
-        return subprocess.run(argv, env={**os.environ, "MLCHAIN_WARM_SERVER": "0", **(env or {})},
+        return subprocess.run(argv, env={**os.environ, **(env or {})},
                               capture_output=True, text=True, timeout=timeout, preexec_fn=_cap_memory, check=False)
     except subprocess.TimeoutExpired:
         pytest.fail(f"still running after {timeout:.0f} s: {argv[2:5]}")

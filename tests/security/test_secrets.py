@@ -71,7 +71,7 @@ def test_training_finds_no_secret_in_any_environment(command: str, tmp_path: Pat
     (repo / "mlchain.yaml").write_text("params:\n  C: 1.0\n")  # a search space, so the gate needs no other fix
     home = tmp_path / "home"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLCHAIN_")}
-    env.update(SECRETS, MLCHAIN_HOME=str(home), MLCHAIN_RUNNER="process", MLCHAIN_WARM_SERVER="0",
+    env.update(SECRETS, MLCHAIN_HOME=str(home), MLCHAIN_RUNNER="process",
                MLCHAIN_MAX_TRIALS="1")
     argv = [sys.executable, "-m", "mlchain.cli", command, str(repo)]
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600, check=False)

@@ -182,7 +182,7 @@ def test_the_real_jobs_load_with_templates_expanded() -> None:
     assert set(chain.jobs) == {"job1-pull", "job2-classify", "job3-train", "job4-gate", "job5-notify",
                                "job6-monitor"}
     gate = chain.job("job4-gate")
-    assert gate.builders[0].unstable_return == 3
+    assert gate.builders[0].unstable_return == 75
     assert {(t.project, t.condition) for t in gate.downstream} == {
         ("job2-classify", "UNSTABLE"), ("job5-notify", "SUCCESS"), ("job5-notify", "FAILED")}
     assert chain.job("job6-monitor").timed

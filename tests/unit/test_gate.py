@@ -69,3 +69,14 @@ def test_the_loop_always_ends() -> None:
         if decide(trials, 0.80, Budget(7, 1e9, 1000), 0.0).action != "retry":
             break
     assert len(trials) == 7
+
+
+def test_with_nothing_to_tune_a_failed_gate_stops_and_says_why() -> None:
+    decision = decide(results(0.5), 0.80, BUDGET, 1.0, can_search=False)
+    assert (decision.action, decision.status) == ("stop", "budget_spent")
+    assert decision.reason == "nothing to tune: no params and no search space"
+
+
+def test_with_nothing_to_tune_a_passing_trial_still_passes() -> None:
+    decision = decide(results(0.96), 0.80, BUDGET, 1.0, metric_name="accuracy", can_search=False)
+    assert (decision.action, decision.status) == ("pass", "passed")

@@ -38,7 +38,8 @@ PT = "hudson.plugins.parameterizedtrigger."
 
 # job -> its downstream triggers: (project, condition, properties file, current parameters, predefined)
 DOWNSTREAM = {
-    "job1-pull": [("job2-classify", "SUCCESS", "mlchain.properties", False, None)],
+    "job1-pull": [("job2-classify", "SUCCESS", "mlchain.properties", False, None),
+                  ("job5-notify", "FAILED", None, True, "FAILED_JOB=$JOB_NAME\nFAILED_BUILD_TAG=$BUILD_TAG")],
     "job2-classify": [("job3-train", "SUCCESS", "mlchain.properties", False, None),
                       ("job5-notify", "FAILED", None, True, "FAILED_JOB=$JOB_NAME")],
     "job3-train": [("job4-gate", "SUCCESS", "mlchain.properties", False, None),
@@ -122,12 +123,14 @@ def test_downstream_triggers_carry_conditions_and_property_files(defs: Definitio
     assert _downstream(_xml(defs, name)) == DOWNSTREAM[name]
 
 
-def test_job4_ends_unstable_on_exit_3_which_loops_back_to_job2(defs: Definitions) -> None:
+def test_job4_ends_unstable_on_exit_75_which_loops_back_to_job2(defs: Definitions) -> None:
+    from mlchain.engine.jobs import EXIT_UNSTABLE
+
     root = _xml(defs, "job4-gate")
     shell = root.find("builders/hudson.tasks.Shell")
     assert shell is not None
     assert shell.findtext("command") == "mlchain job gate"
-    assert shell.findtext("unstableReturn") == "3"
+    assert shell.findtext("unstableReturn") == "75" == str(EXIT_UNSTABLE)
 
 
 def test_job6_runs_on_a_timer_one_at_a_time(defs: Definitions) -> None:

@@ -296,3 +296,24 @@ def test_email_goes_without_the_plot_when_it_cannot_be_drawn(
     text, html, png = parts(msg)
     assert png is None and "cid:" not in html and "0.9712" in text
     assert build_mod.subject_line(passing()) == msg["Subject"]
+
+
+def test_a_failure_email_says_what_stopped_the_run_and_how_to_fix_it() -> None:
+    failed = summary(status="failed", stop_reason="job2-classify failed: no supported framework",
+                     failed_job="job2-classify", trials=[],
+                     error={"job": "job2-classify", "message": "no supported framework in the repository",
+                            "hint": "import keras or scikit-learn in the entry", "exit_code": 4})
+    msg = build_message(failed, Settings(home=Path("/tmp/unused")))
+    text = msg.get_body(("plain",)).get_content()
+    html = msg.get_body(("html",)).get_content()
+    assert "Error       no supported framework in the repository" in text
+    assert "How to fix  import keras or scikit-learn in the entry" in text
+    assert "import keras or scikit-learn in the entry" in html
+
+
+def test_a_passing_run_without_a_saved_model_says_so() -> None:
+    note = "no model was saved: the best trial reported accuracy but never called sdk.save_model(model)"
+    run = summary(trials=[TrialRecord(1, {}, "succeeded", 0.96, mlflow_run_id="r1")], notes=[note])
+    text = build_message(run, Settings(home=Path("/tmp/unused"))).get_body(("plain",)).get_content()
+    assert f"Note        {note}" in text
+    assert "Registered model" not in text

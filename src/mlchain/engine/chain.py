@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 import time
 import uuid
@@ -81,6 +82,8 @@ class LiveView:
 
     def __call__(self, kind: str, **data: Any) -> None:
         if not self.enabled:
+            if kind == "log" and str(data.get("line", "")).startswith("warning:"):
+                print(data["line"], file=sys.stderr)  # even with --json, the person sees a warning
             return
         handler = getattr(self, f"on_{kind}", None)
         if handler is not None:
@@ -101,7 +104,8 @@ class LiveView:
         if line.startswith(contract.PROGRESS_PREFIX):
             self._progress_line(line)
             return
-        keep = ("trial ", "gate:", "next:", "email:", "registered", "framework:", "run ", "Error", "monitor:",
+        keep = ("trial ", "gate:", "next:", "email:", "registered", "framework:", "run ", "Error", "monitor:", "warning:",
+                "not registered:",
                 "mlchain-train: error", "Traceback", "ERROR")
         if line.startswith(keep):
             self._stop_progress()

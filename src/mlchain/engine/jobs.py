@@ -1,6 +1,8 @@
 """The six jobs, as Jenkins' shell steps run them: the build's environment in, a
 properties file out (mlchain.properties, read by trigger-parameterized-builds),
-an exit code for the build's result (job4: 3 = UNSTABLE = try another trial).
+an exit code for the build's result (job4: 75 = UNSTABLE = try another trial; any
+error ends the build with its own code, which is never 75, so it is a FAILURE and
+job5 announces it).
 
 Every job is idempotent for its run and trial, so a resumed engine may run the
 job it was running when it died again without repeating finished work.
@@ -8,6 +10,8 @@ job it was running when it died again without repeating finished work.
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import shutil
 import time
@@ -18,14 +22,19 @@ from typing import Any
 from mlchain import gate, tracking, tweak
 from mlchain import trial as trials
 from mlchain.config import Settings
-from mlchain.errors import ConfigError, EngineError
+from mlchain.errors import ConfigError, EngineError, GitError, MlchainError, NotFound
 from mlchain.repo_config import RepoConfig, load_repo_config, with_overrides
 from mlchain.runners.base import TrialSpec
 from mlchain.state import TERMINAL_RUN_STATUSES, StateStore
+from mlchain.summary import ERROR_EVENT, NOTE_EVENT, build_summary, recorded_error
 
 Echo = Callable[[str], None]
 PROPERTIES_FILE = "mlchain.properties"
-EXIT_UNSTABLE = 3  # job4's unstable-return in jobs/chain.yaml
+# job4's unstable-return in jobs/chain.yaml: sysexits' EX_TEMPFAIL ("try again"). No
+# MlchainError exits with it, so an error inside a job is never read as "another trial".
+EXIT_UNSTABLE = 75
+NO_MODEL_NOTE = ("no model was saved: the best trial reported {metric} but never called sdk.save_model(model);"
+                 " call it at the end of training (after sdk.report) so the model can be registered")
 JOB_NAMES = {"classify": "job2-classify", "train": "job3-train", "gate": "job4-gate"}
 
 
@@ -110,7 +119,7 @@ def job_pull(settings: Settings, env: BuildEnv, echo: Echo) -> int:
     try:
         cfg = resolved_config(settings, load_repo_config(src))
     except ConfigError as exc:
-        store.update_run(run_id, status="failed", stop_reason=f"invalid mlchain.yaml: {exc.message}",
+        store.update_run(run_id, status="failed", stop_reason=f"invalid mlchain.yaml: {exc.reason}",
                          failed_job=env.get("JOB_NAME", "job1-pull"), finished_at=time.time())
         raise
     branch = store.get_run(run_id).get("branch") or env.get("REF") or None  # a webhook run names its branch
@@ -227,13 +236,20 @@ def job_gate(settings: Settings, env: BuildEnv, echo: Echo) -> int:
                for r in rows if r["number"] <= number and r["status"] in ("succeeded", "failed")]
     budget = gate.Budget(cfg.budget.max_trials, cfg.budget.max_minutes, cfg.budget.patience)
     elapsed = (time.time() - run["created_at"]) / 60.0
-    decision = gate.decide(results, cfg.threshold, budget, elapsed, cfg.direction, cfg.metric)
+    space = tweak.search_space(run["framework"], cfg.search, cfg.params)
+    decision = gate.decide(results, cfg.threshold, budget, elapsed, cfg.direction, cfg.metric,
+                           can_search=bool(space))
     echo(f"gate: {decision.reason}")
-    search = _tell_search(settings, store, run, cfg, current)
-    if decision.action == "retry":
+    if current.get("optuna_trial") is not None and current["optuna_trial"] >= 0:
+        # A trial the study proposed: its result is the study's, whatever the gate decided.
+        _open_search(settings, run, cfg).tell(int(current["optuna_trial"]), current["metric"])
+    if decision.action == "retry":  # only now is the search consulted
         nxt = store.get_trial(run_id, number + 1)
         if nxt is None:
-            space = tweak.search_space(run["framework"], cfg.search, cfg.params)
+            search = _open_search(settings, run, cfg)
+            if current.get("optuna_trial") is None:  # the repository's own params, taught when they fit
+                search.add_baseline(current["params"], space, current["metric"])
+                store.update_trial(run_id, number, optuna_trial=-1)
             optuna_number, params = search.ask(space, cfg.params)
             store.upsert_trial(run_id, number + 1, params, optuna_trial=optuna_number)
             nxt = store.get_trial(run_id, number + 1)
@@ -248,44 +264,57 @@ def job_gate(settings: Settings, env: BuildEnv, echo: Echo) -> int:
     return 0
 
 
-def _tell_search(settings: Settings, store: StateStore, run: Mapping[str, Any], cfg: RepoConfig,
-                 current: Mapping[str, Any]) -> tweak.Search:
-    """Tell the study what this trial reached (once, even when the job runs again)."""
-    search = tweak.Search(settings.resolved_optuna_storage, tweak.study_name(run["repo_name"], run.get("branch")),
-                          cfg.direction, seed=settings.search_seed)
-    told = current.get("optuna_trial")
-    if told is None:  # the repository's own params: taught to the study when they fit the space
-        space = tweak.search_space(run["framework"], cfg.search, cfg.params)
-        search.add_baseline(current["params"], space, current["metric"])
-        store.update_trial(run["run_id"], current["number"], optuna_trial=-1)
-    elif told >= 0:
-        search.tell(int(told), current["metric"])
-    return search
+def _open_search(settings: Settings, run: Mapping[str, Any], cfg: RepoConfig) -> tweak.Search:
+    """The study of this repository and branch."""
+    return tweak.Search(settings.resolved_optuna_storage, tweak.study_name(run["repo_name"], run.get("branch")),
+                        cfg.direction, seed=settings.search_seed)
 
 
 # --- job5 ---------------------------------------------------------------------------
 
 def job_notify(settings: Settings, env: BuildEnv, echo: Echo) -> int:
     from mlchain import notify
-    from mlchain.summary import build_summary
 
     store = StateStore(settings.state_db)
-    run_id = env.run_id
-    run = store.get_run(run_id)
+    # job1 may fail before it opened the run (Jenkins names that run after job1's build)
+    run_id = env.get("RUN_ID") or env.get("FAILED_BUILD_TAG")
+    if not run_id:
+        raise EngineError("RUN_ID is not set", hint="this job is started by the chain (job1 sets RUN_ID)")
+    failed_job = env.get("FAILED_JOB")
+    try:
+        run = store.get_run(run_id)
+    except NotFound:
+        if not failed_job:
+            raise
+        url = env.get("REPO_URL") or "(unknown repository)"
+        store.create_run(run_id, url, repo_name_from_url(url), env.get("REF") or None,
+                         env.get("PUSHER_EMAIL") or None, status="queued")
+        run = store.get_run(run_id)
     for retried in notify.flush_outbox(settings):  # emails kept while SMTP was down go out first
         echo(f"outbox: {retried.summary}")
-    failed_job = env.get("FAILED_JOB")
+    if failed_job and not recorded_error(store.events(run_id)):
+        # The job failed outside its `mlchain job` step (the SCM checkout, another shell step).
+        message, hint = failure_from_log(store, run_id, failed_job)
+        exit_code = GitError.exit_code if message.startswith("git ") else EngineError.exit_code
+        record_error(store, run_id, failed_job, message, hint, exit_code)
+        run = store.get_run(run_id)
     if failed_job and run["status"] not in TERMINAL_RUN_STATUSES:
         store.update_run(run_id, status="failed", failed_job=failed_job,
                          stop_reason=run.get("stop_reason") or f"{failed_job} failed")
     summary = build_summary(store, run_id, settings)
-    if summary.passed and summary.best is not None and summary.best.mlflow_run_id and not run.get("registered"):
-        registered = tracking.register_best(settings, summary.repo_name, summary.best.mlflow_run_id,
-                                            summary.metric_name, float(summary.best.metric or 0.0),
-                                            summary.direction)
-        store.update_run(run_id, registered=registered)
-        echo(f"registered {registered['name']} version {registered['version']}"
-             f" ({'champion moved' if registered['champion'] else 'champion unchanged'})")
+    best = summary.best
+    if summary.passed and best is not None and best.mlflow_run_id and not run.get("registered"):
+        if _has_model(settings, best.mlflow_run_id):
+            registered = tracking.register_best(settings, summary.repo_name, best.mlflow_run_id,
+                                                summary.metric_name, float(best.metric or 0.0), summary.direction)
+            store.update_run(run_id, registered=registered)
+            echo(f"registered {registered['name']} version {registered['version']}"
+                 f" ({'champion moved' if registered['champion'] else 'champion unchanged'})")
+        else:  # a version pointing at no model must never become champion
+            note = NO_MODEL_NOTE.format(metric=summary.metric_name)
+            if not any(e["kind"] == NOTE_EVENT for e in store.events(run_id)):
+                store.add_event(run_id, NOTE_EVENT, note, trial=best.number)
+            echo(f"not registered: {note}")
         summary = build_summary(store, run_id, settings)
     if run.get("email"):
         echo(f"email already handled: {run['email'].get('summary')}")
@@ -297,6 +326,77 @@ def job_notify(settings: Settings, env: BuildEnv, echo: Echo) -> int:
     return 0
 
 
+def _has_model(settings: Settings, mlflow_run_id: str) -> bool:
+    """Whether the trial's MLflow run holds a model (sdk.save_model was called)."""
+    from mlchain import contract
+
+    return bool(tracking.client(settings).list_artifacts(mlflow_run_id, contract.MODEL_DIR))
+
+
+def failure_from_log(store: StateStore, run_id: str, job: str) -> tuple[str, str | None]:
+    """What the console log of the job's last build says went wrong (the engine writes a failing
+    step's error as ``ERROR: message`` and ``  fix: hint``), for a failure outside a job step."""
+    builds = [b for b in store.builds(run_id) if b["job"] == job and b.get("log_path")]
+    message, hint = f"{job} failed", None
+    if not builds:
+        return message, hint
+    try:
+        lines = Path(builds[-1]["log_path"]).read_text(errors="replace").splitlines()
+    except OSError:
+        return message, hint
+    for i, line in enumerate(lines):
+        if line.startswith(("ERROR: ", "Error: ")):
+            message = line.split(": ", 1)[1].strip() or message
+            following = lines[i + 1].strip() if i + 1 < len(lines) else ""
+            hint = following.removeprefix("fix: ").strip() if following.startswith("fix: ") else None
+    return message, hint
+
+
+def record_error(store: StateStore, run_id: str, job: str, message: str, hint: str | None,
+                 exit_code: int) -> None:
+    """Keep the error that stopped the run (the first one: later ones follow from it) and mark
+    the run failed, so that job5 announces what stopped it, how to fix it, and the exit code."""
+    try:
+        run = store.get_run(run_id)
+    except NotFound:
+        return
+    if recorded_error(store.events(run_id)) is not None:
+        return
+    store.add_event(run_id, ERROR_EVENT, json.dumps({"job": job, "message": message, "hint": hint,
+                                                     "exit_code": exit_code}))
+    if run["status"] not in TERMINAL_RUN_STATUSES:
+        first = message.strip().splitlines()[0] if message.strip() else "error"
+        store.update_run(run_id, status="failed", failed_job=job, stop_reason=f"{job} failed: {first}",
+                         finished_at=time.time())
+
+
+def announced(fn: Callable[[Settings, BuildEnv, Echo], int]) -> Callable[[Settings, BuildEnv, Echo], int]:
+    """A job whose errors are recorded on its run before they end the build (as a FAILURE)."""
+    @functools.wraps(fn)
+    def job(settings: Settings, env: BuildEnv, echo: Echo) -> int:
+        try:
+            return fn(settings, env, echo)
+        except MlchainError as exc:
+            _record_job_error(settings, env, exc.reason, exc.hint, exc.exit_code)
+            raise
+        except Exception as exc:
+            _record_job_error(settings, env, f"{type(exc).__name__}: {exc}", None, 1)
+            raise
+
+    return job
+
+
+def _record_job_error(settings: Settings, env: BuildEnv, message: str, hint: str | None, exit_code: int) -> None:
+    run_id = env.get("RUN_ID") or env.get("BUILD_TAG")
+    if not run_id or not settings.state_db.exists():
+        return
+    try:
+        record_error(StateStore(settings.state_db), run_id, env.get("JOB_NAME", "mlchain job"), message, hint,
+                     exit_code)
+    except Exception:  # noqa: BLE001,S110 - the job's own error is what the build must end with
+        pass
+
+
 def job_monitor(settings: Settings, env: BuildEnv, echo: Echo) -> int:
     from mlchain.monitor import monitor_pass
 
@@ -306,10 +406,10 @@ def job_monitor(settings: Settings, env: BuildEnv, echo: Echo) -> int:
 
 
 JOBS: dict[str, Callable[[Settings, BuildEnv, Echo], int]] = {
-    "pull": job_pull,
-    "classify": job_classify,
-    "train": job_train,
-    "gate": job_gate,
-    "notify": job_notify,
+    "pull": announced(job_pull),
+    "classify": announced(job_classify),
+    "train": announced(job_train),
+    "gate": announced(job_gate),
+    "notify": announced(job_notify),
     "monitor": job_monitor,
 }

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from mlchain import outputs
 from mlchain.config import Settings
@@ -23,19 +25,36 @@ from mlchain.runners.base import ExitInfo, Status, TrialSpec, heartbeat_age, ope
 
 EXIT_FILE = "exit.json"
 PID_FILE = "supervisor.pid"
+WORK_DIR = "src"  # beside the trial's output/ and checkpoints/
 # Host variables a training process may see; everything else (secrets included) stays out.
 PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH",
               "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS", "TF_CPP_MIN_LOG_LEVEL",
               "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")
 
 
-def training_env(spec: TrialSpec, host_env: dict[str, str] | None = None) -> dict[str, str]:
+def training_env(spec: TrialSpec, host_env: dict[str, str] | None = None,
+                 repo_dir: Path | None = None) -> dict[str, str]:
     host = dict(os.environ if host_env is None else host_env)
     env = {k: host[k] for k in PASSED_ENV if k in host}
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env["PYTHONUNBUFFERED"] = "1"
-    env.update(spec.contract_env())
+    env.update(spec.contract_env(repo_dir=str(repo_dir) if repo_dir is not None else None))
     return env
+
+
+def working_copy(spec: TrialSpec) -> Path:
+    """The trial's own copy of the repository, made once per trial (a restart keeps it): what
+    one trial writes beside its code (a pickled model, a cache) never reaches another, as each
+    container has its own filesystem. Symlinks are copied as links, never followed."""
+    work = spec.output_dir.parent / WORK_DIR
+    if work.is_dir():
+        return work
+    partial = work.with_name(f".{WORK_DIR}.partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    shutil.copytree(spec.repo_dir, partial, symlinks=True)
+    os.replace(partial, work)
+    return work
 
 
 class ProcessHandle:
@@ -125,11 +144,12 @@ class ProcessRunner:
 
     def start(self, spec: TrialSpec) -> ProcessHandle:
         spec.prepare()
+        work = working_copy(spec)
         (spec.host_dir / EXIT_FILE).unlink(missing_ok=True)
         with os.fdopen(open_log(spec.log_file, append=True), "ab") as log:
             popen = subprocess.Popen(
                 [sys.executable, "-m", "mlchain.runners.supervise", str(spec.host_dir / EXIT_FILE)],
-                env=training_env(spec), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                env=training_env(spec, repo_dir=work), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 cwd=spec.output_dir, start_new_session=True)
         (spec.host_dir / PID_FILE).write_text(str(popen.pid))
         return ProcessHandle(spec, popen.pid, popen)
