@@ -9,7 +9,7 @@
 #
 # Strictness is decided here, once: --strict (or --no-strict), else CI set to a true value
 # (1, true, yes, on; any case). The tests read the decision from MLCHAIN_TEST_STRICT
-# (tests/strictness.py); without strictness they skip, and pytest lists the reasons (-rs).
+# (tests/strictness.py); without strictness they skip, and pytest lists the reasons (-rs, with failures and errors: -rfEs).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -71,7 +71,7 @@ else
 fi
 
 set +e
-.venv/bin/python -m pytest -p no:cacheprovider -rs ${args[@]+"${args[@]}"}
+.venv/bin/python -m pytest -p no:cacheprovider -rfEs ${args[@]+"${args[@]}"}
 code=$?
 set -e
 # pytest's 5 means "no tests collected": a real failure for CI's purposes too.

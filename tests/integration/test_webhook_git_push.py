@@ -18,6 +18,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import free_port
@@ -190,10 +191,26 @@ def test_a_queued_push_builds_its_own_commit_after_the_branch_moved_on(tmp_path:
     env = git_env(tmp_path)
     home = tmp_path / "home"
     serve = [sys.executable, "-m", "mlchain.cli", "serve", "--port", "0", "--workers"]
-    settings_env = {"MLCHAIN_RUNNER": "process", "MLCHAIN_MAX_TRIALS": "2"}
+    settings_env = {"MLCHAIN_RUNNER": "process", "MLCHAIN_MAX_TRIALS": "2", "MLCHAIN_CLONE_SCHEMES": "git"}
+    with git_daemon(tmp_path) as daemon:
+        run_id, api, c1, c2 = _push_c1_then_move_on_then_build(tmp_path, env, home, serve, settings_env, daemon)
+    assert api["commit"] == c1, _service_log(home, run_id)
+    assert api["branch"] == "main"
+    summary = json.loads((home / "webhook-logs" / f"{run_id}.json").read_text())
+    assert (summary["commit"], summary["ref"], summary["branch"]) == (c1, c1, "main")
+    # the search ran (the example's first trial misses the gate) in the branch's study
+    assert optuna.get_all_study_names(f"sqlite:///{home / 'optuna.db'}") == ["mlchain:digits@main"]
+    eml = next((home / "outbox").glob("*.eml")).read_text(errors="replace")
+    assert "digits@main" in eml and c1[:12] in eml and c2[:12] not in eml
+
+
+def _push_c1_then_move_on_then_build(tmp_path: Path, env: dict[str, str], home: Path, serve: list[str],
+                                     settings_env: dict[str, str], daemon: str) -> tuple[str, Any, str, str]:
+    """Push C1 to a service that only queues, move main on to C2, then start a service that
+    builds: the run id, its API view, C1 and C2."""
     svc = Service(home, argv=[*serve, "0"], env=settings_env)  # accept and queue only
     try:
-        bare = bare_repo_with_hook(tmp_path, env, svc.url)
+        bare = bare_repo_with_hook(tmp_path, env, svc.url, daemon)
         work = working_copy(tmp_path, env, bare)
         out = git("push", "origin", "main", cwd=work, env=env)
         assert "202 accepted" in out, out
@@ -220,12 +237,4 @@ def test_a_queued_push_builds_its_own_commit_after_the_branch_moved_on(tmp_path:
         api = svc.client.get(f"/api/runs/{row['run_id']}").json()
     finally:
         svc.stop()
-    run_id = row["run_id"]
-    assert api["commit"] == c1, _service_log(home, run_id)
-    assert api["branch"] == "main"
-    summary = json.loads((home / "webhook-logs" / f"{run_id}.json").read_text())
-    assert (summary["commit"], summary["ref"], summary["branch"]) == (c1, c1, "main")
-    # the search ran (the example's first trial misses the gate) in the branch's study
-    assert optuna.get_all_study_names(f"sqlite:///{home / 'optuna.db'}") == ["mlchain:digits@main"]
-    eml = next((home / "outbox").glob("*.eml")).read_text(errors="replace")
-    assert "digits@main" in eml and c1[:12] in eml and c2[:12] not in eml
+    return row["run_id"], api, c1, c2
