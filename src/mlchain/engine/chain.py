@@ -75,7 +75,8 @@ class LiveView:
         from rich.console import Console
 
         self.enabled = enabled
-        self.console = Console(stderr=False, highlight=False)
+        # soft_wrap: a long line (a path) stays one line in a log, whatever the terminal's width
+        self.console = Console(stderr=False, highlight=False, soft_wrap=True)
         self.progress: Any = None
         self.task: Any = None
         self.trial = "?"
