@@ -37,13 +37,13 @@ def client(settings: Settings) -> MlflowClient:
                             registry_uri=settings.registry_uri or settings.resolved_tracking_uri)
 
 
-def open_stores(settings: Settings) -> list[Any]:
-    """Build (and cache) the tracking and registry stores, for the engine's warm-up; their
-    SQLAlchemy engines (none for a store that is not a database)."""
+def open_stores(settings: Settings) -> None:
+    """Build (and so cache) the tracking and registry stores, for the engine's warm-up, through
+    public calls that each open their store (on a new SQLite file, creating its tables)."""
     c = client(settings)
     with _STORE_LOCK:
-        stores = [c._tracking_client.store, c._get_registry_client().store]
-    return [store.engine for store in stores if getattr(store, "engine", None) is not None]
+        c.search_experiments(max_results=1)
+        c.search_registered_models(max_results=1)
 
 
 def experiment_id(mlflow_client: MlflowClient, settings: Settings, name: str) -> str:

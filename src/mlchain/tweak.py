@@ -137,10 +137,7 @@ class Search:
         fitted = {k: params[k] for k in dists if k in params}
         if value is None or len(fitted) != len(dists):
             return False
-        try:
-            for k, dist in dists.items():
-                if not dist._contains(dist.to_internal_repr(fitted[k])):
-                    return False
+        try:  # create_trial refuses (ValueError) a value outside its distribution
             self.study.add_trial(optuna.trial.create_trial(params=fitted, distributions=dists, value=value))
         except (ValueError, TypeError):
             return False
