@@ -11,13 +11,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from mlchain.jenkins.client import _Client, Failure
+from mlchain.jenkins.client import Failure, _Client
 
 BODY = "java.lang.ClassNotFoundException: au.com.example.MissingView"
 
 
 class _Broken(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         payload = BODY.encode()
         self.send_response(500)
         self.send_header("Content-Type", "text/plain")
@@ -43,6 +43,6 @@ def broken_controller() -> Iterator[str]:
 
 def test_python_jenkins_passes_every_answer_through_response_handler(broken_controller: str) -> None:
     client = _Client(broken_controller, timeout=5)
-    with pytest.raises(Exception):  # noqa: B017,PT011 - python-jenkins' own exception types vary by call
+    with pytest.raises(Exception):  # noqa: B017 - python-jenkins' own exception types vary by call
         client.get_job_config("anything")
     assert client.last_failure == Failure(500, BODY)
