@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from mlchain.errors import ConfigError
+from mlchain.gate import DEFAULT_DIRECTION
 from mlchain.repo_config import ParamSpec
 
 if TYPE_CHECKING:
@@ -99,7 +100,7 @@ def open_storage(url: str) -> Any:
 class Search:
     """One study per repository and branch, in any Optuna storage (SQLite by default)."""
 
-    def __init__(self, storage: str, name: str, direction: str = "maximize", seed: int = 0) -> None:
+    def __init__(self, storage: str, name: str, direction: str = DEFAULT_DIRECTION, seed: int = 0) -> None:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
