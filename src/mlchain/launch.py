@@ -87,3 +87,21 @@ def await_trial(settings: Settings, store: StateStore, run_id: str, number: int,
     final = store.get_trial(run_id, number)
     assert final is not None
     return final, outcome
+
+
+def abandon_trial(settings: Settings, store: StateStore, run_id: str, number: int, reason: str) -> None:
+    """Stop a trial nobody will wait for any more (its waiter was interrupted) and mark it failed,
+    so that job6 does not restart it for nobody."""
+    from mlchain.monitor import attach, give_up_now
+
+    row = store.get_trial(run_id, number)
+    if row is None or row["status"] not in ("pending", "running"):
+        return
+    if row["status"] == "pending":  # never launched
+        store.update_trial(run_id, number, status="failed", failure_log=reason, finished_at=time.time())
+        return
+    try:
+        attach(settings, row).cancel()
+    except Exception:  # noqa: BLE001,S110 - marked failed below whatever the runner says
+        pass
+    give_up_now(store, row, "killed", reason, None)

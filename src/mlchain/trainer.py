@@ -13,7 +13,7 @@ from mlchain import contract
 from mlchain import trial as trials
 from mlchain.config import Settings
 from mlchain.errors import ConfigError, ContractError, TrainingFailed
-from mlchain.launch import MlflowRunSpec, await_trial, launch_trial
+from mlchain.launch import MlflowRunSpec, abandon_trial, await_trial, launch_trial
 from mlchain.repo_config import load_repo_config
 from mlchain.state import StateStore
 from mlchain.trial import Echo
@@ -81,10 +81,14 @@ def train_once(settings: Settings, path: Path, overrides: dict[str, Any], echo: 
                             git=trials.git_info(path), repo_name=name)
     store = StateStore(settings.state_db)
     store.upsert_trial(run_id, 1, params)
-    launch_trial(settings, store, run_id=run_id, number=1, framework=classification.framework,
-                 repo_dir=path, cfg=cfg, params=params, mlflow_run=MlflowRunSpec(name, f"{name}-trial-1", tags),
-                 job="mlchain-train", echo=echo)
-    row, outcome = await_trial(settings, store, run_id, 1, echo=echo)
+    try:
+        launch_trial(settings, store, run_id=run_id, number=1, framework=classification.framework,
+                     repo_dir=path, cfg=cfg, params=params, mlflow_run=MlflowRunSpec(name, f"{name}-trial-1", tags),
+                     job="mlchain-train", echo=echo)
+        row, outcome = await_trial(settings, store, run_id, 1, echo=echo)
+    except BaseException:  # Ctrl-C, or an error on the way: the training must not go on alone
+        abandon_trial(settings, store, run_id, 1, "mlchain train stopped waiting for it")
+        raise
     mlflow_run_id = row["mlflow_run_id"]
     if not outcome.succeeded and outcome.verdict.kind == "contract_error":
         said = contract.last_complaint(outcome.failure_log) or outcome.verdict.reason
