@@ -28,7 +28,8 @@ from pydantic import (
     model_validator,
 )
 
-from mlchain.contract import CONFIG_FILE, Framework
+from mlchain import gate
+from mlchain.contract import CONFIG_FILE, DEFAULT_METRIC, Framework
 from mlchain.errors import ConfigError, invalid_yaml, not_a_mapping
 
 
@@ -87,9 +88,9 @@ def threshold_problem(threshold: float, metric: str) -> str | None:
 class Budget(BaseModel):
     model_config = ConfigDict(extra="forbid", defer_build=True)
 
-    max_trials: TrialCount = 6
-    max_minutes: Minutes = 60.0
-    patience: Patience = 3
+    max_trials: TrialCount = gate.DEFAULT_MAX_TRIALS
+    max_minutes: Minutes = gate.DEFAULT_MAX_MINUTES
+    patience: Patience = gate.DEFAULT_PATIENCE
 
 
 class Notify(BaseModel):
@@ -112,9 +113,9 @@ class RepoConfig(BaseModel):
 
     entry: str = "train.py"
     framework: Framework | None = None
-    metric: str = "accuracy"
-    direction: Literal["maximize", "minimize"] = "maximize"
-    threshold: Threshold = 0.80
+    metric: str = DEFAULT_METRIC
+    direction: gate.Direction = gate.DEFAULT_DIRECTION
+    threshold: Threshold = gate.DEFAULT_THRESHOLD
     budget: Budget = Field(default_factory=Budget)
     params: dict[str, Any] = Field(default_factory=dict)
     search: dict[str, ParamSpec] = Field(default_factory=dict)
@@ -139,7 +140,7 @@ class RepoConfig(BaseModel):
     @field_validator("threshold")
     @classmethod
     def _threshold_fits_metric(cls, threshold: float, info: ValidationInfo) -> float:
-        problem = threshold_problem(threshold, info.data.get("metric", "accuracy"))
+        problem = threshold_problem(threshold, info.data.get("metric", DEFAULT_METRIC))
         if problem is not None:
             raise ValueError(problem)
         return threshold

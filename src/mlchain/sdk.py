@@ -71,7 +71,7 @@ def data_dir() -> Path:
 
 
 def metric_name() -> str:
-    return _env(contract.ENV_METRIC) or "accuracy"
+    return _env(contract.ENV_METRIC) or contract.DEFAULT_METRIC
 
 
 def params() -> dict[str, Any]:

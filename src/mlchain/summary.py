@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlchain import contract, outputs
+from mlchain import contract, gate, outputs
 from mlchain.errors import (
     EXIT_GATE_NOT_REACHED,
     ContractError,
@@ -245,20 +245,11 @@ def trial_record(row: dict[str, Any]) -> TrialRecord:
     )
 
 
-def pick_best(trials: list[TrialRecord], direction: str) -> TrialRecord | None:
-    scored = [t for t in trials if t.metric is not None]
-    if not scored:
-        return None
-    sign = 1.0 if direction == "maximize" else -1.0
-    key = lambda t: sign * float(t.metric or 0.0)
-    return max(scored, key=key)
-
-
 def build_summary(store: StateStore, run_id: str, settings: Settings) -> RunSummary:
     run = store.get_run(run_id)
     cfg = run.get("config") or {}
     trials = [trial_record(r) for r in store.trials(run_id)]
-    direction = cfg.get("direction", "maximize")
+    direction = cfg.get("direction", gate.DEFAULT_DIRECTION)  # no config: job1 refused mlchain.yaml
     events = store.events(run_id)
     recipients = (cfg.get("notify") or {}).get("recipients") or []
     if not recipients:
@@ -266,9 +257,10 @@ def build_summary(store: StateStore, run_id: str, settings: Settings) -> RunSumm
     return RunSummary(
         run_id=run_id, repo_name=run["repo_name"], repo_url=run["repo_url"], ref=run.get("ref"),
         commit=run.get("commit_sha"), status=run["status"], stop_reason=run.get("stop_reason"),
-        metric_name=cfg.get("metric", "accuracy"), threshold=float(cfg.get("threshold", 0.8)),
+        metric_name=cfg.get("metric", contract.DEFAULT_METRIC),
+        threshold=float(cfg.get("threshold", gate.DEFAULT_THRESHOLD)),
         direction=direction, framework=run.get("framework"), trials=trials,
-        best=pick_best(trials, direction), recipients=recipients, email=run.get("email"),
+        best=gate.best_of(trials, lambda t: t.metric, direction), recipients=recipients, email=run.get("email"),
         registered=run.get("registered"), failed_job=run.get("failed_job"),
         events=events, tracking_uri=settings.resolved_tracking_uri,
         mlflow_ui_url=settings.mlflow_ui_url, error=recorded_error(events), branch=run.get("branch"),

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlchain import outputs
+from mlchain import gate, outputs
 from mlchain.config import Settings
 
 if TYPE_CHECKING:
@@ -37,13 +37,13 @@ def client(settings: Settings) -> MlflowClient:
                             registry_uri=settings.registry_uri or settings.resolved_tracking_uri)
 
 
-def open_stores(settings: Settings) -> list[Any]:
-    """Build (and cache) the tracking and registry stores, for the engine's warm-up; their
-    SQLAlchemy engines (none for a store that is not a database)."""
+def open_stores(settings: Settings) -> None:
+    """Build (and so cache) the tracking and registry stores, for the engine's warm-up, through
+    public calls that each open their store (on a new SQLite file, creating its tables)."""
     c = client(settings)
     with _STORE_LOCK:
-        stores = [c._tracking_client.store, c._get_registry_client().store]
-    return [store.engine for store in stores if getattr(store, "engine", None) is not None]
+        c.search_experiments(max_results=1)
+        c.search_registered_models(max_results=1)
 
 
 def experiment_id(mlflow_client: MlflowClient, settings: Settings, name: str) -> str:
@@ -107,7 +107,7 @@ def model_uri(run_id: str) -> str:
 
 
 def register_best(settings: Settings, name: str, run_id: str, metric_name: str, metric: float,
-                  direction: str = "maximize") -> dict[str, Any]:
+                  direction: str = gate.DEFAULT_DIRECTION) -> dict[str, Any]:
     """Register the run's model under ``name``; move the alias ``champion`` only when it beats
     the current champion's metric."""
     from mlflow.exceptions import MlflowException
@@ -125,8 +125,7 @@ def register_best(settings: Settings, name: str, run_id: str, metric_name: str, 
         previous = float(champion.tags.get("mlchain.metric_value", "nan"))
     except MlflowException:
         champion = None
-    better = previous is None or math.isnan(previous) or (
-        metric > previous if direction == "maximize" else metric < previous)
+    better = previous is None or math.isnan(previous) or gate.better(metric, previous, direction)
     if better:
         c.set_registered_model_alias(name, "champion", version.version)
     return {"name": name, "version": int(version.version), "champion": better,

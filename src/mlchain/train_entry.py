@@ -55,7 +55,7 @@ def run() -> int:
     repo = Path(os.environ[contract.ENV_REPO_DIR])
     entry = repo / os.environ[contract.ENV_ENTRY]
     output = Path(os.environ[contract.ENV_OUTPUT_DIR])
-    metric = os.environ.get(contract.ENV_METRIC) or "accuracy"
+    metric = os.environ.get(contract.ENV_METRIC) or contract.DEFAULT_METRIC
     if not entry.is_file():
         return _fail(EXIT_CONTRACT, f"entry {entry.name} not found in the repository; "
                                     "add it, or set 'entry:' in mlchain.yaml")

@@ -9,11 +9,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from mlchain import contract, tracking
+from mlchain import contract
 from mlchain import trial as trials
 from mlchain.config import Settings
 from mlchain.errors import ConfigError, ContractError, TrainingFailed
+from mlchain.launch import MlflowRunSpec, abandon_trial, await_trial, launch_trial
 from mlchain.repo_config import load_repo_config
+from mlchain.state import StateStore
 from mlchain.trial import Echo
 
 
@@ -63,37 +65,31 @@ def repo_name_of(path: Path) -> str:
 
 
 def train_once(settings: Settings, path: Path, overrides: dict[str, Any], echo: Echo | None = None) -> TrainResult:
+    """One trial of the repository at ``path``, launched and waited for as the chain's job2 and
+    job3 do (so a training killed for a transient reason is restarted from its checkpoint)."""
     from mlchain.detect import classify_repo
-    from mlchain.runners.select import get_runner
 
     started = time.monotonic()
     settings.ensure_dirs()
     cfg = load_repo_config(path)
     classification = classify_repo(path)
     params = {**cfg.params, **overrides}
-    runner = get_runner(settings, echo=echo)
-    image = image_id = None
-    if runner.name == "docker":
-        from mlchain.images import ensure_image
-
-        ref = ensure_image(settings, classification.framework, echo=echo)
-        image, image_id = ref.tag, ref.image_id
     run_id = f"train-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    spec = trials.make_spec(settings, run_id=run_id, trial=1, framework=classification.framework,
-                            repo_dir=path, cfg=cfg, params=params, image=image, job="mlchain-train")
     name = repo_name_of(path)
     tags = trials.base_tags(run_id=run_id, trial=1, framework=classification.framework,
                             reasons=trials.reason_lines(classification),
                             git=trials.git_info(path), repo_name=name)
-    handle = runner.start(spec)  # training starts first; MLflow's import and run creation overlap it
-    mlflow_run_id = tracking.start_run(settings, name, f"{name}-trial-1", tags)
-    info = trials.wait_following(handle, echo, settings.train_timeout_s)
-    if handle.status() == "running":
-        handle.cancel()
-        info = handle.exit_info()
-    outcome = trials.collect(spec, info, hung_after_s=settings.hung_after_s)
-    trials.log_outcome(settings, mlflow_run_id, spec, outcome, runner=runner.name, image=image,
-                       image_id=image_id, restarts=0)
+    store = StateStore(settings.state_db)
+    store.upsert_trial(run_id, 1, params)
+    try:
+        launch_trial(settings, store, run_id=run_id, number=1, framework=classification.framework,
+                     repo_dir=path, cfg=cfg, params=params, mlflow_run=MlflowRunSpec(name, f"{name}-trial-1", tags),
+                     job="mlchain-train", echo=echo)
+        row, outcome = await_trial(settings, store, run_id, 1, echo=echo)
+    except BaseException:  # Ctrl-C, or an error on the way: the training must not go on alone
+        abandon_trial(settings, store, run_id, 1, "mlchain train stopped waiting for it")
+        raise
+    mlflow_run_id = row["mlflow_run_id"]
     if not outcome.succeeded and outcome.verdict.kind == "contract_error":
         said = contract.last_complaint(outcome.failure_log) or outcome.verdict.reason
         raise ContractError(f"the entry broke the training contract: {said};"
@@ -104,6 +100,6 @@ def train_once(settings: Settings, path: Path, overrides: dict[str, Any], echo: 
                              f" logged as MLflow run {mlflow_run_id}\n{outcome.failure_log or ''}",
                              hint="fix the training code and run again")
     return TrainResult(mlflow_run_id=mlflow_run_id, experiment=name, framework=classification.framework,
-                       runner=runner.name, image=image, params=params, metric_name=cfg.metric,
+                       runner=row["runner"], image=row["image"], params=params, metric_name=cfg.metric,
                        metric=outcome.metric, metrics=outcome.metrics, status=outcome.status,
                        duration_s=time.monotonic() - started)

@@ -7,7 +7,6 @@ import hashlib
 import json
 import shutil
 import subprocess
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from mlchain.config import Settings
 from mlchain.failures import Verdict, classify_exit
 from mlchain.repo_config import RepoConfig
 from mlchain.repo_config import data_dir as repo_data_dir
-from mlchain.runners.base import ExitInfo, TrainingHandle, TrialSpec, follow_log
+from mlchain.runners.base import ExitInfo, TrialSpec
 
 Echo = Callable[[str], None]
 LOG_TAIL_LINES = 30
@@ -114,20 +113,6 @@ def collect(spec: TrialSpec, info: ExitInfo, *, hung_after_s: float) -> TrialOut
     if verdict.kind == "completed" and metric is not None:
         return TrialOutcome("succeeded", verdict, float(metric), metrics, None, model_dir)
     return TrialOutcome("failed", verdict, None, metrics, tail or None)
-
-
-def wait_following(handle: TrainingHandle, echo: Echo | None, timeout: float | None) -> ExitInfo:
-    """Wait for training while its log streams to the console."""
-    if echo is None:
-        return handle.wait(timeout)
-    stop = threading.Event()
-    follower = threading.Thread(target=follow_log, args=(handle.spec.log_file, echo, stop), daemon=True)
-    follower.start()
-    try:
-        return handle.wait(timeout)
-    finally:
-        stop.set()
-        follower.join(timeout=5)
 
 
 def git_info(path: Path) -> dict[str, str]:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from mlchain.errors import ConfigError
+from mlchain.gate import DEFAULT_DIRECTION
 from mlchain.repo_config import ParamSpec
 
 if TYPE_CHECKING:
@@ -99,7 +100,7 @@ def open_storage(url: str) -> Any:
 class Search:
     """One study per repository and branch, in any Optuna storage (SQLite by default)."""
 
-    def __init__(self, storage: str, name: str, direction: str = "maximize", seed: int = 0) -> None:
+    def __init__(self, storage: str, name: str, direction: str = DEFAULT_DIRECTION, seed: int = 0) -> None:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -137,10 +138,7 @@ class Search:
         fitted = {k: params[k] for k in dists if k in params}
         if value is None or len(fitted) != len(dists):
             return False
-        try:
-            for k, dist in dists.items():
-                if not dist._contains(dist.to_internal_repr(fitted[k])):
-                    return False
+        try:  # create_trial refuses (ValueError) a value outside its distribution
             self.study.add_trial(optuna.trial.create_trial(params=fitted, distributions=dists, value=value))
         except (ValueError, TypeError):
             return False

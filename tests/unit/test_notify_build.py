@@ -317,3 +317,12 @@ def test_a_passing_run_without_a_saved_model_says_so() -> None:
     text = build_message(run, Settings(home=Path("/tmp/unused"))).get_body(("plain",)).get_content()
     assert f"Note        {note}" in text
     assert "Registered model" not in text
+
+
+def test_trial_rows_mark_the_trials_that_meet_the_gate_in_its_direction() -> None:
+    s = passing()
+    s.direction, s.metric_name, s.threshold = "minimize", "rmse", 0.79
+    rows = [build_mod._row(t, s, None) for t in s.trials]
+    assert [r.meets_gate for r in rows] == [True, False, False]  # 0.7412 <= 0.79; 0.7901 and 0.97123 are not
+    s.direction = "maximize"
+    assert [build_mod._row(t, s, None).meets_gate for t in s.trials] == [False, True, True]

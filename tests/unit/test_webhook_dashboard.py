@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 
 from mlchain.webhook.dashboard import (
     JOBS,
+    best_metric,
     job_states,
     merge_runs,
     metric_chart_svg,
@@ -92,6 +94,21 @@ def test_chart_is_an_svg_with_points_threshold_and_escaped_name() -> None:
     assert "no accuracy" in metric_chart_svg([], 0.8, "accuracy")
     one = metric_chart_svg([{"number": 1, "metric": 0.8}], None, "accuracy")
     assert one.count("<circle") == 1
+
+
+def test_chart_colours_each_point_by_the_gate_in_the_metrics_direction() -> None:
+    trials = [{"number": 1, "metric": 0.30}, {"number": 2, "metric": 0.10}]
+    low_is_good = metric_chart_svg(trials, 0.2, "rmse", "minimize")
+    assert re.findall(r'class="(pt-ok|pt-low)"', low_is_good) == ["pt-low", "pt-ok"]
+    high_is_good = metric_chart_svg(trials, 0.2, "accuracy")
+    assert re.findall(r'class="(pt-ok|pt-low)"', high_is_good) == ["pt-ok", "pt-low"]
+
+
+def test_the_best_metric_follows_the_direction() -> None:
+    trials: list[dict[str, Any]] = [{"metric": 0.3}, {"metric": None}, {"metric": 0.1}, {}]
+    assert best_metric(trials, "maximize") == 0.3
+    assert best_metric(trials, "minimize") == 0.1
+    assert best_metric([{"metric": None}], "maximize") is None
 
 
 def test_read_tail(tmp_path: Any) -> None:

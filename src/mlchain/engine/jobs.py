@@ -23,6 +23,7 @@ from mlchain import gate, tracking, tweak
 from mlchain import trial as trials
 from mlchain.config import Settings
 from mlchain.errors import ConfigError, EngineError, GitError, MlchainError, NotFound
+from mlchain.launch import MlflowRunSpec, await_trial, ensure_mlflow_run, launch_trial
 from mlchain.repo_config import RepoConfig, load_repo_config, with_overrides
 from mlchain.runners.base import TrialSpec
 from mlchain.state import TERMINAL_RUN_STATUSES, StateStore
@@ -135,7 +136,6 @@ def job_pull(settings: Settings, env: BuildEnv, echo: Echo) -> int:
 
 def job_classify(settings: Settings, env: BuildEnv, echo: Echo) -> int:
     from mlchain.detect import classify_repo
-    from mlchain.runners.select import get_runner
 
     store = StateStore(settings.state_db)
     run_id, number = env.run_id, env.trial
@@ -157,46 +157,30 @@ def job_classify(settings: Settings, env: BuildEnv, echo: Echo) -> int:
     write_properties(env, RUN_ID=run_id, TRIAL=number)
     if row.get("handle_ref"):
         echo(f"trial {number} was launched already ({row['runner']} {row['handle_ref']}); not launching again")
-        _ensure_mlflow_run(settings, store, run, number)
+        ensure_mlflow_run(settings, store, run_id, number, _mlflow_run(run, number))
         return 0
     echo(f"trial {number} params: {row['params']}")
-    runner = get_runner(settings, echo=echo)
-    image = image_id = None
-    if runner.name == "docker":
-        from mlchain.images import ensure_image
-
-        ref = ensure_image(settings, framework, echo=echo)
-        image, image_id = ref.tag, ref.image_id
-    spec = trials.make_spec(settings, run_id=run_id, trial=number, framework=framework, repo_dir=src, cfg=cfg,
-                            params=row["params"], image=image)
-    store.update_trial(run_id, number, runner=runner.name, image=image, image_id=image_id, spec=spec.to_json(),
-                       status="running", started_at=time.time())
-    handle = runner.start(spec)  # training starts first; the MLflow run is created while it imports
-    store.update_trial(run_id, number, handle_ref=handle.ref)
-    _ensure_mlflow_run(settings, store, store.get_run(run_id), number)
-    echo(f"trial {number} launched: {runner.name} {handle.ref}" + (f" in image {image}" if image else ""))
+    row = launch_trial(settings, store, run_id=run_id, number=number, framework=framework, repo_dir=src, cfg=cfg,
+                       params=row["params"], mlflow_run=_mlflow_run(store.get_run(run_id), number),
+                       job="job2-classify", echo=echo)
+    echo(f"trial {number} launched: {row['runner']} {row['handle_ref']}"
+         + (f" in image {row['image']}" if row["image"] else ""))
     return 0
 
 
-def _ensure_mlflow_run(settings: Settings, store: StateStore, run: Mapping[str, Any], number: int) -> None:
-    """One MLflow run per trial, created once; restarts log into the same run."""
-    row = store.get_trial(run["run_id"], number)
-    if row is None or row.get("mlflow_run_id"):
-        return
+def _mlflow_run(run: Mapping[str, Any], number: int) -> MlflowRunSpec:
+    """The MLflow run of a chain's trial: in the repository's experiment, tagged with the run's facts."""
     tags = trials.base_tags(run_id=run["run_id"], trial=number, framework=run["framework"],
                             reasons=trials.reason_lines_from_dict(run.get("classification")),
                             git={"commit": run.get("commit_sha") or "", "remote": run["repo_url"]},
                             repo_name=run["repo_name"])
     name = run["repo_name"]
-    mlflow_run_id = tracking.start_run(settings, name, f"{name}-{run['run_id']}-trial-{number}", tags)
-    store.update_trial(run["run_id"], number, mlflow_run_id=mlflow_run_id)
+    return MlflowRunSpec(name, f"{name}-{run['run_id']}-trial-{number}", tags)
 
 
 # --- job3 ---------------------------------------------------------------------------
 
 def job_train(settings: Settings, env: BuildEnv, echo: Echo) -> int:
-    from mlchain.monitor import supervise_trial
-
     store = StateStore(settings.state_db)
     run_id, number = env.run_id, env.trial
     write_properties(env, RUN_ID=run_id, TRIAL=number)
@@ -206,15 +190,8 @@ def job_train(settings: Settings, env: BuildEnv, echo: Echo) -> int:
     if row.get("finished_at"):
         echo(f"trial {number} was collected already: {row['status']}")
         return 0
-    outcome = supervise_trial(settings, store, run_id, number, echo=echo)
-    row = store.get_trial(run_id, number)
-    assert row is not None
+    row, outcome = await_trial(settings, store, run_id, number, echo=echo)
     spec = TrialSpec.from_json(row["spec"])
-    trials.log_outcome(settings, row["mlflow_run_id"], spec, outcome, runner=row["runner"], image=row["image"],
-                       image_id=row["image_id"], restarts=row["restarts"])
-    store.update_trial(run_id, number, status=outcome.status, metric=outcome.metric, metrics=outcome.metrics,
-                       failure_kind=None if outcome.succeeded else outcome.verdict.kind,
-                       failure_log=outcome.failure_log, finished_at=time.time())
     shown = f"{outcome.metric:.4f}" if outcome.metric is not None else "-"
     echo(f"trial {number}: {outcome.status} ({outcome.verdict.reason}); {spec.metric} = {shown};"
          f" MLflow run {row['mlflow_run_id']}")

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import jinja2
 
+from mlchain.gate import comparison, passes
+
 if TYPE_CHECKING:
     from mlchain.config import Settings
     from mlchain.summary import RunSummary, TrialRecord
@@ -112,9 +114,9 @@ def subject_line(summary: RunSummary) -> str:
     threshold = fmt_threshold(summary.threshold)
     if summary.passed and best is not None and best.metric is not None:
         return _one_line(f"[mlchain] {label} {where}: {summary.metric_name} {fmt_metric(best.metric)}"
-                         f" {_op(summary, True)} {threshold} (trial {best.number} of {count})")
+                         f" {comparison(summary.direction, passed=True)} {threshold} (trial {best.number} of {count})")
     if best is not None and best.metric is not None:
-        reached = f"best {fmt_metric(best.metric)} {_op(summary, False)} {threshold}"
+        reached = f"best {fmt_metric(best.metric)} {comparison(summary.direction, passed=False)} {threshold}"
     else:
         reached = f"no {summary.metric_name} reached"
     reason = _short_reason(summary)
@@ -141,7 +143,7 @@ def message_context(summary: RunSummary) -> dict[str, Any]:
         "repo_link": strip_userinfo(summary.repo_url) if re.match(r"https?://", summary.repo_url) else None,
         "commit": (summary.commit or "")[:12] or None,
         "threshold": fmt_threshold(summary.threshold),
-        "op_pass": _op(summary, True),
+        "op_pass": comparison(summary.direction, passed=True),
         "best": best,
         "best_metric": fmt_metric(best.metric) if best is not None else None,
         "best_params": [(k, fmt_value(v)) for k, v in sorted(best.params.items())] if best else [],
@@ -172,10 +174,10 @@ def headline(summary: RunSummary) -> str:
         reached = f"No trial produced {summary.metric_name} ({trials} run)."
     elif summary.passed:
         reached = (f"Trial {best.number} reached {summary.metric_name} {fmt_metric(best.metric)}"
-                   f" {_op(summary, True)} {threshold} after {trials}.")
+                   f" {comparison(summary.direction, passed=True)} {threshold} after {trials}.")
     else:
         reached = (f"The best {summary.metric_name} was {fmt_metric(best.metric)} (trial {best.number})"
-                   f" {_op(summary, False)} {threshold}, after {trials}.")
+                   f" {comparison(summary.direction, passed=False)} {threshold}, after {trials}.")
     why = f" The loop stopped: {summary.stop_reason}." if summary.stop_reason else ""
     where = f" Failed job: {summary.failed_job}." if summary.failed_job else ""
     return reached + why + where
@@ -243,20 +245,6 @@ def strip_userinfo(url: str) -> str:
 
 # Helpers ---------------------------------------------------------------------
 
-def _op(summary: RunSummary, passed: bool) -> str:
-    if summary.direction == "minimize":
-        return "<=" if passed else ">"
-    return ">=" if passed else "<"
-
-
-def _meets(summary: RunSummary, metric: float | None) -> bool:
-    if metric is None:
-        return False
-    if summary.direction == "minimize":
-        return metric <= summary.threshold
-    return metric >= summary.threshold
-
-
 def _short_reason(summary: RunSummary) -> str | None:
     """'max_trials reached (6)' -> 'max_trials reached': the subject already says how many."""
     if summary.stop_reason:
@@ -272,7 +260,7 @@ def _row(trial: TrialRecord, summary: RunSummary, ui: str | None) -> TrialRow:
     short = params if len(params) <= PARAMS_TEXT_WIDTH else params[:PARAMS_TEXT_WIDTH - 3] + "..."
     return TrialRow(
         number=trial.number, status=status, failed=trial.status == "failed" or bool(trial.failure_kind),
-        metric=fmt_metric(trial.metric), meets_gate=_meets(summary, trial.metric), restarts=trial.restarts,
+        metric=fmt_metric(trial.metric), meets_gate=passes(trial.metric, summary.threshold, summary.direction), restarts=trial.restarts,
         duration=fmt_duration(trial.duration_s), params=params, params_short=short,
         run_id=trial.mlflow_run_id, run_url=_run_url(ui, trial.mlflow_run_id),
         is_best=summary.best is not None and trial.number == summary.best.number,

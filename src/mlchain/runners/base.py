@@ -40,7 +40,7 @@ class TrialSpec:
     output_dir: Path        # the training's: metrics.json, progress.jsonl, model/ (see host_dir)
     checkpoint_dir: Path    # keyed by trial; survives restarts
     data_dir: Path          # read-only
-    metric: str = "accuracy"
+    metric: str = contract.DEFAULT_METRIC
     attempt: int = 1
     image: str | None = None
     job: str = "job2-classify"

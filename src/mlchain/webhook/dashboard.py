@@ -22,8 +22,9 @@ from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader
 from markupsafe import Markup
 
+from mlchain import contract
 from mlchain.errors import NotFound
-from mlchain.gate import passes
+from mlchain.gate import DEFAULT_DIRECTION, best_of, passes
 from mlchain.state import TERMINAL_RUN_STATUSES, StateStore
 from mlchain.webhook.queue import WebhookQueue
 
@@ -84,10 +85,13 @@ def job_states(run_status: str, builds: Sequence[dict[str, Any]],
 
 
 def best_metric(trials: Sequence[dict[str, Any]], direction: str) -> float | None:
-    values = [t["metric"] for t in trials if isinstance(t.get("metric"), (int, float))]
-    if not values:
-        return None
-    return max(values) if direction != "minimize" else min(values)
+    best = best_of(trials, _metric_of, direction)
+    return _metric_of(best) if best is not None else None
+
+
+def _metric_of(trial: dict[str, Any]) -> float | None:
+    metric = trial.get("metric")
+    return float(metric) if isinstance(metric, (int, float)) else None
 
 
 def met(metric: float | None, threshold: float | None, direction: str) -> bool | None:
@@ -111,7 +115,7 @@ def run_item(run: dict[str, Any] | None, entry: dict[str, Any] | None) -> dict[s
         # running with no engine record yet: the chain process is starting
         status = entry["status"] if entry["status"] != "finished" else (entry.get("result") or "failed")
     config = (run or {}).get("config") or {}
-    direction = config.get("direction", "maximize")
+    direction = config.get("direction", DEFAULT_DIRECTION)
     trials = (run or {}).get("trials") or []
     metric = best_metric(trials, direction)
     threshold = config.get("threshold")
@@ -136,7 +140,7 @@ def run_item(run: dict[str, Any] | None, entry: dict[str, Any] | None) -> dict[s
         "trial": max((t["number"] for t in trials), default=None),
         "trials_count": len(trials),
         "metric": metric,
-        "metric_name": config.get("metric", "accuracy"),
+        "metric_name": config.get("metric", contract.DEFAULT_METRIC),
         "threshold": threshold,
         "direction": direction,
         "met": met(metric, threshold, direction),
@@ -172,7 +176,7 @@ def _fmt(v: float) -> str:
 
 
 def metric_chart_svg(trials: Sequence[dict[str, Any]], threshold: float | None, metric_name: str,
-                     width: int = 640, height: int = 240) -> str:
+                     direction: str = DEFAULT_DIRECTION, width: int = 640, height: int = 240) -> str:
     """The metric per trial as an inline SVG (server-side: no JavaScript library)."""
     points = [(int(t["number"]), float(t["metric"])) for t in trials
               if isinstance(t.get("metric"), (int, float)) and math.isfinite(float(t["metric"]))]
@@ -211,7 +215,7 @@ def metric_chart_svg(trials: Sequence[dict[str, Any]], threshold: float | None, 
     path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in points)
     parts.append(f'<polyline points="{path}" class="line"/>')
     for x, y in points:
-        ok = threshold is None or y >= threshold
+        ok = threshold is None or passes(y, threshold, direction)
         parts.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="4" class="{"pt-ok" if ok else "pt-low"}">'
                      f'<title>trial {x}: {name} {_fmt(y)}</title></circle>')
     parts.append(f'<text x="14" y="{top + ph / 2:.1f}" transform="rotate(-90 14 {top + ph / 2:.1f})"'
@@ -301,7 +305,7 @@ def index(request: Request) -> HTMLResponse:
 def run_page(request: Request, run_id: str) -> HTMLResponse:
     run = _data(request).run(run_id)
     # metric_chart_svg escapes the only text it takes (the metric name); the rest are numbers
-    chart = Markup(metric_chart_svg(run["trials"], run["threshold"], run["metric_name"]))
+    chart = Markup(metric_chart_svg(run["trials"], run["threshold"], run["metric_name"], run["direction"]))
     return _render("run.html", run=run, chart=chart, refresh=run["active"], jobs=JOBS)
 
 
