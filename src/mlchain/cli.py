@@ -46,8 +46,11 @@ class CommandFailed(click.ClickException):
 
     def __init__(self, error: MlchainError) -> None:
         super().__init__(error.format_message())
-        self.exit_code = error.exit_code
         self.error = error
+
+    @property  # click's is a class variable; this error's is its own
+    def exit_code(self) -> int:  # type: ignore[override]
+        return self.error.exit_code
 
 
 class MlchainGroup(click.Group):

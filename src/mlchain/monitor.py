@@ -273,7 +273,7 @@ def _restart(settings: Settings, store: StateStore, row: dict[str, Any], spec: T
                             f" ({exc.message.splitlines()[0]}); will look again")
         return "waiting"
     _unreachable.discard((run_id, number))
-    new_spec = replace(spec, attempt=spec.attempt + 1, job="job6-monitor")
+    new_spec = replace(spec, attempt=spec.attempt + 1, job="monitor")
     if not claim_restart(store, run_id, number, row["attempt"], spec=new_spec.to_json(),
                          handle_ref=f"{LAUNCHING}{now:.3f}", next_restart_at=None, failure_kind=None,
                          failure_log=None):

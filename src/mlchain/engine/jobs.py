@@ -35,7 +35,6 @@ PROPERTIES_FILE = "mlchain.properties"
 EXIT_UNSTABLE = 75
 NO_MODEL_NOTE = ("no model was saved: the best trial reported {metric} but never called sdk.save_model(model);"
                  " call it at the end of training (after sdk.report) so the model can be registered")
-JOB_NAMES = {"classify": "job2-classify", "train": "job3-train", "gate": "job4-gate"}
 
 
 class BuildEnv:
@@ -120,7 +119,7 @@ def job_pull(settings: Settings, env: BuildEnv, echo: Echo) -> int:
         cfg = resolved_config(settings, load_repo_config(src))
     except ConfigError as exc:
         store.update_run(run_id, status="failed", stop_reason=f"invalid mlchain.yaml: {exc.reason}",
-                         failed_job=env.get("JOB_NAME", "job1-pull"), finished_at=time.time())
+                         failed_job=env.get("JOB_NAME", "pull"), finished_at=time.time())
         raise
     branch = store.get_run(run_id).get("branch") or env.get("REF") or None  # a webhook run names its branch
     store.update_run(run_id, status="running", commit_sha=commit or None, src_dir=str(src),

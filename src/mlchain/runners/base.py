@@ -43,7 +43,7 @@ class TrialSpec:
     metric: str = "accuracy"
     attempt: int = 1
     image: str | None = None
-    job: str = "job2-classify"
+    job: str = "classify"  # the role (`mlchain job ROLE`) that launched this attempt: a container label
 
     @property
     def host_dir(self) -> Path:
