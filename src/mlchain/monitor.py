@@ -28,6 +28,7 @@ from mlchain import contract, outputs
 from mlchain.config import Settings
 from mlchain.errors import RunnerUnavailable
 from mlchain.failures import FailureKind, Verdict, classify_exit, heartbeat_age
+from mlchain.fileio import tail_text
 from mlchain.runners.base import (
     LABEL_ATTEMPT,
     LABEL_RUN,
@@ -36,8 +37,6 @@ from mlchain.runners.base import (
     TrainingHandle,
     TrialSpec,
     follow_log,
-    read_tail,
-    tail_lines,
 )
 from mlchain.state import StateStore, claim_restart
 from mlchain.trial import LOG_TAIL_LINES, TrialOutcome, collect
@@ -143,7 +142,7 @@ def resume_point(spec: TrialSpec) -> str:
 
 
 def _log_tail(spec: TrialSpec, n: int = LOG_TAIL_LINES) -> list[str]:
-    return tail_lines(read_tail(spec.log_file), n)
+    return tail_text(spec.log_file, n).splitlines()
 
 
 # --- the run state, compare-and-set on the attempt -------------------------------------

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from mlchain import trial as trials
 from mlchain.config import Settings
 from mlchain.errors import ConfigError, ContractError, TrainingFailed
 from mlchain.repo_config import load_repo_config
+from mlchain.runids import new_run_id
 from mlchain.trial import Echo
 
 
@@ -78,7 +78,7 @@ def train_once(settings: Settings, path: Path, overrides: dict[str, Any], echo: 
 
         ref = ensure_image(settings, classification.framework, echo=echo)
         image, image_id = ref.tag, ref.image_id
-    run_id = f"train-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    run_id = new_run_id("train-")
     spec = trials.make_spec(settings, run_id=run_id, trial=1, framework=classification.framework,
                             repo_dir=path, cfg=cfg, params=params, image=image, job="mlchain-train")
     name = repo_name_of(path)

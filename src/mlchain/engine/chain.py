@@ -6,8 +6,6 @@ import json
 import os
 import sys
 import threading
-import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +17,9 @@ from mlchain.engine.local import LocalEngine
 from mlchain.errors import EngineError, GitError
 from mlchain.gitrefs import LOCAL_SCHEME, require_clone_url, require_ref
 from mlchain.jobdefs import default_jobs_dir
+from mlchain.runids import new_run_id
 from mlchain.state import TERMINAL_RUN_STATUSES, StateStore
 from mlchain.summary import RunSummary, build_summary
-
-
-def new_run_id() -> str:
-    return f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
 
 def repo_url_of(settings: Settings, repo: str, echo: Any = print) -> str:

@@ -23,6 +23,7 @@ from mlchain import gate, tracking, tweak
 from mlchain import trial as trials
 from mlchain.config import Settings
 from mlchain.errors import ConfigError, EngineError, GitError, MlchainError, NotFound
+from mlchain.fileio import atomic_write
 from mlchain.repo_config import RepoConfig, load_repo_config, with_overrides
 from mlchain.runners.base import TrialSpec
 from mlchain.state import TERMINAL_RUN_STATUSES, StateStore
@@ -71,11 +72,7 @@ class BuildEnv:
 
 def write_properties(env: BuildEnv, **values: object) -> None:
     lines = [f"{k}={v}" for k, v in values.items()]
-    path = env.workspace / PROPERTIES_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    atomic_write(env.workspace / PROPERTIES_FILE, "\n".join(lines) + "\n", mode=0o644)
 
 
 def repo_name_from_url(url: str) -> str:

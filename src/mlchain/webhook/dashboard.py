@@ -23,6 +23,7 @@ from jinja2 import Environment, FileSystemLoader
 from markupsafe import Markup
 
 from mlchain.errors import NotFound
+from mlchain.fileio import read_tail_bytes
 from mlchain.gate import passes
 from mlchain.state import TERMINAL_RUN_STATUSES, StateStore
 from mlchain.webhook.queue import WebhookQueue
@@ -221,16 +222,10 @@ def metric_chart_svg(trials: Sequence[dict[str, Any]], threshold: float | None, 
 
 def read_tail(path: str | None, limit: int = LOG_TAIL_BYTES) -> str | None:
     """The end of a console log (None when there is none); a cut start is marked."""
-    if not path:
+    read = read_tail_bytes(path, limit) if path else None
+    if read is None:
         return None
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, 2)
-            size = f.tell()
-            f.seek(max(size - limit, 0))
-            data = f.read()
-    except OSError:
-        return None
+    data, size = read
     text = data.decode("utf-8", "replace")
     return text if size <= limit else f"[... {size - limit} bytes before ...]\n{text}"
 
