@@ -57,8 +57,15 @@ class MlchainGroup(click.Group):
     """The one place where an MlchainError becomes click's: whoever calls the group (``main``,
     click's own standalone mode, a test's CliRunner) sees the error's message and exit code."""
 
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
+        try:  # the group's own options
+            return super().make_context(info_name, args, parent, **extra)
+        except MlchainError as exc:
+            raise CommandFailed(exc) from exc
+
     def invoke(self, ctx: click.Context) -> Any:
-        try:
+        try:  # the subcommand's options and body
             return super().invoke(ctx)
         except MlchainError as exc:
             raise CommandFailed(exc) from exc

@@ -59,3 +59,13 @@ def test_click_runner_sees_the_error_exit_code(failing_command: str) -> None:
 def test_usage_error_keeps_click_exit_code(capsys) -> None:
     assert cli_module.main(["no-such-command"]) == 2
     assert "No such command" in capsys.readouterr().err
+
+
+def test_a_real_command_error_through_main_and_click_runner(tmp_path, capsys) -> None:
+    home = tmp_path / "home"
+    assert cli_module.main(["--home", str(home), "resume", "no-such-run"]) == 9
+    err = capsys.readouterr().err
+    assert err.count("no run 'no-such-run'") == 1 and "\n  fix: check the id" in err
+    result = CliRunner().invoke(cli_module.cli, ["--home", str(home), "resume", "no-such-run"])
+    assert result.exit_code == 9 and "no run 'no-such-run'" in result.output
+    assert isinstance(result.exception, SystemExit)  # click's own ending, not an escaped exception
