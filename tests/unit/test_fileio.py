@@ -106,3 +106,18 @@ def test_tail_text_and_last_lines(tmp_path: Path) -> None:
     assert tail_text(log, 10, max_bytes=9) == "d \ufffd byte"
     assert last_lines("a\nb\nc", 2) == ["b", "c"]
     assert last_lines("a\nb", 0) == []
+
+
+def test_the_sdk_with_its_file_helpers_needs_only_the_standard_library() -> None:
+    import subprocess
+    import sys
+
+    import mlchain
+
+    src = Path(mlchain.__file__).parent.parent
+    code = "import sys, mlchain.sdk; print(sorted(m for m in sys.modules if m.startswith('mlchain')))"
+    # -S: no site-packages, so any third-party import fails
+    done = subprocess.run([sys.executable, "-S", "-c", code], env={"PYTHONPATH": str(src)},
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['mlchain', 'mlchain.contract', 'mlchain.fileio', 'mlchain.sdk']"
