@@ -1,7 +1,8 @@
 """The command line: one click group, one subcommand per job. Thin: parse, call, print.
 
-Errors are MlchainError subclasses (each with its exit code); :func:`main` prints
-them once, without a traceback, and exits with their code. Heavy modules (mlflow,
+Errors are MlchainError subclasses (each with its exit code), which know nothing of
+click: :class:`MlchainGroup` maps them to a click exception with the same message and
+exit code, and :func:`main` prints it once, without a traceback, and exits with that code. Heavy modules (mlflow,
 docker, optuna, tensorflow) are imported inside the commands that need them, so that
 `mlchain --help` and the small jobs do not load them.
 """
@@ -40,7 +41,37 @@ class Context:
 pass_ctx = click.make_pass_decorator(Context)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class CommandFailed(click.ClickException):
+    """An MlchainError as click shows it: its message (with its fix) and its exit code."""
+
+    def __init__(self, error: MlchainError) -> None:
+        super().__init__(error.format_message())
+        self.error = error
+
+    @property  # click's is a class variable; this error's is its own
+    def exit_code(self) -> int:  # type: ignore[override]
+        return self.error.exit_code
+
+
+class MlchainGroup(click.Group):
+    """The one place where an MlchainError becomes click's: whoever calls the group (``main``,
+    click's own standalone mode, a test's CliRunner) sees the error's message and exit code."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
+        try:  # the group's own options
+            return super().make_context(info_name, args, parent, **extra)
+        except MlchainError as exc:
+            raise CommandFailed(exc) from exc
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:  # the subcommand's options and body
+            return super().invoke(ctx)
+        except MlchainError as exc:
+            raise CommandFailed(exc) from exc
+
+
+@click.group(cls=MlchainGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mlchain")
 @click.option("--home", type=click.Path(path_type=Path), default=None,
               help="State folder (MLCHAIN_HOME; default ./.mlchain).")
@@ -281,9 +312,9 @@ def jenkins_trigger(ctx: Context, repo_url: str, ref: str) -> None:
     click.echo(jk.trigger(settings, repo_url, require_ref(ref, source="REF")))
 
 
-def _message(exc: Exception) -> str:
+def _message(exc: click.ClickException | MlchainError) -> str:
     """An error's message as the user reads it (with its fix, for an MlchainError)."""
-    return exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
+    return exc.format_message()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -291,11 +322,11 @@ def main(argv: list[str] | None = None) -> int:
     printed here, once, without a traceback, and ends the process with its own exit code."""
     try:
         code = cli.main(args=sys.argv[1:] if argv is None else argv, prog_name="mlchain", standalone_mode=False)
-    except click.ClickException as exc:  # usage errors and every MlchainError
-        exc.show()
-        return exc.exit_code
-    except MlchainError as exc:  # the same, should the hierarchy stop deriving from click's
+    except MlchainError as exc:  # raised outside a command (MlchainGroup maps those inside)
         click.echo(f"Error: {_message(exc)}", err=True)
+        return exc.exit_code
+    except click.ClickException as exc:  # usage errors and every MlchainError of a command
+        exc.show()
         return exc.exit_code
     except click.exceptions.Abort:  # Ctrl-C, or end of input at a prompt
         click.echo("Aborted!", err=True)

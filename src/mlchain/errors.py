@@ -2,18 +2,17 @@
 
 The CLI prints an error once, at the top; code below it raises and never prints.
 Exit codes are distinct per kind so that scripts (and Jenkins) can tell them apart.
+Nothing here knows the CLI's library: cli.py maps these errors to its exceptions.
 """
 
 from __future__ import annotations
-
-import click
 
 # `mlchain run` when the budget was spent without reaching the gate: not an error of any
 # kind below (the chain worked), yet a script or a CI step must be able to tell.
 EXIT_GATE_NOT_REACHED = 15
 
 
-class MlchainError(click.ClickException):
+class MlchainError(Exception):
     """Base class: a message that says what was wrong and how to fix it."""
 
     exit_code = 1
@@ -21,7 +20,15 @@ class MlchainError(click.ClickException):
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         self.reason = message  # what was wrong, without the hint
         self.hint = hint
-        super().__init__(message if hint is None else f"{message}\n  fix: {hint}")
+        self.message = message if hint is None else f"{message}\n  fix: {hint}"  # as the user reads it
+        super().__init__(self.message)
+
+    def format_message(self) -> str:
+        """What was wrong and, on its own line, how to fix it."""
+        return self.message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class ConfigError(MlchainError):

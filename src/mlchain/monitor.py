@@ -28,6 +28,7 @@ from mlchain import contract, outputs
 from mlchain.config import Settings
 from mlchain.errors import RunnerUnavailable
 from mlchain.failures import FailureKind, Verdict, classify_exit, heartbeat_age
+from mlchain.fileio import tail_text
 from mlchain.runners.base import (
     LABEL_ATTEMPT,
     LABEL_RUN,
@@ -36,8 +37,6 @@ from mlchain.runners.base import (
     TrainingHandle,
     TrialSpec,
     follow_log,
-    read_tail,
-    tail_lines,
 )
 from mlchain.state import StateStore, claim_restart
 from mlchain.trial import LOG_TAIL_LINES, TrialOutcome, collect
@@ -143,7 +142,7 @@ def resume_point(spec: TrialSpec) -> str:
 
 
 def _log_tail(spec: TrialSpec, n: int = LOG_TAIL_LINES) -> list[str]:
-    return tail_lines(read_tail(spec.log_file), n)
+    return tail_text(spec.log_file, n).splitlines()
 
 
 # --- the run state, compare-and-set on the attempt -------------------------------------
@@ -273,7 +272,7 @@ def _restart(settings: Settings, store: StateStore, row: dict[str, Any], spec: T
                             f" ({exc.message.splitlines()[0]}); will look again")
         return "waiting"
     _unreachable.discard((run_id, number))
-    new_spec = replace(spec, attempt=spec.attempt + 1, job="job6-monitor")
+    new_spec = replace(spec, attempt=spec.attempt + 1, job="monitor")
     if not claim_restart(store, run_id, number, row["attempt"], spec=new_spec.to_json(),
                          handle_ref=f"{LAUNCHING}{now:.3f}", next_restart_at=None, failure_kind=None,
                          failure_log=None):

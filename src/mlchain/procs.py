@@ -1,5 +1,5 @@
 """Processes: is one alive, and waiting for one to end (one answer for the runners, the
-engine and the webhook service)."""
+engine and the webhook service); the one reader of Linux's /proc files."""
 
 from __future__ import annotations
 
@@ -10,6 +10,34 @@ from collections.abc import Iterable
 from pathlib import Path
 
 
+def proc_stat(pid: int | str) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (which may hold spaces and
+    parentheses): index 0 is the state (field 3 of proc(5)), index N is field N + 3.
+    ``pid`` may be "self". None without such a process, or without /proc."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    _, paren, rest = text.rpartition(")")
+    return rest.split() if paren else None
+
+
+def proc_cmdline(pid: int) -> list[bytes] | None:
+    """The arguments of a process (/proc/PID/cmdline); None without it, or without /proc."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return raw.rstrip(b"\0").split(b"\0") if raw else []
+
+
+def proc_start_time(pid: int | str) -> str | None:
+    """When a process started (clock ticks since boot, field 22): with its pid, names one
+    process even after the pid is reused."""
+    fields = proc_stat(pid)
+    return fields[22 - 3] if fields is not None and len(fields) > 22 - 3 else None
+
+
 def pid_alive(pid: int) -> bool:
     """True while ``pid`` runs; a zombie counts as dead (it has exited, its parent has not reaped it)."""
     try:
@@ -18,11 +46,10 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True  # someone else's process, but alive
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
+    fields = proc_stat(pid)
+    if not fields:
         return True  # no /proc (not Linux): the signal said it exists
-    return state != "Z"
+    return fields[0] != "Z"
 
 
 def wait_for_exit(pid: int, timeout_s: float | None) -> None:
@@ -58,7 +85,7 @@ def hide_environment(names: Iterable[str]) -> None:
     if sys.platform != "linux":
         return
     try:
-        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        fields = proc_stat("self") or []
         start, end = int(fields[50 - 3]), int(fields[51 - 3])  # env_start, env_end (fields 50, 51)
         with open("/proc/self/mem", "r+b", buffering=0) as mem:
             mem.seek(start)

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mlchain import contract
+from mlchain.fileio import atomic_write, fsync_dir
 
 _params_cache: dict[str, Any] | None = None
 
@@ -94,17 +95,6 @@ def params_hash(values: Mapping[str, Any] | None = None) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write then rename, so a kill never leaves half a file behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def log_epoch(epoch: int, epochs: int | None = None, **metrics: float) -> None:
     """One progress line per epoch: printed (the console) and appended to progress.jsonl
     (the learning curve, and the heartbeat the monitor uses to tell a hung trial)."""
@@ -133,7 +123,7 @@ def report(metrics: Mapping[str, Any]) -> Path:
     if dropped:
         raise ValueError(f"report() takes numbers only; not numbers: {', '.join(dropped)}")
     path = output_dir() / contract.METRICS_FILE
-    atomic_write_text(path, json.dumps(clean, indent=2, sort_keys=True))
+    atomic_write(path, json.dumps(clean, indent=2, sort_keys=True))
     return path
 
 
@@ -143,7 +133,7 @@ def record_data(*arrays: Any, source: str = "") -> str:
     for array in arrays:
         digest.update(memoryview(array).tobytes() if hasattr(array, "__array__") else repr(array).encode())
     fingerprint = digest.hexdigest()[:16]
-    atomic_write_text(output_dir() / "data.json", json.dumps({"hash": fingerprint, "source": source}))
+    atomic_write(output_dir() / "data.json", json.dumps({"hash": fingerprint, "source": source}))
     return fingerprint
 
 
@@ -329,14 +319,14 @@ class CheckpointFolder:
                     os.fsync(fh.fileno())
                 files[file.name] = {"sha256": _sha256(file), "size": file.stat().st_size}
             full = {**meta, "epoch": int(epoch), "time": round(time.time(), 3), "files": files}
-            atomic_write_text(tmp / CHECKPOINT_META, json.dumps(full, indent=2, sort_keys=True))
+            atomic_write(tmp / CHECKPOINT_META, json.dumps(full, indent=2, sort_keys=True))
             target = self.root / f"{CHECKPOINT_PREFIX}{int(epoch):06d}"
             if target.exists():  # the same epoch again (after a fallback to the backup)
                 trash = self.root / f".trash-{target.name}-{os.getpid()}"
                 os.replace(target, trash)
                 shutil.rmtree(trash, ignore_errors=True)
             os.replace(tmp, target)
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -387,17 +377,6 @@ def _epoch_of(name: str) -> int:
         return -1
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def checkpoint_folder(framework: str, values: Mapping[str, Any] | None = None) -> Path:

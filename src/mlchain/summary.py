@@ -14,6 +14,7 @@ from mlchain.errors import (
     EngineError,
     TrainingFailed,
 )
+from mlchain.fileio import last_lines
 from mlchain.gate import NOTHING_TO_TUNE
 
 if TYPE_CHECKING:
@@ -192,7 +193,7 @@ class RunSummary:
         tail = self.failure_log_tail
         if tail:
             lines.append("  last lines of the failing training log:")
-            lines.extend("    " + line for line in tail.splitlines()[-10:])
+            lines.extend("    " + line for line in last_lines(tail, 10))
         if self.registered:
             reg = self.registered
             lines.append(f"  registered: {reg.get('name')} version {reg.get('version')}"

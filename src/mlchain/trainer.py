@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from mlchain.config import Settings
 from mlchain.errors import ConfigError, ContractError, TrainingFailed
 from mlchain.launch import MlflowRunSpec, abandon_trial, await_trial, launch_trial
 from mlchain.repo_config import load_repo_config
+from mlchain.runids import new_run_id
 from mlchain.state import StateStore
 from mlchain.trial import Echo
 
@@ -74,7 +74,7 @@ def train_once(settings: Settings, path: Path, overrides: dict[str, Any], echo: 
     cfg = load_repo_config(path)
     classification = classify_repo(path)
     params = {**cfg.params, **overrides}
-    run_id = f"train-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    run_id = new_run_id("train-")
     name = repo_name_of(path)
     tags = trials.base_tags(run_id=run_id, trial=1, framework=classification.framework,
                             reasons=trials.reason_lines(classification),

@@ -191,3 +191,52 @@ def test_the_real_jobs_load_with_templates_expanded() -> None:
 def test_properties_and_variables() -> None:
     assert parse_properties("# c\nA=1\nB : two words\n\nC=x=y\n") == {"A": "1", "B": "two words", "C": "x=y"}
     assert expand_vars("$A-${B}-$MISSING", {"A": "1", "B": "2"}) == "1-2-$MISSING"
+
+
+RENAMED = """
+- job:
+    name: fetch-code
+    builders:
+      - shell: mlchain job pull
+    publishers:
+      - trigger-parameterized-builds:
+          - project: pick-framework
+- job:
+    name: pick-framework
+    builders:
+      - shell: mlchain job classify
+- job:
+    name: watch-training
+    builders:
+      - shell: '  mlchain job monitor  '
+- job:
+    name: helper
+    builders:
+      - shell: echo not a role
+- view:
+    name: renamed
+    view-type: pipeline
+    first-job: fetch-code
+"""
+
+
+def test_roles_come_from_the_jobs_shell_steps(tmp_path: Path) -> None:
+    chain = load_chain(write_jobs(tmp_path, RENAMED))
+    assert chain.job_for("monitor") == "watch-training"
+    assert chain.job_for("classify") == "pick-framework"
+    assert chain.roles == {"fetch-code": "pull", "pick-framework": "classify", "watch-training": "monitor"}
+    # chain order: first job, what it triggers, then the untriggered ones by name (a job
+    # without a role is titled with its own name)
+    assert chain.stages() == (("fetch-code", "pull"), ("pick-framework", "classify"), ("helper", "helper"),
+                              ("watch-training", "monitor"))
+    with pytest.raises(EngineError) as err:
+        chain.job_for("gate")
+    assert "no job whose shell step is `mlchain job gate`" in err.value.message
+
+
+def test_the_real_jobs_stages_in_chain_order() -> None:
+    from mlchain.jobdefs import default_jobs_dir
+
+    chain = load_chain(default_jobs_dir())
+    assert chain.stages() == (("job1-pull", "pull"), ("job2-classify", "classify"), ("job3-train", "train"),
+                              ("job4-gate", "gate"), ("job5-notify", "notify"), ("job6-monitor", "monitor"))

@@ -5,8 +5,9 @@ from typing import Any
 
 import pytest
 
+from mlchain.engine.jjb import load_chain
+from mlchain.jobdefs import default_jobs_dir
 from mlchain.webhook.dashboard import (
-    JOBS,
     best_metric,
     job_states,
     merge_runs,
@@ -16,20 +17,23 @@ from mlchain.webhook.dashboard import (
     run_item,
 )
 
+# The boxes of the chain jobs/ defines (what `mlchain serve` shows).
+STAGES = load_chain(default_jobs_dir()).stages()
+
 
 def b(job: str, result: str, number: int = 1) -> dict[str, Any]:
     return {"job": job, "result": result, "number": number}
 
 
 def states(run_status: str, builds: list[dict[str, Any]], events: list[dict[str, Any]] | None = None) -> list[str]:
-    return [box["state"] for box in job_states(run_status, builds, events or [])]
+    return [box["state"] for box in job_states(run_status, builds, events or [], STAGES)]
 
 
 def test_boxes_follow_the_latest_build_of_each_job() -> None:
     builds = [b("job1-pull", "SUCCESS"), b("job2-classify", "SUCCESS"), b("job3-train", "SUCCESS"),
               b("job4-gate", "UNSTABLE"), b("job2-classify", "SUCCESS", 2), b("job3-train", "RUNNING", 2)]
     assert states("running", builds) == ["passed", "passed", "running", "unstable", "queued", "running"]
-    boxes = job_states("running", builds)
+    boxes = job_states("running", builds, [], STAGES)
     assert [(x["job"], x["builds"], x["number"]) for x in boxes][:3] == [
         ("job1-pull", 1, 1), ("job2-classify", 2, 2), ("job3-train", 2, 2)]
 
@@ -66,22 +70,22 @@ def run(**over: Any) -> dict[str, Any]:
 
 def test_run_item_summary_and_queue_join() -> None:
     item = run_item(run(), {"run_id": "r1", "status": "running", "name": "main", "enqueued_at": 9.0,
-                            "delivery_id": "d", "superseded_by": None})
+                            "delivery_id": "d", "superseded_by": None}, STAGES)
     assert (item["trial"], item["metric"], item["threshold"], item["met"], item["branch"]) == (2, 0.85, 0.8, True, "main")
     assert item["active"] and item["queue"]["delivery_id"] == "d"
-    low = run_item(run(trials=[{"number": 1, "metric": 0.5}]), None)
+    low = run_item(run(trials=[{"number": 1, "metric": 0.5}]), None, STAGES)
     assert low["met"] is False
     superseded = run_item(None, {"run_id": "r0", "status": "superseded", "superseded_by": "r1", "enqueued_at": 1.0,
-                                 "repo_name": "digits", "name": "main"})
+                                 "repo_name": "digits", "name": "main"}, STAGES)
     assert superseded["status"] == "superseded" and not superseded["active"]
     with pytest.raises(ValueError):
-        run_item(None, None)
+        run_item(None, None, STAGES)
 
 
 def test_merge_runs_newest_first_including_queue_only_entries() -> None:
     merged = merge_runs([run(run_id="a", created_at=1.0)],
                         [{"run_id": "b", "status": "queued", "enqueued_at": 2.0},
-                         {"run_id": "a", "status": "running", "enqueued_at": 0.5}])
+                         {"run_id": "a", "status": "running", "enqueued_at": 0.5}], STAGES)
     assert [(m["run_id"], m["status"]) for m in merged] == [("b", "queued"), ("a", "running")]
 
 
@@ -119,5 +123,12 @@ def test_read_tail(tmp_path: Any) -> None:
     assert read_tail(str(tmp_path / "missing")) is None and read_tail(None) is None
 
 
-def test_six_jobs() -> None:
-    assert JOBS == ("job1-pull", "job2-classify", "job3-train", "job4-gate", "job5-notify", "job6-monitor")
+def test_boxes_are_the_chains_jobs_titled_by_role() -> None:
+    boxes = job_states("running", [], [], STAGES)
+    assert [(x["job"], x["title"]) for x in boxes] == [
+        ("job1-pull", "pull"), ("job2-classify", "classify"), ("job3-train", "train"), ("job4-gate", "gate"),
+        ("job5-notify", "notify"), ("job6-monitor", "monitor")]
+    renamed = job_states("running", [b("watch", "FAILURE")], [{"kind": "restart"}],
+                         [("fetch", "pull"), ("watch", "monitor")])
+    assert [(x["job"], x["title"], x["state"]) for x in renamed] == [("fetch", "pull", "queued"),
+                                                                       ("watch", "monitor", "unstable")]

@@ -6,8 +6,6 @@ import json
 import os
 import sys
 import threading
-import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +17,9 @@ from mlchain.engine.local import LocalEngine
 from mlchain.errors import EngineError, GitError
 from mlchain.gitrefs import LOCAL_SCHEME, require_clone_url, require_ref
 from mlchain.jobdefs import default_jobs_dir
+from mlchain.runids import new_run_id
 from mlchain.state import TERMINAL_RUN_STATUSES, StateStore
 from mlchain.summary import RunSummary, build_summary
-
-
-def new_run_id() -> str:
-    return f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
 
 def repo_url_of(settings: Settings, repo: str, echo: Any = print) -> str:
@@ -142,8 +137,9 @@ class LiveView:
 class MonitorThread(threading.Thread):
     """job6's timed trigger, locally: a monitor pass every few seconds while the run is active."""
 
-    def __init__(self, settings: Settings, run_id: str, view: LiveView) -> None:
+    def __init__(self, settings: Settings, run_id: str, view: LiveView, job: str) -> None:
         super().__init__(daemon=True, name="mlchain-monitor")
+        self.job = job  # the monitor's job in jobs/: its lines show as that job's
         self.settings = settings
         self.run_id = run_id
         self.view = view
@@ -155,9 +151,9 @@ class MonitorThread(threading.Thread):
         while not self.stopped.wait(self.settings.monitor_interval_s):
             try:
                 for line in monitor_pass(self.settings, run_id=self.run_id):
-                    self.view("log", job="job6-monitor", line=f"monitor: {line}")
+                    self.view("log", job=self.job, line=f"monitor: {line}")
             except Exception as exc:  # noqa: BLE001 - a failed pass is retried next interval
-                self.view("log", job="job6-monitor", line=f"monitor: pass failed: {exc}")
+                self.view("log", job=self.job, line=f"monitor: pass failed: {exc}")
 
     def stop(self) -> None:
         self.stopped.set()
@@ -225,7 +221,7 @@ def _drive(settings: Settings, engine: LocalEngine, store: StateStore, run_id: s
     warm_up(settings, start=launched)
     if _maybe_run(store, run_id) is not None:
         store.update_run(run_id, engine_pid=os.getpid())
-    monitor = MonitorThread(settings, run_id, view)
+    monitor = MonitorThread(settings, run_id, view, engine.chain.job_for("monitor"))
     monitor.start()
     try:
         engine.drain(run_id)
@@ -300,7 +296,7 @@ def interrupted_runs(store: StateStore) -> list[str]:
         if run.get("engine_pid") and pid_alive(int(run["engine_pid"])):
             continue
         if not opened_by_job1(run):
-            store.abandon_run(run["run_id"], "interrupted before job1-pull had read the repository;"
+            store.abandon_run(run["run_id"], "interrupted before the chain's first job (the pull) had read the repository;"
                                              " not resumed (start it again with `mlchain run`)")
             continue
         resumable.append(run["run_id"])

@@ -5,6 +5,7 @@ what is supported: never silently skipped.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,9 @@ PUBLISHER_TYPES = {"trigger-parameterized-builds"}
 TRIGGER_BUILD_KEYS = {"project", "condition", "property-file", "fail-on-missing", "current-parameters",
                       "predefined-parameters"}
 CONDITIONS = {"SUCCESS", "UNSTABLE", "FAILED", "ALWAYS", "UNSTABLE_OR_BETTER", "UNSTABLE_OR_WORSE"}
+# A job's role is the CLI job its shell step calls (`mlchain job monitor`): jobs/ names the jobs,
+# the code knows only roles.
+ROLE_STEP = re.compile(r"^\s*mlchain\s+job\s+(?P<job>[a-z]+)\s*$")
 VIEW_KEYS = {"name", "view-type", "description", "first-job", "title", "no-of-displayed-builds",
              "show-parameters", "parameters-in-headers", "refresh-frequency", "definition-header",
              "node", "concurrent", "properties", "filter-executors", "filter-queue"}
@@ -101,6 +105,46 @@ class Chain:
             return self.jobs[name]
         except KeyError:
             raise EngineError(f"jobs/ has no job named {name!r} (it has {', '.join(sorted(self.jobs))})") from None
+
+    @property
+    def roles(self) -> dict[str, str]:
+        """Job name -> role, for every job whose shell step is `mlchain job ROLE`."""
+        return {name: role for name, job in self.jobs.items() if (role := role_of(job)) is not None}
+
+    def job_for(self, role: str) -> str:
+        """The name of the job that runs ROLE (`mlchain job ROLE`)."""
+        names = sorted(name for name, job_role in self.roles.items() if job_role == role)
+        if len(names) != 1:
+            found = f"{len(names)} jobs ({', '.join(names)})" if names else "no job"
+            raise EngineError(f"jobs/ has {found} whose shell step is `mlchain job {role}`",
+                              hint=f"exactly one job in jobs/ must run `mlchain job {role}`")
+        return names[0]
+
+    def stages(self) -> tuple[tuple[str, str], ...]:
+        """(job name, role) in the chain's order: the first job, then what each triggers, depth
+        first along the way a passing build goes (a trigger on failure comes last), then the jobs
+        nothing triggers (the monitor), by name."""
+        order: list[str] = []
+        stack = [self.first_job] if self.views else []
+        while stack:
+            name = stack.pop()
+            if name in order or name not in self.jobs:
+                continue
+            order.append(name)
+            onward = sorted(self.jobs[name].downstream, key=lambda t: t.condition in ("FAILED", "UNSTABLE_OR_WORSE"))
+            stack.extend(reversed([trigger.project for trigger in onward]))
+        order.extend(sorted(name for name in self.jobs if name not in order))
+        roles = self.roles
+        return tuple((name, roles.get(name, name)) for name in order)
+
+
+def role_of(job: Job) -> str | None:
+    """The role a job runs: the CLI job of its `mlchain job ROLE` shell step, if it has one."""
+    for step in job.builders:
+        match = ROLE_STEP.match(step.command)
+        if match:
+            return match.group("job")
+    return None
 
 
 def _unsupported(where: str, key: str, supported: Iterable[str]) -> EngineError:

@@ -23,6 +23,7 @@ from mlchain import gate, tracking, tweak
 from mlchain import trial as trials
 from mlchain.config import Settings
 from mlchain.errors import ConfigError, EngineError, GitError, MlchainError, NotFound
+from mlchain.fileio import atomic_write
 from mlchain.launch import MlflowRunSpec, await_trial, ensure_mlflow_run, launch_trial
 from mlchain.repo_config import RepoConfig, load_repo_config, with_overrides
 from mlchain.runners.base import TrialSpec
@@ -36,7 +37,6 @@ PROPERTIES_FILE = "mlchain.properties"
 EXIT_UNSTABLE = 75
 NO_MODEL_NOTE = ("no model was saved: the best trial reported {metric} but never called sdk.save_model(model);"
                  " call it at the end of training (after sdk.report) so the model can be registered")
-JOB_NAMES = {"classify": "job2-classify", "train": "job3-train", "gate": "job4-gate"}
 
 
 class BuildEnv:
@@ -73,11 +73,7 @@ class BuildEnv:
 
 def write_properties(env: BuildEnv, **values: object) -> None:
     lines = [f"{k}={v}" for k, v in values.items()]
-    path = env.workspace / PROPERTIES_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    atomic_write(env.workspace / PROPERTIES_FILE, "\n".join(lines) + "\n", mode=0o644)
 
 
 def repo_name_from_url(url: str) -> str:
@@ -121,7 +117,7 @@ def job_pull(settings: Settings, env: BuildEnv, echo: Echo) -> int:
         cfg = resolved_config(settings, load_repo_config(src))
     except ConfigError as exc:
         store.update_run(run_id, status="failed", stop_reason=f"invalid mlchain.yaml: {exc.reason}",
-                         failed_job=env.get("JOB_NAME", "job1-pull"), finished_at=time.time())
+                         failed_job=env.get("JOB_NAME", "pull"), finished_at=time.time())
         raise
     branch = store.get_run(run_id).get("branch") or env.get("REF") or None  # a webhook run names its branch
     store.update_run(run_id, status="running", commit_sha=commit or None, src_dir=str(src),

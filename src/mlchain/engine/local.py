@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from mlchain.config import Settings
-from mlchain.engine.jjb import Chain, GitScm, Job, ShellStep, TriggerBuild
+from mlchain.engine.jjb import ROLE_STEP, Chain, GitScm, Job, ShellStep, TriggerBuild
 from mlchain.errors import GitError, MlchainError
 from mlchain.gitrefs import LOCAL_SCHEME, is_commit, require_clone_url, require_ref
 from mlchain.state import StateStore
@@ -42,7 +42,7 @@ CONDITION_MATCHES: dict[str, frozenset[str]] = {
 }
 # `mlchain job NAME` steps run in the engine's own process: the same function the CLI calls,
 # without paying a Python start-up and MLflow import per job.
-INPROCESS_STEP = re.compile(r"^\s*mlchain\s+job\s+(?P<job>[a-z]+)\s*$")
+INPROCESS_STEP = ROLE_STEP  # a step the engine runs in its own process
 VAR = re.compile(r"\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)\}|(?P<plain>[A-Za-z_][A-Za-z0-9_]*))")
 
 EventSink = Callable[..., None]

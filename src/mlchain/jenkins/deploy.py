@@ -17,11 +17,12 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from mlchain.config import Settings
-from mlchain.errors import ConfigError, JenkinsError
+from mlchain.engine.jjb import Chain, load_chain
+from mlchain.errors import JenkinsError
 from mlchain.jenkins.client import Controller, plugin_for_class
 from mlchain.jenkins.render import Definitions, Item, is_managed, load, normalise_xml
+from mlchain.jobdefs import default_jobs_dir
 
-FIRST_JOB = "job1-pull"
 BUILDS_SHOWN = 3
 # Build parameters worth a column in `status`, in this order.
 STATUS_PARAMETERS = ("RUN_ID", "TRIAL", "REF", "FAILED_JOB")
@@ -148,12 +149,9 @@ def deploy(settings: Settings, dry_run: bool = False, delete_old: bool = False,
     yield _summary(changes, dry_run)
 
 
-def _chain_jobs() -> list[str]:
-    try:
-        return [item.name for item in load().jobs]
-    except ConfigError:
-        # Outside a checkout: the six jobs jobs/ defines.
-        return ["job1-pull", "job2-classify", "job3-train", "job4-gate", "job5-notify", "job6-monitor"]
+def _chain(jobs_dir: Path | None = None) -> Chain:
+    """The chain jobs/ defines: its job names, in order, and the one a push starts."""
+    return load_chain(jobs_dir or default_jobs_dir())
 
 
 def _parameters(build: dict[str, Any]) -> dict[str, str]:
@@ -176,7 +174,7 @@ def status(settings: Settings) -> Iterator[str]:
     """The last builds of the chain's jobs: number, result, start time, RUN_ID/TRIAL when present."""
     controller = Controller(settings)
     yield f"controller {controller.url}"
-    for name in _chain_jobs():
+    for name, _ in _chain().stages():
         info = controller.job_info(name)
         if info is None:
             yield f"{name:<14} not on the controller (run `mlchain jenkins deploy`)"
@@ -199,13 +197,14 @@ def redact_url(url: str) -> str:
 
 
 def trigger(settings: Settings, repo_url: str, ref: str) -> str:
-    """Start job1-pull for REPO_URL at REF; report the queue item."""
+    """Start the chain's first job (the pull) for REPO_URL at REF; report the queue item."""
     controller = Controller(settings)
-    number = controller.build(FIRST_JOB, {"REPO_URL": repo_url, "REF": ref},
-                              not_found=f"{FIRST_JOB} is not on the controller: run `mlchain jenkins deploy` first")
+    first_job = _chain().first_job
+    number = controller.build(first_job, {"REPO_URL": repo_url, "REF": ref},
+                              not_found=f"{first_job} is not on the controller: run `mlchain jenkins deploy` first")
     item = controller.queue_item(number)
     executable = item.get("executable") or {}
     state = (f"running as build #{executable['number']}" if executable.get("number")
              else f"waiting: {item['why']}" if item.get("why") else "queued")
-    return (f"queued {FIRST_JOB} for {redact_url(repo_url)} at {ref}: queue item {number} "
+    return (f"queued {first_job} for {redact_url(repo_url)} at {ref}: queue item {number} "
             f"({controller.url}queue/item/{number}/), {state}")

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import jinja2
 
+from mlchain.fileio import last_lines
 from mlchain.gate import comparison, passes
 
 if TYPE_CHECKING:
@@ -231,7 +232,7 @@ def log_tail(log_text: str | None) -> str | None:
     """The last lines of a failing log: enough to see the error, short enough for an email."""
     if not log_text:
         return None
-    tail = "\n".join(log_text.rstrip().splitlines()[-LOG_TAIL_LINES:])
+    tail = "\n".join(last_lines(log_text.rstrip(), LOG_TAIL_LINES))
     return tail[-LOG_TAIL_CHARS:]
 
 

@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
 import smtplib
 import ssl
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -34,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from mlchain.errors import DeliveryError
+from mlchain.fileio import atomic_write
 from mlchain.notify.build import MAIL_POLICY, RUN_HEADER
 
 if TYPE_CHECKING:
@@ -243,7 +242,7 @@ def write_outbox(msg: EmailMessage, settings: Settings, *, reason: str | None = 
     target = outbox / outbox_name(str(msg.get(RUN_HEADER, "")))
     try:
         outbox.mkdir(parents=True, exist_ok=True)
-        _write_atomic(target, _outbox_copy(msg, reason, pending))
+        atomic_write(target, _outbox_copy(msg, reason, pending))
     except OSError as exc:
         raise DeliveryError(f"could not write the email to the outbox {outbox}: {exc}",
                             hint="check that MLCHAIN_HOME is writable and the disk has room") from exc
@@ -251,7 +250,7 @@ def write_outbox(msg: EmailMessage, settings: Settings, *, reason: str | None = 
 
 
 def _rewrite_pending(path: Path, msg: EmailMessage, pending: list[str]) -> None:
-    _write_atomic(path, _outbox_copy(msg, f"recipients refused: {', '.join(pending)}", pending))
+    atomic_write(path, _outbox_copy(msg, f"recipients refused: {', '.join(pending)}", pending))
 
 
 def _outbox_copy(msg: EmailMessage, reason: str | None, pending: list[str] | None) -> bytes:
@@ -263,20 +262,6 @@ def _outbox_copy(msg: EmailMessage, reason: str | None, pending: list[str] | Non
     if pending:
         copy_msg[PENDING_HEADER] = ", ".join(pending)
     return copy_msg.as_bytes(policy=MAIL_POLICY)
-
-
-def _write_atomic(target: Path, data: bytes) -> None:
-    """Temp file, fsync, rename: a reader (or a flush) never sees half an email."""
-    fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def outbox_name(run_id: str) -> str:
@@ -300,7 +285,7 @@ def journal_path(settings: Settings, key: str) -> Path:
 
 def _record(path: Path, **values: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(path, json.dumps(values, sort_keys=True).encode())
+    atomic_write(path, json.dumps(values, sort_keys=True).encode())
 
 
 def _in_outbox(settings: Settings, message_id: str) -> Path | None:

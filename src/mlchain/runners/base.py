@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from mlchain import contract, outputs
+from mlchain.fileio import atomic_write
 
 Status = Literal["created", "running", "exited", "missing"]
 
@@ -43,7 +44,7 @@ class TrialSpec:
     metric: str = contract.DEFAULT_METRIC
     attempt: int = 1
     image: str | None = None
-    job: str = "job2-classify"
+    job: str = "classify"  # the role (`mlchain job ROLE`) that launched this attempt: a container label
 
     @property
     def host_dir(self) -> Path:
@@ -94,13 +95,8 @@ class TrialSpec:
         a rename: a new file, readable by the training's user)."""
         for folder in (self.output_dir, self.checkpoint_dir, self.data_dir, self.host_dir):
             folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.params_file.with_name(f".params-{os.getpid()}.tmp")
-        tmp.unlink(missing_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(json.dumps(self.params, indent=2, sort_keys=True))
-        os.chmod(tmp, 0o644)  # whatever the umask: the sandbox's user reads it through a read-only mount
-        os.replace(tmp, self.params_file)
+        # 0644 whatever the umask: the sandbox's user reads it through a read-only mount
+        atomic_write(self.params_file, json.dumps(self.params, indent=2, sort_keys=True), mode=0o644)
 
     def to_json(self) -> str:
         d = asdict(self)
@@ -153,20 +149,6 @@ def open_log(path: Path, append: bool = False) -> int:
     """A descriptor of a trial's log file; never through a symlink."""
     flags = (os.O_WRONLY | os.O_APPEND | os.O_CREAT) if append else os.O_RDONLY
     return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-
-
-def read_tail(path: Path, tail: int | None = None) -> str:
-    """The last ``tail`` lines of a log file (all of it without ``tail``; nothing if missing)."""
-    try:
-        with os.fdopen(open_log(path), errors="replace") as fh:
-            text = fh.read()
-    except OSError:  # missing, or a symlink
-        return ""
-    return "\n".join(text.splitlines()[-tail:]) if tail else text
-
-
-def tail_lines(text: str, n: int = 40) -> list[str]:
-    return text.splitlines()[-n:]
 
 
 def heartbeat_age(spec: TrialSpec, now: float | None = None) -> float | None:

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, cast
 from mlchain.config import Settings
 from mlchain.dockerclient import docker_client, engine_errors
 from mlchain.errors import MlchainError
+from mlchain.fileio import last_lines, tail_text
 from mlchain.runners.base import (
     LABEL_MANAGED,
     LABEL_RUN,
@@ -42,8 +43,6 @@ from mlchain.runners.base import (
     TrialSpec,
     heartbeat_age,
     open_log,
-    read_tail,
-    tail_lines,
 )
 
 if TYPE_CHECKING:
@@ -275,7 +274,7 @@ class DockerHandle:
         return STATUS_MAP.get(str(state.get("Status")), "exited")
 
     def exit_info(self) -> ExitInfo:
-        info = ExitInfo(last_lines=tail_lines(self.logs(LAST_LINES), LAST_LINES),
+        info = ExitInfo(last_lines=last_lines(self.logs(LAST_LINES), LAST_LINES),
                         heartbeat_age_s=heartbeat_age(self.spec))
         state = self._state()
         if state is None:
@@ -320,7 +319,7 @@ class DockerHandle:
             return self._log_file_tail(tail)
 
     def _log_file_tail(self, tail: int | None) -> str:
-        return read_tail(self.spec.log_file, tail)
+        return tail_text(self.spec.log_file, tail)
 
     def cancel(self) -> None:
         """Stop (SIGTERM, then SIGKILL after a grace); the container is kept for inspection."""
@@ -452,7 +451,7 @@ class _MissingHandle(DockerHandle):
         return "missing"
 
     def exit_info(self) -> ExitInfo:
-        return ExitInfo(engine_lost=True, last_lines=tail_lines(self._log_file_tail(LAST_LINES), LAST_LINES),
+        return ExitInfo(engine_lost=True, last_lines=last_lines(self._log_file_tail(LAST_LINES), LAST_LINES),
                         heartbeat_age_s=heartbeat_age(self.spec))
 
     def wait(self, timeout: float | None = None) -> ExitInfo:

@@ -20,8 +20,9 @@ from pathlib import Path
 
 from mlchain import outputs
 from mlchain.config import Settings
+from mlchain.fileio import last_lines, tail_text
 from mlchain.procs import pid_alive, wait_for_exit
-from mlchain.runners.base import ExitInfo, Status, TrialSpec, heartbeat_age, open_log, read_tail, tail_lines
+from mlchain.runners.base import ExitInfo, Status, TrialSpec, heartbeat_age, open_log
 
 EXIT_FILE = "exit.json"
 PID_FILE = "supervisor.pid"
@@ -101,7 +102,7 @@ class ProcessHandle:
         return self.exit_info()
 
     def exit_info(self) -> ExitInfo:
-        info = ExitInfo(last_lines=tail_lines(self.logs(200)), heartbeat_age_s=heartbeat_age(self.spec))
+        info = ExitInfo(last_lines=last_lines(self.logs(200), 40), heartbeat_age_s=heartbeat_age(self.spec))
         if self._running():
             return info
         record = self._exit_record()
@@ -120,7 +121,7 @@ class ProcessHandle:
         return info
 
     def logs(self, tail: int | None = None) -> str:
-        return read_tail(self.spec.log_file, tail)
+        return tail_text(self.spec.log_file, tail)
 
     def cancel(self) -> None:
         for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 2.0)):

@@ -6,12 +6,13 @@ Usage (by the process runner only): python -m mlchain.runners.supervise EXIT_FIL
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from mlchain.fileio import atomic_write
 
 
 def main() -> int:
@@ -25,9 +26,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, forward)
     returncode = child.wait()
     record = {"returncode": returncode, "pid": child.pid, "ended_at": time.time()}
-    tmp = exit_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record))
-    os.replace(tmp, exit_file)
+    atomic_write(exit_file, json.dumps(record), mode=0o644)
     return 0
 
 

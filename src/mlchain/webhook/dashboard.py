@@ -24,13 +24,14 @@ from markupsafe import Markup
 
 from mlchain import contract
 from mlchain.errors import NotFound
+from mlchain.fileio import read_tail_bytes
 from mlchain.gate import DEFAULT_DIRECTION, best_of, passes
 from mlchain.state import TERMINAL_RUN_STATUSES, StateStore
 from mlchain.webhook.queue import WebhookQueue
 
-JOBS = ("job1-pull", "job2-classify", "job3-train", "job4-gate", "job5-notify", "job6-monitor")
-JOB_TITLES = {"job1-pull": "pull", "job2-classify": "classify", "job3-train": "train",
-              "job4-gate": "gate", "job5-notify": "notify", "job6-monitor": "monitor"}
+# The boxes of a run: (job name, role) in the chain's order, from jobs/ (``Chain.stages``).
+Stages = Sequence[tuple[str, str]]
+MONITOR_ROLE = "monitor"  # its box follows the monitor's events, not only its builds
 
 # A build's result -> the box's state (and colour: see static/style.css).
 BUILD_STATE = {"PENDING": "queued", "RUNNING": "running", "SUCCESS": "passed",
@@ -50,7 +51,7 @@ STATIC = Path(__file__).parent / "static"
 
 
 def monitor_state(run_status: str, events: Sequence[dict[str, Any]], latest_build: dict[str, Any] | None) -> str:
-    """job6's box: from the monitor's events (it restarts training while the others run)."""
+    """The monitor's box: from its events (it restarts training while the others run)."""
     kinds = {e.get("kind") for e in events}
     if "give_up" in kinds:
         return "failed"
@@ -63,23 +64,23 @@ def monitor_state(run_status: str, events: Sequence[dict[str, Any]], latest_buil
     return "passed" if run_status in TERMINAL_RUN_STATUSES else "skipped"
 
 
-def job_states(run_status: str, builds: Sequence[dict[str, Any]],
-               events: Sequence[dict[str, Any]] = ()) -> list[dict[str, Any]]:
-    """The six boxes of a run, each from the latest build of its job."""
+def job_states(run_status: str, builds: Sequence[dict[str, Any]], events: Sequence[dict[str, Any]],
+               stages: Stages) -> list[dict[str, Any]]:
+    """The boxes of a run, one per job of the chain, each from the latest build of its job."""
     latest: dict[str, dict[str, Any]] = {}
     for b in builds:  # builds come in seq order: the last one of a job wins
         latest[b["job"]] = b
     boxes = []
-    for job in JOBS:
+    for job, role in stages:
         build = latest.get(job)
-        if job == "job6-monitor":
+        if role == MONITOR_ROLE:
             state = monitor_state(run_status, events, build)
         elif build is not None:
             state = BUILD_STATE.get(build.get("result", ""), "queued")
         else:
             state = NO_BUILD_STATE.get(run_status, "skipped")
         runs = sum(1 for b in builds if b["job"] == job)
-        boxes.append({"job": job, "title": JOB_TITLES[job], "state": state,
+        boxes.append({"job": job, "title": role, "state": state,
                       "number": build.get("number") if build else None, "builds": runs})
     return boxes
 
@@ -101,7 +102,7 @@ def met(metric: float | None, threshold: float | None, direction: str) -> bool |
     return passes(metric, threshold, direction)
 
 
-def run_item(run: dict[str, Any] | None, entry: dict[str, Any] | None) -> dict[str, Any]:
+def run_item(run: dict[str, Any] | None, entry: dict[str, Any] | None, stages: Stages) -> dict[str, Any]:
     """One row of the dashboard (and of /api/runs): the engine's run joined with its queue row."""
     if run is None and entry is None:
         raise ValueError("a run item needs a run or a queue entry")
@@ -136,7 +137,7 @@ def run_item(run: dict[str, Any] | None, entry: dict[str, Any] | None) -> dict[s
         "stop_reason": src.get("stop_reason"),
         "framework": src.get("framework"),
         "active": status in ACTIVE_STATUSES,
-        "jobs": job_states(status, builds, events),
+        "jobs": job_states(status, builds, events, stages),
         "trial": max((t["number"] for t in trials), default=None),
         "trials_count": len(trials),
         "metric": metric,
@@ -158,7 +159,7 @@ def _queue_view(entry: dict[str, Any] | None) -> dict[str, Any] | None:
     return {k: entry.get(k) for k in keys}
 
 
-def merge_runs(runs: Sequence[dict[str, Any]], entries: Sequence[dict[str, Any]],
+def merge_runs(runs: Sequence[dict[str, Any]], entries: Sequence[dict[str, Any]], stages: Stages,
                limit: int = 50) -> list[dict[str, Any]]:
     """Engine runs and queue rows joined by run_id, newest first."""
     by_id: dict[str, tuple[dict[str, Any] | None, dict[str, Any] | None]] = {}
@@ -166,7 +167,7 @@ def merge_runs(runs: Sequence[dict[str, Any]], entries: Sequence[dict[str, Any]]
         by_id[r["run_id"]] = (r, None)
     for e in entries:
         by_id[e["run_id"]] = (by_id.get(e["run_id"], (None, None))[0], e)
-    items = [run_item(r, e) for r, e in by_id.values()]
+    items = [run_item(r, e, stages) for r, e in by_id.values()]
     items.sort(key=lambda i: i["created_at"] or 0.0, reverse=True)
     return items[:limit]
 
@@ -225,16 +226,10 @@ def metric_chart_svg(trials: Sequence[dict[str, Any]], threshold: float | None, 
 
 def read_tail(path: str | None, limit: int = LOG_TAIL_BYTES) -> str | None:
     """The end of a console log (None when there is none); a cut start is marked."""
-    if not path:
+    read = read_tail_bytes(path, limit) if path else None
+    if read is None:
         return None
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, 2)
-            size = f.tell()
-            f.seek(max(size - limit, 0))
-            data = f.read()
-    except OSError:
-        return None
+    data, size = read
     text = data.decode("utf-8", "replace")
     return text if size <= limit else f"[... {size - limit} bytes before ...]\n{text}"
 
@@ -243,7 +238,8 @@ def read_tail(path: str | None, limit: int = LOG_TAIL_BYTES) -> str | None:
 
 
 class DashboardData:
-    def __init__(self, store: StateStore, wq: WebhookQueue, logs_dir: Path) -> None:
+    def __init__(self, store: StateStore, wq: WebhookQueue, logs_dir: Path, stages: Stages) -> None:
+        self.stages = tuple(stages)
         self.store = store
         self.wq = wq
         self.logs_dir = logs_dir
@@ -261,7 +257,7 @@ class DashboardData:
         for r in runs.values():
             views.append({**r, "builds": self.store.builds(r["run_id"]), "trials": self.store.trials(r["run_id"]),
                           "events": self.store.events(r["run_id"])})
-        return merge_runs(views, entries, limit)
+        return merge_runs(views, entries, self.stages, limit)
 
     def run(self, run_id: str) -> dict[str, Any]:
         entry = self.wq.entry(run_id)
@@ -271,7 +267,7 @@ class DashboardData:
             run = None
         if run is None and entry is None:
             raise HTTPException(status_code=404, detail=f"no run {run_id!r}")
-        item = run_item(run, entry)
+        item = run_item(run, entry, self.stages)
         item["trials"] = (run or {}).get("trials") or []
         item["events"] = (run or {}).get("events") or []
         item["builds"] = [{**b, "state": BUILD_STATE.get(b.get("result", ""), "queued"),
@@ -298,7 +294,7 @@ def _render(name: str, **ctx: Any) -> HTMLResponse:
 @router.get("/", response_class=HTMLResponse)
 def index(request: Request) -> HTMLResponse:
     runs = _data(request).runs()
-    return _render("index.html", runs=runs, refresh=any(r["active"] for r in runs), jobs=JOBS)
+    return _render("index.html", runs=runs, refresh=any(r["active"] for r in runs))
 
 
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
@@ -306,7 +302,7 @@ def run_page(request: Request, run_id: str) -> HTMLResponse:
     run = _data(request).run(run_id)
     # metric_chart_svg escapes the only text it takes (the metric name); the rest are numbers
     chart = Markup(metric_chart_svg(run["trials"], run["threshold"], run["metric_name"], run["direction"]))
-    return _render("run.html", run=run, chart=chart, refresh=run["active"], jobs=JOBS)
+    return _render("run.html", run=run, chart=chart, refresh=run["active"])
 
 
 @router.get("/api/runs")

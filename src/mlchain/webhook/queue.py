@@ -40,7 +40,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -48,7 +47,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mlchain import sqlitefile
-from mlchain.procs import pid_alive
+from mlchain.procs import pid_alive, proc_cmdline, proc_start_time
+from mlchain.runids import new_run_id
 from mlchain.webhook.payload import Decision
 
 log = logging.getLogger("mlchain.webhook")
@@ -95,6 +95,7 @@ CREATE INDEX IF NOT EXISTS queue_active ON queue (status, seq);
 TERMINAL_RESULTS = ("passed", "budget_spent", "failed")
 LEASE_S = 30.0
 HEARTBEAT_S = 5.0
+WEBHOOK_RUN_PREFIX = "wh-"  # a pushed run's id tells where it came from
 MAX_ATTEMPTS = 3  # a chain whose process keeps dying is given up after this many starts
 
 Outcome = Literal["accepted", "ignored", "duplicate"]
@@ -102,12 +103,6 @@ Outcome = Literal["accepted", "ignored", "duplicate"]
 
 def queue_path(home: Path) -> Path:
     return home / "webhook.db"
-
-
-def new_run_id(now: float | None = None) -> str:
-    """Sortable and unique without coordination: time, then random."""
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(time.time() if now is None else now))
-    return f"wh-{stamp}-{uuid.uuid4().hex[:8]}"
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -370,18 +365,9 @@ def _summary_status(path: Path) -> str | None:
 # --- process identity ------------------------------------------------------------------
 
 
-def _proc_start(pid: int) -> str | None:
-    """Start time of a process (jiffies since boot, Linux), to tell a pid from its reuse."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[-1].split()[19]
-
-
 def owner_id(pid: int | None = None) -> str:
     pid = os.getpid() if pid is None else pid
-    return f"{socket.gethostname()}:{pid}:{_proc_start(pid) or '-'}"
+    return f"{socket.gethostname()}:{pid}:{proc_start_time(pid) or '-'}"
 
 
 def owner_alive(owner: str) -> bool | None:
@@ -391,7 +377,7 @@ def owner_alive(owner: str) -> bool | None:
     if host != socket.gethostname() or not pid_s.isdigit():
         return None
     pid = int(pid_s)
-    actual = _proc_start(pid)
+    actual = proc_start_time(pid)
     if actual is not None:
         return start in ("-", actual)
     return pid_alive(pid) and start == "-"
@@ -401,11 +387,8 @@ def kill_leftover_child(pid: int | None, run_id: str) -> None:
     """Kill a chain process that outlived its service (no PDEATHSIG off Linux), if it is one."""
     if not pid:
         return
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return
-    if run_id.encode() in cmdline:
+    args = proc_cmdline(pid) or []
+    if any(run_id.encode() in arg for arg in args):  # `--run-id=ID` or `resume -- ID`
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
 
@@ -548,7 +531,7 @@ def _record(db: sqlite3.Connection, delivery_id: str, decision: Decision, at: fl
     if prior is not None:
         return Recorded("duplicate", prior["run_id"], prior["reason"])
     job = decision.job if decision.action == "enqueue" else None
-    run_id = new_run_id(at) if job is not None else None
+    run_id = new_run_id(WEBHOOK_RUN_PREFIX, at) if job is not None else None
     db.execute("INSERT INTO deliveries (delivery_id, event, received_at, outcome, reason, run_id)"
                " VALUES (?,?,?,?,?,?)",
                (delivery_id, "push", at, "accepted" if job is not None else "ignored", decision.reason, run_id))

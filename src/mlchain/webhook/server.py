@@ -41,7 +41,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
+from mlchain.engine.jjb import load_chain
 from mlchain.errors import NotFound, WebhookError
+from mlchain.jobdefs import default_jobs_dir
 from mlchain.state import StateStore
 from mlchain.webhook import payload as pl
 from mlchain.webhook.dashboard import STATIC, DashboardData, router
@@ -220,7 +222,9 @@ def create_app(settings: Settings, *, insecure: bool = False, workers: int = 2,
             intake.writer.close()
 
     app = FastAPI(title="mlchain", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.state.dashboard = DashboardData(store, wq, logs_dir)
+    # The chain the runs run (`mlchain run` in a child reads the same jobs/): its jobs are the boxes.
+    stages = load_chain(default_jobs_dir()).stages()
+    app.state.dashboard = DashboardData(store, wq, logs_dir, stages)
     app.state.queue = wq
     app.state.dispatcher = dispatcher
 
