@@ -88,3 +88,27 @@ def smtp_server() -> Iterator[tuple[str, int, Mailbox]]:
     finally:
         mailbox.release()
         controller.stop()
+
+
+# --- a real Docker engine (the tests that use these are skipped without one, failing in CI) ---
+
+@pytest.fixture(scope="session")
+def docker_client() -> Any:
+    from docker_support import require_docker
+
+    return require_docker()
+
+
+@pytest.fixture(scope="session")
+def sklearn_image(docker_client: Any) -> Any:
+    from docker_support import built_image
+
+    return built_image("sklearn")
+
+
+@pytest.fixture()
+def run_id(docker_client: Any) -> Iterator[str]:
+    from docker_support import fresh_run_id
+
+    with fresh_run_id(docker_client) as rid:
+        yield rid

@@ -18,14 +18,13 @@ import os
 import stat
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from docker_support import built_image, docker_settings, fresh_run_id, make_spec, require_docker, write_repo
+from docker_support import docker_settings, make_spec, write_repo
 
 from mlchain import outputs, trial
 from mlchain.config import Settings
@@ -96,22 +95,6 @@ READ_ESCAPES: dict[str, tuple[str, str]] = {
     "data.json is a symlink": (MLMODEL + 'os.symlink(HOST["data"], os.path.join(out, "data.json"))\n'
                                'sdk.report({"accuracy": 0.99})', "data.json: a symlink"),
 }
-
-
-@pytest.fixture(scope="module")
-def docker_client() -> Any:
-    return require_docker()
-
-
-@pytest.fixture(scope="module")
-def sklearn_image(docker_client: Any) -> Any:
-    return built_image("sklearn")
-
-
-@pytest.fixture()
-def run_id(docker_client: Any) -> Iterator[str]:
-    with fresh_run_id(docker_client) as rid:
-        yield rid
 
 
 def _artifact_bytes(root: Path) -> bytes:
