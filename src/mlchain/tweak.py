@@ -82,8 +82,8 @@ _STORAGES_LOCK = threading.Lock()
 
 
 def open_storage(url: str) -> Any:
-    """The Optuna storage for ``url``, opened once per process: opening an RDB storage checks
-    its schema, slow enough that the engine opens it while training runs."""
+    """The Optuna storage for ``url``, opened once per process (opening an RDB storage checks
+    its schema; a run with several trials asks the study several times)."""
     if "://" not in url:
         return url  # not an RDB URL: let Optuna interpret it
     with _STORAGES_LOCK:
@@ -93,8 +93,6 @@ def open_storage(url: str) -> Any:
 
             opened = _STORAGES[url] = optuna.storages.RDBStorage(url)
         return opened
-
-
 
 
 class Search:

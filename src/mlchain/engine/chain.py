@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from mlchain import contract, tracking, tweak
+from mlchain import contract, tracking
 from mlchain.config import Settings
 from mlchain.engine.jjb import Chain, load_chain
 from mlchain.engine.jobs import repo_name_from_url
@@ -165,19 +165,18 @@ def _engine(settings: Settings, store: StateStore, view: LiveView, jobs_dir: Pat
 
 
 def warm_up(settings: Settings, start: threading.Event | None = None) -> threading.Thread:
-    """While the training runs: import what the later jobs need and open the stores they use
-    (MLflow's, Optuna's), and draw a first picture, so that job3 to job5 do not wait for it.
-    It waits for ``start`` (the training launched): before, it would compete with job1 and
-    job2, which the training waits for."""
+    """While the training runs: import what every run's later jobs need, open MLflow's stores
+    and draw a first picture, so that job3 to job5 do not wait for it. It waits for ``start``
+    (the training launched): before, it would compete with job1 and job2, which the training
+    waits for. The search's storage is not opened here: a run whose first trial passes never
+    needs it, and job4 opens it when another trial is needed."""
     def work() -> None:
         import importlib
 
         if start is not None:
             start.wait()
         steps: list[Any] = [
-            lambda: importlib.import_module("mlchain.detect"),
             lambda: tracking.open_stores(settings),
-            lambda: tweak.open_storage(settings.resolved_optuna_storage),
             lambda: importlib.import_module("mlchain.notify"),
             warm_plot,
         ]
