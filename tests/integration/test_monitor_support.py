@@ -150,9 +150,9 @@ def trial_row(settings: Settings, run_id: str, number: int = 1) -> dict[str, Any
 
 def live_ref(row: dict[str, Any] | None) -> str | None:
     """The current attempt's handle, when one is launched and recorded."""
-    if row is None or row.get("status") != "running":
+    if row is None or row.status != "running":
         return None
-    ref = str(row.get("handle_ref") or "")
+    ref = str(row.handle_ref or "")
     return ref if ref and not ref.startswith((LAUNCHING, LAUNCH_FAILED)) else None
 
 
@@ -205,8 +205,8 @@ def _children(pid: int) -> list[int]:
 
 
 def kill_attempt(settings: Settings, row: dict[str, Any], mode: str, docker_client: Any = None) -> None:
-    ref = str(row["handle_ref"])
-    if row["runner"] == "docker":
+    ref = str(row.handle_ref)
+    if row.runner == "docker":
         import docker
 
         try:
@@ -261,14 +261,14 @@ class Killer(threading.Thread):
     def release(self) -> None:
         """Let a held workload (hold_at) go on: the kills are done (or failed)."""
         row = trial_row(self.settings, self.run_id, self.number)
-        if row is not None and row.get("spec"):
-            folder = TrialSpec.from_json(row["spec"]).checkpoint_dir
+        if row is not None and row.spec:
+            folder = TrialSpec.from_json(row.spec).checkpoint_dir
             folder.mkdir(parents=True, exist_ok=True)
             (folder / RELEASE).touch()
 
     def _output_dir(self) -> Path:
         row = wait_for(lambda: trial_row(self.settings, self.run_id, self.number), self.timeout_s, "the trial")
-        return TrialSpec.from_json(row["spec"]).output_dir
+        return TrialSpec.from_json(row.spec).output_dir
 
     def _run(self) -> None:
         # The marks add up over the plan (the Nth kill waits for the sum of the first N
@@ -284,13 +284,13 @@ class Killer(threading.Thread):
 
     def _new_attempt(self, last_ref: str | None) -> dict[str, Any] | None:
         row = trial_row(self.settings, self.run_id, self.number)
-        if row is not None and row["status"] not in ("pending", "running"):
-            raise AssertionError(f"the trial ended ({row['status']}) before the kill schedule did")
+        if row is not None and row.status not in ("pending", "running"):
+            raise AssertionError(f"the trial ended ({row.status}) before the kill schedule did")
         return row if row is not None and live_ref(row) not in (None, last_ref) else None
 
     def _still_running(self, seen: dict[str, Any]) -> bool:
         row = trial_row(self.settings, self.run_id, self.number)
-        if row is None or row["status"] != "running" or row["attempt"] != seen["attempt"]:
+        if row is None or row.status != "running" or row.attempt != seen["attempt"]:
             raise AssertionError("the attempt to kill ended before its kill was due")
         return True
 
