@@ -174,14 +174,14 @@ class RunRow(_Record):
     def source_dir(self) -> Path:
         """The copy of the repository job1 (the pull) made."""
         if self.src_dir is None:
-            raise StateError(f"run {self.run_id} has no source: its first job (the pull) did not finish")
+            raise StateError(f"run {self.run_id!r} has no source: its first job (the pull) did not finish")
         return Path(self.src_dir)
 
     @property
     def classified_framework(self) -> str:
         """The framework job2 (classify) found."""
         if self.framework is None:
-            raise StateError(f"run {self.run_id} has no framework: its repository was not classified yet")
+            raise StateError(f"run {self.run_id!r} has no framework: its repository was not classified yet")
         return self.framework
 
 
@@ -233,7 +233,7 @@ class TrialRow(_Record):
 
     def _launched(self, value: str | None, what: str) -> str:
         if value is None:
-            raise StateError(f"trial {self.number} of run {self.run_id} has no {what}: it was never launched")
+            raise StateError(f"trial {self.number} of run {self.run_id!r} has no {what}: it was never launched")
         return value
 
 
