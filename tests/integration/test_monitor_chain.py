@@ -50,7 +50,7 @@ def check_the_run(settings: Settings, summary: RunSummary, killer: Killer) -> No
     assert trial.status == "succeeded" and trial.restarts == KILLS, summary.explain()
     row = StateStore(settings.state_db).get_trial(summary.run_id, 1)
     assert row is not None
-    out = TrialSpec.from_json(row.spec).output_dir
+    out = TrialSpec.from_json(row.launched_spec).output_dir
     # Work: every epoch begun across the attempts, and every progress line, is at most the
     # epochs needed plus one per kill (the epoch each kill interrupted).
     started, lines = epochs_started(out), progress_rows(out)

@@ -39,7 +39,7 @@ from test_monitor_support import (
 )
 
 from mlchain.runners.base import TrialSpec
-from mlchain.state import StateStore
+from mlchain.state import StateStore, TrialRow
 
 pytestmark = pytest.mark.docker
 
@@ -180,8 +180,8 @@ def test_stopping_and_starting_the_engine_mid_trial_restarts_the_trial(
     launcher.start()
     row = wait_for(lambda: (live_ref(trial_row(settings, run_id)) and trial_row(settings, run_id))
                    or not launcher.is_alive(), 120, "the launch")
-    assert isinstance(row, dict), f"job2 failed:\n{lines.text}"
-    out = TrialSpec.from_json(row.spec).output_dir
+    assert isinstance(row, TrialRow), f"job2 failed:\n{lines.text}"
+    out = TrialSpec.from_json(row.launched_spec).output_dir
     wait_for(lambda: len(progress_rows(out)) >= 3, 120, "three epochs")
     stopped_at = time.time()
     private.stop()                     # the engine goes away, and the container with it

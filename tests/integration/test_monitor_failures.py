@@ -34,7 +34,7 @@ from mlchain.config import Settings
 from mlchain.engine.chain import run_chain
 from mlchain.monitor import monitor_pass
 from mlchain.runners.base import TrialSpec
-from mlchain.state import StateStore
+from mlchain.state import StateStore, TrialRow
 
 
 def settings_for(tmp_path: Path, **more: Any) -> Settings:
@@ -47,13 +47,13 @@ def settings_for(tmp_path: Path, **more: Any) -> Settings:
 def output_of(settings: Settings, run_id: str) -> Path:
     row = trial_row(settings, run_id)
     assert row is not None
-    return TrialSpec.from_json(row.spec).output_dir
+    return TrialSpec.from_json(row.launched_spec).output_dir
 
 
 def checkpoint_files(settings: Settings, run_id: str) -> list[Path]:
     row = trial_row(settings, run_id)
     assert row is not None
-    ckpt = TrialSpec.from_json(row.spec).checkpoint_dir
+    ckpt = TrialSpec.from_json(row.launched_spec).checkpoint_dir
     return sorted(ckpt.glob("sklearn-*/epoch-*/model.joblib"))
 
 
@@ -63,7 +63,7 @@ def test_broken_checkpoints_fall_back_to_the_backup_then_to_scratch_never_crash_
     run_id = "broken-checkpoints"
     damage: list[str] = []
 
-    def break_checkpoints(row: dict[str, Any]) -> None:
+    def break_checkpoints(row: TrialRow) -> None:
         # Freeze the attempt (no write can finish behind our back), then damage its checkpoints:
         # first only the newest (truncated), the second time both.
         os.killpg(int(row.handle_ref), signal.SIGSTOP)
@@ -118,7 +118,7 @@ def _age_once_hung(settings: Settings, run_id: str, by_s: float) -> None:
     files ``by_s`` older: the monitor sees a silence past hung_after_s without the test
     waiting that long, and a slow start on a loaded machine is never taken for a hang."""
     row = wait_for(lambda: trial_row(settings, run_id), 120, "the trial")
-    spec = TrialSpec.from_json(row.spec)
+    spec = TrialSpec.from_json(row.launched_spec)
     wait_for(lambda: (spec.checkpoint_dir / "hung-once").exists() and spec.log_file.is_file()
              and "hanging now" in spec.log_file.read_text(), 120, "the hang")
     for path in (spec.output_dir / "progress.jsonl", spec.params_file, spec.log_file):
@@ -157,7 +157,7 @@ def test_job6_on_its_own_restarts_a_killed_trial(tmp_path: Path) -> None:
     launcher = threading.Thread(target=launch, args=(settings, repo, run_id))
     launcher.start()
     row = wait_for(lambda: live_ref(trial_row(settings, run_id)) and trial_row(settings, run_id), 120, "the launch")
-    out = TrialSpec.from_json(row.spec).output_dir
+    out = TrialSpec.from_json(row.launched_spec).output_dir
     wait_for(lambda: len(progress_rows(out)) >= 2, 60, "two epochs")
     pid = int(row.handle_ref)
     os.killpg(pid, signal.SIGKILL)
@@ -171,7 +171,7 @@ def test_job6_on_its_own_restarts_a_killed_trial(tmp_path: Path) -> None:
     assert f"{run_id}: trial 1: restart 1/3 after killed" in result.output
     assert "resuming SoftmaxRegression from the checkpoint of epoch" in result.output
     again = trial_row(settings, run_id)
-    assert again is not None and again["attempt"] == 2 and live_ref(again) not in (None, str(pid))
+    assert again is not None and again.attempt == 2 and live_ref(again) not in (None, str(pid))
     # A pass while it runs has nothing to do.
     quiet = runner.invoke(cli, ["--home", str(settings.home), "job", "monitor"], env=env)
     assert quiet.output.strip() == "monitor: nothing to do"

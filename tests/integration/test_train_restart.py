@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 from helpers import wait_for
@@ -25,7 +24,7 @@ from test_monitor_support import (
 
 from mlchain.config import Settings
 from mlchain.runners.base import TrialSpec
-from mlchain.state import StateStore
+from mlchain.state import StateStore, TrialRow
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +39,7 @@ def start_train(tmp_path: Path, repo: Path) -> tuple[Settings, subprocess.Popen[
     return settings, train
 
 
-def the_trial(settings: Settings) -> dict[str, Any]:
+def the_trial(settings: Settings) -> TrialRow:
     """The trial `mlchain train` launched, once it runs (its run id is minted inside the command)."""
     state = wait_for(lambda: settings.state_db.exists() and StateStore(settings.state_db), 120, "the run state")
     return wait_for(lambda: next((r for r in state.active_trials() if r.handle_ref), None),
@@ -73,7 +72,7 @@ def test_mlchain_train_restarts_a_killed_training_and_finishes(tmp_path: Path) -
     events = [e.message for e in StateStore(settings.state_db).events(row.run_id)]
     assert any(m.startswith("restart 1/3 after killed") for m in events), events
     # resumed from the checkpoint: the epochs after the kill were not all trained again from 1
-    output = TrialSpec.from_json(trial.spec).output_dir
+    output = TrialSpec.from_json(trial.launched_spec).output_dir
     started = epochs_started(output)
     assert started.count(1) == 1 and started[-1] == epochs, started
     assert max(r["epoch"] for r in progress_rows(output)) == epochs
@@ -89,7 +88,7 @@ def test_an_interrupted_mlchain_train_stops_its_training_and_marks_the_trial_fai
     settings, train = start_train(tmp_path, repo)
     try:
         row = the_trial(settings)
-        output = TrialSpec.from_json(row.spec).output_dir
+        output = TrialSpec.from_json(row.launched_spec).output_dir
         wait_for(lambda: len(progress_rows(output)) >= 1, 120, "the first epoch")
         train.send_signal(signal.SIGINT)  # Ctrl-C
         out, err = train.communicate(timeout=60)

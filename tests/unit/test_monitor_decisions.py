@@ -218,7 +218,7 @@ def test_a_code_error_is_not_restarted(env: Any) -> None:
 def test_a_hung_trial_is_stopped_and_the_restart_names_the_hang(env: Any) -> None:
     settings, store, runner = env
     settings = settings.model_copy(update={"backoff_base_s": 5.0})
-    spec = TrialSpec.from_json(row(store).spec)
+    spec = TrialSpec.from_json(row(store).launched_spec)
     (spec.output_dir / "progress.jsonl").write_text('{"epoch": 1}\n')
     now = spec.params_file.stat().st_mtime + 100  # no progress line for 100 s > 30 s
     assert monitor.check_trial(settings, store, row(store), now=now) == "waiting"
