@@ -18,7 +18,7 @@ from mlchain import trial as trials
 from mlchain.config import Settings
 from mlchain.repo_config import RepoConfig
 from mlchain.runners.base import TrialSpec
-from mlchain.state import StateStore, TrialRow
+from mlchain.state import StateStore, TrialRow, TrialStatus
 from mlchain.trial import TrialOutcome
 
 Echo = Callable[[str], None]
@@ -95,9 +95,9 @@ def abandon_trial(settings: Settings, store: StateStore, run_id: str, number: in
     from mlchain.monitor import attach, give_up_now
 
     row = store.get_trial(run_id, number)
-    if row is None or row.status not in ("pending", "running"):
+    if row is None or row.status not in (TrialStatus.PENDING, TrialStatus.RUNNING):
         return
-    if row.status == "pending":  # never launched
+    if row.status == TrialStatus.PENDING:  # never launched
         store.update_trial(run_id, number, status="failed", failure_log=reason, finished_at=time.time())
         return
     try:

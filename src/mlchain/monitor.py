@@ -38,7 +38,7 @@ from mlchain.runners.base import (
     TrialSpec,
     follow_log,
 )
-from mlchain.state import StateStore, TrialRow, claim_restart
+from mlchain.state import StateStore, TrialRow, TrialStatus, claim_restart
 from mlchain.trial import LOG_TAIL_LINES, TrialOutcome, collect
 
 Action = Literal["running", "completed", "restarted", "waiting", "gave_up"]
@@ -114,7 +114,7 @@ def container_state(row: TrialRow | None, attempt_label: str | None, running: bo
     """Pure: a training container against the run state (its trial's row, or None)."""
     if row is None:
         return "foreign"
-    current = row.status == "running" and str(row.attempt) == str(attempt_label)
+    current = row.status == TrialStatus.RUNNING and str(row.attempt) == str(attempt_label)
     if current:
         return "ok"
     return "stale_running" if running else "stale_exited"
@@ -326,7 +326,7 @@ def supervise_trial(settings: Settings, store: StateStore, run_id: str, number: 
         while True:
             row = store.get_trial(run_id, number)
             assert row is not None
-            if row.status != "running":
+            if row.status != TrialStatus.RUNNING:
                 return _failed_outcome(row)
             ref = str(row.handle_ref or "")
             if ref and not ref.startswith((LAUNCHING, LAUNCH_FAILED)):

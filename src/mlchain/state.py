@@ -117,6 +117,7 @@ class BuildResult(StrEnum):
 
 
 TERMINAL_RUN_STATUSES = (RunStatus.PASSED, RunStatus.BUDGET_SPENT, RunStatus.FAILED)
+FINISHED_TRIAL_STATUSES = (TrialStatus.SUCCEEDED, TrialStatus.FAILED)
 # Columns holding JSON, decoded in the records. A trial's spec stays text: it is the
 # TrialSpec's own format (runners.base.TrialSpec.from_json reads it).
 JSON_COLUMNS = {"classification", "config", "email", "registered", "params", "metrics", "spec"}

@@ -27,7 +27,7 @@ from mlchain.fileio import atomic_write
 from mlchain.launch import MlflowRunSpec, await_trial, ensure_mlflow_run, launch_trial
 from mlchain.repo_config import RepoConfig, load_repo_config, with_overrides
 from mlchain.runners.base import TrialSpec
-from mlchain.state import TERMINAL_RUN_STATUSES, RunRow, StateStore
+from mlchain.state import FINISHED_TRIAL_STATUSES, TERMINAL_RUN_STATUSES, RunRow, StateStore
 from mlchain.summary import ERROR_EVENT, NOTE_EVENT, build_summary, recorded_error
 
 Echo = Callable[[str], None]
@@ -203,10 +203,10 @@ def job_gate(settings: Settings, env: BuildEnv, echo: Echo) -> int:
     cfg = run_config(run)
     rows = store.trials(run_id)
     current = next((r for r in rows if r.number == number), None)
-    if current is None or current.status not in ("succeeded", "failed"):
+    if current is None or current.status not in FINISHED_TRIAL_STATUSES:
         raise EngineError(f"trial {number} of run {run_id} has no result yet", hint="run job3-train first")
     results = [gate.TrialResult(r.number, r.metric, r.failure_kind)
-               for r in rows if r.number <= number and r.status in ("succeeded", "failed")]
+               for r in rows if r.number <= number and r.status in FINISHED_TRIAL_STATUSES]
     budget = gate.Budget(cfg.budget.max_trials, cfg.budget.max_minutes, cfg.budget.patience)
     elapsed = (time.time() - run.created_at) / 60.0
     space = tweak.search_space(run.classified_framework, cfg.search, cfg.params)

@@ -28,7 +28,7 @@ from mlchain.config import Settings
 from mlchain.engine.jjb import ROLE_STEP, Chain, GitScm, Job, ShellStep, TriggerBuild
 from mlchain.errors import GitError, MlchainError
 from mlchain.gitrefs import LOCAL_SCHEME, is_commit, require_clone_url, require_ref
-from mlchain.state import BuildRow, StateStore
+from mlchain.state import BuildResult, BuildRow, StateStore
 
 SUCCESS, UNSTABLE, FAILURE = "SUCCESS", "UNSTABLE", "FAILURE"
 # Which results start a downstream build, by the trigger's condition (parameterized-trigger plugin).
@@ -127,7 +127,7 @@ class LocalEngine:
         """Run queued builds in order until none is left. A build the engine was running
         when it died is run again: every job is idempotent for its run and trial."""
         while not stop():
-            pending = [b for b in self.store.builds(run_id) if b.result in ("PENDING", "RUNNING")]
+            pending = [b for b in self.store.builds(run_id) if b.result in (BuildResult.PENDING, BuildResult.RUNNING)]
             if not pending:
                 return
             self.execute(pending[0])
