@@ -10,10 +10,10 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import Field, dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from mlchain import sqlitefile
 from mlchain.errors import MlchainError, NotFound, StateError, home_not_writable
@@ -130,8 +130,10 @@ def _json(text: str | None) -> Any:
 class _Record:
     """A row of the run state as a frozen dataclass; to_dict() is its JSON-ready form."""
 
+    __dataclass_fields__: ClassVar[dict[str, Field[Any]]]
+
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}  # type: ignore[arg-type]
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
 
 
 def _plain(value: Any) -> Any:
