@@ -18,7 +18,7 @@ from mlchain import trial as trials
 from mlchain.config import Settings
 from mlchain.repo_config import RepoConfig
 from mlchain.runners.base import TrialSpec
-from mlchain.state import StateStore
+from mlchain.state import StateStore, TrialRow, TrialStatus
 from mlchain.trial import TrialOutcome
 
 Echo = Callable[[str], None]
@@ -35,7 +35,7 @@ class MlflowRunSpec:
 
 def launch_trial(settings: Settings, store: StateStore, *, run_id: str, number: int, framework: str,
                  repo_dir: Path, cfg: RepoConfig, params: Mapping[str, Any], mlflow_run: MlflowRunSpec,
-                 job: str, echo: Echo | None = None) -> dict[str, Any]:
+                 job: str, echo: Echo | None = None) -> TrialRow:
     """Start trial ``number`` of ``run_id`` (its row must exist): choose the runner, ensure the
     image, make the spec, start the handle, create the MLflow run. Returns the trial's row."""
     from mlchain.runners.select import get_runner
@@ -63,14 +63,14 @@ def ensure_mlflow_run(settings: Settings, store: StateStore, run_id: str, number
                       mlflow_run: MlflowRunSpec) -> None:
     """One MLflow run per trial, created once; restarts log into the same run."""
     row = store.get_trial(run_id, number)
-    if row is None or row.get("mlflow_run_id"):
+    if row is None or row.mlflow_run_id:
         return
     mlflow_run_id = tracking.start_run(settings, mlflow_run.experiment, mlflow_run.run_name, dict(mlflow_run.tags))
     store.update_trial(run_id, number, mlflow_run_id=mlflow_run_id)
 
 
 def await_trial(settings: Settings, store: StateStore, run_id: str, number: int,
-                echo: Echo | None = None) -> tuple[dict[str, Any], TrialOutcome]:
+                echo: Echo | None = None) -> tuple[TrialRow, TrialOutcome]:
     """Wait for a launched trial, restarting what dies for a transient reason (the monitor's
     rules), then log its outcome to MLflow and record it. Returns the final row and the outcome."""
     from mlchain.monitor import supervise_trial
@@ -78,9 +78,9 @@ def await_trial(settings: Settings, store: StateStore, run_id: str, number: int,
     outcome = supervise_trial(settings, store, run_id, number, echo=echo)
     row = store.get_trial(run_id, number)
     assert row is not None
-    spec = TrialSpec.from_json(row["spec"])
-    trials.log_outcome(settings, row["mlflow_run_id"], spec, outcome, runner=row["runner"], image=row["image"],
-                       image_id=row["image_id"], restarts=row["restarts"])
+    spec = TrialSpec.from_json(row.launched_spec)
+    trials.log_outcome(settings, row.launched_mlflow_run_id, spec, outcome, runner=row.launched_runner, image=row.image,
+                       image_id=row.image_id, restarts=row.restarts)
     store.update_trial(run_id, number, status=outcome.status, metric=outcome.metric, metrics=outcome.metrics,
                        failure_kind=None if outcome.succeeded else outcome.verdict.kind,
                        failure_log=outcome.failure_log, finished_at=time.time())
@@ -95,9 +95,9 @@ def abandon_trial(settings: Settings, store: StateStore, run_id: str, number: in
     from mlchain.monitor import attach, give_up_now
 
     row = store.get_trial(run_id, number)
-    if row is None or row["status"] not in ("pending", "running"):
+    if row is None or row.status not in (TrialStatus.PENDING, TrialStatus.RUNNING):
         return
-    if row["status"] == "pending":  # never launched
+    if row.status == TrialStatus.PENDING:  # never launched
         store.update_trial(run_id, number, status="failed", failure_log=reason, finished_at=time.time())
         return
     try:

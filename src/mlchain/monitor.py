@@ -38,7 +38,7 @@ from mlchain.runners.base import (
     TrialSpec,
     follow_log,
 )
-from mlchain.state import StateStore, claim_restart
+from mlchain.state import StateStore, TrialRow, TrialStatus, claim_restart
 from mlchain.trial import LOG_TAIL_LINES, TrialOutcome, collect
 
 Action = Literal["running", "completed", "restarted", "waiting", "gave_up"]
@@ -110,11 +110,11 @@ def restart_message(number: int, max_restarts: int, kind: str, reason: str, resu
 ContainerState = Literal["ok", "foreign", "stale_running", "stale_exited"]
 
 
-def container_state(row: dict[str, Any] | None, attempt_label: str | None, running: bool) -> ContainerState:
+def container_state(row: TrialRow | None, attempt_label: str | None, running: bool) -> ContainerState:
     """Pure: a training container against the run state (its trial's row, or None)."""
     if row is None:
         return "foreign"
-    current = row.get("status") == "running" and str(row.get("attempt")) == str(attempt_label)
+    current = row.status == TrialStatus.RUNNING and str(row.attempt) == str(attempt_label)
     if current:
         return "ok"
     return "stale_running" if running else "stale_exited"
@@ -147,13 +147,13 @@ def _log_tail(spec: TrialSpec, n: int = LOG_TAIL_LINES) -> list[str]:
 
 # --- the run state, compare-and-set on the attempt -------------------------------------
 
-def _update_attempt(store: StateStore, row: dict[str, Any], where: str = "", **values: Any) -> bool:
+def _update_attempt(store: StateStore, row: TrialRow, where: str = "", **values: Any) -> bool:
     """Update the trial only if it is still running the attempt ``row`` saw."""
     cols = ", ".join(f"{k} = ?" for k in values)
     with store.connect() as db:
         cur = db.execute(f"UPDATE trials SET {cols} WHERE run_id = ? AND number = ? AND attempt = ?"
                          f" AND status = 'running'{where}",
-                         (*values.values(), row["run_id"], row["number"], row["attempt"]))
+                         (*values.values(), row.run_id, row.number, row.attempt))
         return cur.rowcount == 1
 
 
@@ -165,31 +165,31 @@ def _runner(settings: Settings, name: str) -> Any:
     return runner_by_name(name, settings)
 
 
-def attach(settings: Settings, row: dict[str, Any], follow_logs: bool = False) -> TrainingHandle:
+def attach(settings: Settings, row: TrialRow, follow_logs: bool = False) -> TrainingHandle:
     """The current attempt's handle. Only job3 follows a container's logs into train.log (one
     follower per attempt); the monitor's passes only look."""
-    spec = TrialSpec.from_json(row["spec"])
-    runner = _runner(settings, row["runner"])
-    if row["runner"] == "docker":
-        return runner.attach(spec, row["handle_ref"], follow_logs=follow_logs)
-    return runner.attach(spec, row["handle_ref"])
+    spec = TrialSpec.from_json(row.launched_spec)
+    runner = _runner(settings, row.launched_runner)
+    if row.runner == "docker":
+        return runner.attach(spec, row.handle_ref, follow_logs=follow_logs)
+    return runner.attach(spec, row.handle_ref)
 
 
 _unreachable: set[tuple[str, int]] = set()  # trials whose runner did not answer (said once per outage)
 
 
-def _say_once(say: Echo, row: dict[str, Any], line: str) -> None:
-    key = (row["run_id"], row["number"])
+def _say_once(say: Echo, row: TrialRow, line: str) -> None:
+    key = (row.run_id, row.number)
     if key not in _unreachable:
         _unreachable.add(key)
         say(line)
 
 
-def _launch_state(row: dict[str, Any], now: float) -> tuple[str, ExitInfo | None]:
+def _launch_state(row: TrialRow, now: float) -> tuple[str, ExitInfo | None]:
     """('attached', None) for a real handle; ('waiting', None) while a restart launches;
     ('lost', info) for a launch that failed or never finished."""
-    ref = str(row.get("handle_ref") or "")
-    spec = TrialSpec.from_json(row["spec"])
+    ref = str(row.handle_ref or "")
+    spec = TrialSpec.from_json(row.launched_spec)
     if ref.startswith(LAUNCHING):
         try:
             since = float(ref[len(LAUNCHING):])
@@ -205,36 +205,36 @@ def _launch_state(row: dict[str, Any], now: float) -> tuple[str, ExitInfo | None
     return "attached", None
 
 
-def check_trial(settings: Settings, store: StateStore, row: dict[str, Any], echo: Echo | None = None,
+def check_trial(settings: Settings, store: StateStore, row: TrialRow, echo: Echo | None = None,
                 now: float | None = None, handle: TrainingHandle | None = None) -> Action:
     """Look at one launched trial and act: nothing, restart it, or give up on it."""
     say = echo or (lambda _line: None)
     now = time.time() if now is None else now
-    number = row["number"]
-    spec = TrialSpec.from_json(row["spec"])
+    number = row.number
+    spec = TrialSpec.from_json(row.launched_spec)
     state, info = _launch_state(row, now)
     if state == "waiting":
         return "waiting"
     running = False
     if info is None:
         try:
-            handle = handle if handle is not None and handle.ref == row["handle_ref"] else attach(settings, row)
+            handle = handle if handle is not None and handle.ref == row.handle_ref else attach(settings, row)
             status = handle.status()
             running = status in ("running", "created")
             info = handle.exit_info()
             if info.engine_lost:
                 # Gone, or is its engine just not answering (dockerd restarting)? Only a runner
                 # that answers can tell; until then nothing is decided (nor restarted twice).
-                _runner(settings, row["runner"])
+                _runner(settings, row.launched_runner)
         except RunnerUnavailable as exc:
             _say_once(say, row, f"trial {number}: cannot reach its runner ({exc.message.splitlines()[0]});"
                                 " will look again")
             return "waiting"
-        _unreachable.discard((row["run_id"], number))
+        _unreachable.discard((row.run_id, number))
         info.heartbeat_age_s = attempt_heartbeat_age(spec, now)
     verdict = classify_exit(info, running=running, hung_after_s=settings.hung_after_s)
-    plan = plan_for(verdict, restarts=row["restarts"], max_restarts=settings.max_restarts,
-                    next_restart_at=row.get("next_restart_at"), now=now,
+    plan = plan_for(verdict, restarts=row.restarts, max_restarts=settings.max_restarts,
+                    next_restart_at=row.next_restart_at, now=now,
                     backoff_base_s=settings.backoff_base_s, backoff_max_s=settings.backoff_max_s)
     if plan.kind == "none":
         return "completed" if verdict.kind == "completed" else "running"
@@ -244,7 +244,7 @@ def check_trial(settings: Settings, store: StateStore, row: dict[str, Any], echo
     if plan.kind == "give_up":
         if _update_attempt(store, row, status="failed", failure_kind=verdict.kind, failure_log=tail or None,
                            next_restart_at=None):
-            store.add_event(row["run_id"], "give_up", f"gave up: {plan.reason}", trial=number)
+            store.add_event(row.run_id, "give_up", f"gave up: {plan.reason}", trial=number)
             say(f"trial {number}: gave up: {plan.reason}")
         return "gave_up"
     if plan.kind == "schedule":
@@ -256,56 +256,57 @@ def check_trial(settings: Settings, store: StateStore, row: dict[str, Any], echo
         return "waiting"
     if plan.kind == "wait":
         return "waiting"
-    kind, reason = verdict.kind, verdict.reason
-    if row.get("failure_kind") and row.get("next_restart_at") is not None:
-        kind, reason = row["failure_kind"], row.get("failure_log") or reason
+    kind: str = verdict.kind
+    reason = verdict.reason
+    if row.failure_kind and row.next_restart_at is not None:
+        kind, reason = row.failure_kind, row.failure_log or reason
     return _restart(settings, store, row, spec, kind, reason, say, now)
 
 
-def _restart(settings: Settings, store: StateStore, row: dict[str, Any], spec: TrialSpec, kind: str,
+def _restart(settings: Settings, store: StateStore, row: TrialRow, spec: TrialSpec, kind: str,
              reason: str, say: Echo, now: float) -> Action:
-    run_id, number = row["run_id"], row["number"]
+    run_id, number = row.run_id, row.number
     try:
-        runner = _runner(settings, row["runner"])  # unreachable: wait, without spending a restart
+        runner = _runner(settings, row.launched_runner)  # unreachable: wait, without spending a restart
     except RunnerUnavailable as exc:
         _say_once(say, row, f"trial {number}: cannot reach its runner to restart it"
                             f" ({exc.message.splitlines()[0]}); will look again")
         return "waiting"
     _unreachable.discard((run_id, number))
     new_spec = replace(spec, attempt=spec.attempt + 1, job="monitor")
-    if not claim_restart(store, run_id, number, row["attempt"], spec=new_spec.to_json(),
+    if not claim_restart(store, run_id, number, row.attempt, spec=new_spec.to_json(),
                          handle_ref=f"{LAUNCHING}{now:.3f}", next_restart_at=None, failure_kind=None,
                          failure_log=None):
         return "restarted"  # someone else restarted it meanwhile
-    claimed = {**row, "attempt": row["attempt"] + 1}
+    claimed = replace(row, attempt=row.attempt + 1)
     resume = resume_point(spec)
     try:
         handle = runner.start(new_spec)
     except Exception as exc:  # noqa: BLE001 - recorded; the next look counts it as a lost attempt
         why = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
         _update_attempt(store, claimed, handle_ref=f"{LAUNCH_FAILED}{why}")
-        store.add_event(run_id, "restart", f"restart {row['restarts'] + 1}/{settings.max_restarts} after"
+        store.add_event(run_id, "restart", f"restart {row.restarts + 1}/{settings.max_restarts} after"
                                            f" {kind} could not start: {why}", trial=number)
         say(f"trial {number}: the restart could not start: {why}")
         return "waiting"
     _update_attempt(store, claimed, handle_ref=handle.ref)
-    message = restart_message(row["restarts"] + 1, settings.max_restarts, kind, reason, resume)
+    message = restart_message(row.restarts + 1, settings.max_restarts, kind, reason, resume)
     store.add_event(run_id, "restart", message, trial=number)
     say(f"trial {number}: {message}")
     return "restarted"
 
 
-def give_up_now(store: StateStore, row: dict[str, Any], kind: str, reason: str, log: str | None) -> bool:
+def give_up_now(store: StateStore, row: TrialRow, kind: str, reason: str, log: str | None) -> bool:
     """Mark the trial failed (once, for this attempt) and record why."""
     if _update_attempt(store, row, status="failed", failure_kind=kind, failure_log=log, next_restart_at=None):
-        store.add_event(row["run_id"], "give_up", f"gave up: {kind}: {reason}", trial=row["number"])
+        store.add_event(row.run_id, "give_up", f"gave up: {kind}: {reason}", trial=row.number)
         return True
     return False
 
 
-def _failed_outcome(row: dict[str, Any]) -> TrialOutcome:
-    kind = cast(FailureKind, row.get("failure_kind") or "code_error")
-    return TrialOutcome("failed", Verdict(kind, f"gave up ({kind})"), None, {}, row.get("failure_log"))
+def _failed_outcome(row: TrialRow) -> TrialOutcome:
+    kind = cast(FailureKind, row.failure_kind or "code_error")
+    return TrialOutcome("failed", Verdict(kind, f"gave up ({kind})"), None, {}, row.failure_log)
 
 
 def supervise_trial(settings: Settings, store: StateStore, run_id: str, number: int,
@@ -313,21 +314,21 @@ def supervise_trial(settings: Settings, store: StateStore, run_id: str, number: 
     """job3's wait: follow the log, let the monitor logic restart what died, return the outcome."""
     row = store.get_trial(run_id, number)
     assert row is not None
-    spec = TrialSpec.from_json(row["spec"])
+    spec = TrialSpec.from_json(row.launched_spec)
     stop = threading.Event()
     follower = None
     if echo is not None:
         follower = threading.Thread(target=follow_log, args=(spec.log_file, echo, stop), daemon=True)
         follower.start()
-    started = float(row.get("started_at") or time.time())
+    started = float(row.started_at or time.time())
     handle: TrainingHandle | None = None
     try:
         while True:
             row = store.get_trial(run_id, number)
             assert row is not None
-            if row["status"] != "running":
+            if row.status != TrialStatus.RUNNING:
                 return _failed_outcome(row)
-            ref = str(row.get("handle_ref") or "")
+            ref = str(row.handle_ref or "")
             if ref and not ref.startswith((LAUNCHING, LAUNCH_FAILED)):
                 try:
                     if handle is None or handle.ref != ref:
@@ -339,10 +340,10 @@ def supervise_trial(settings: Settings, store: StateStore, run_id: str, number: 
                     time.sleep(settings.monitor_interval_s)
             action = check_trial(settings, store, row, echo, handle=handle)
             if action == "completed":
-                if handle is None or handle.ref != row["handle_ref"]:
+                if handle is None or handle.ref != row.handle_ref:
                     handle = attach(settings, row, follow_logs=True)
                     handle.wait(timeout=settings.monitor_interval_s)  # the log's last lines
-                return collect(TrialSpec.from_json(row["spec"]), handle.exit_info(),
+                return collect(TrialSpec.from_json(row.launched_spec), handle.exit_info(),
                                hung_after_s=settings.hung_after_s)
             if action == "gave_up":
                 again = store.get_trial(run_id, number)
@@ -413,10 +414,10 @@ def monitor_pass(settings: Settings, run_id: str | None = None) -> list[str]:
     store = StateStore(settings.state_db)
     lines: list[str] = []
     rows = [r for r in store.active_trials()
-            if r.get("handle_ref") and r.get("spec") and (run_id is None or r["run_id"] == run_id)]
+            if r.handle_ref and r.spec and (run_id is None or r.run_id == run_id)]
     for row in rows:
-        check_trial(settings, store, row, echo=_prefixed(lines, f"{row['run_id']}: "))
-    if run_id is None or any(r["runner"] == "docker" for r in rows):
+        check_trial(settings, store, row, echo=_prefixed(lines, f"{row.run_id}: "))
+    if run_id is None or any(r.runner == "docker" for r in rows):
         lines.extend(scan_containers(settings, store, run_id))
     return lines
 

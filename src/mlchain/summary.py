@@ -19,7 +19,7 @@ from mlchain.gate import NOTHING_TO_TUNE
 
 if TYPE_CHECKING:
     from mlchain.config import Settings
-    from mlchain.state import StateStore
+    from mlchain.state import EventRow, StateStore, TrialRow
 
 # Exit codes of `mlchain run` by final status; a failed run exits with the code of what stopped it.
 STATUS_EXIT = {"passed": 0, "budget_spent": EXIT_GATE_NOT_REACHED, "failed": TrainingFailed.exit_code,
@@ -105,7 +105,7 @@ class RunSummary:
     email: dict[str, Any] | None = None
     registered: dict[str, Any] | None = None
     failed_job: str | None = None
-    events: list[dict[str, Any]] = field(default_factory=list)
+    events: list[EventRow] = field(default_factory=list)
     tracking_uri: str = ""
     mlflow_ui_url: str | None = None
     branch: str | None = None  # where ``ref`` came from (the webhook builds a commit of a branch)
@@ -186,8 +186,8 @@ class RunSummary:
         if self.best is not None and self.best.metric is not None:
             lines.append(f"  best: trial {self.best.number}, {self.metric_name} = {self.best.metric:.4f}")
         for ev in self.events:
-            if ev.get("kind") in ("restart", "give_up"):
-                lines.append(f"  monitor: trial {ev.get('trial')}: {ev['message']}")
+            if ev.kind in ("restart", "give_up"):
+                lines.append(f"  monitor: trial {ev.trial}: {ev.message}")
         if self.failed_job:
             lines.append(f"  failed job: {self.failed_job}")
         tail = self.failure_log_tail
@@ -232,49 +232,49 @@ def read_history(output_dir: str | Path | None) -> list[dict[str, Any]]:
     return rows
 
 
-def trial_record(row: dict[str, Any]) -> TrialRecord:
-    spec = json.loads(row["spec"]) if row.get("spec") else {}
+def trial_record(row: TrialRow) -> TrialRecord:
+    spec = json.loads(row.spec) if row.spec else {}
     duration = None
-    if row.get("started_at") and row.get("finished_at"):
-        duration = row["finished_at"] - row["started_at"]
+    if row.started_at and row.finished_at:
+        duration = row.finished_at - row.started_at
     return TrialRecord(
-        number=row["number"], params=row["params"], status=row["status"], metric=row.get("metric"),
-        metrics=row.get("metrics") or {}, mlflow_run_id=row.get("mlflow_run_id"), runner=row.get("runner"),
-        image=row.get("image"), image_id=row.get("image_id"), restarts=row.get("restarts") or 0,
-        failure_kind=row.get("failure_kind"), failure_log=row.get("failure_log"), duration_s=duration,
+        number=row.number, params=row.params, status=row.status, metric=row.metric,
+        metrics=row.metrics or {}, mlflow_run_id=row.mlflow_run_id, runner=row.runner,
+        image=row.image, image_id=row.image_id, restarts=row.restarts,
+        failure_kind=row.failure_kind, failure_log=row.failure_log, duration_s=duration,
         history=read_history(spec.get("output_dir")),
     )
 
 
 def build_summary(store: StateStore, run_id: str, settings: Settings) -> RunSummary:
     run = store.get_run(run_id)
-    cfg = run.get("config") or {}
+    cfg = run.config or {}
     trials = [trial_record(r) for r in store.trials(run_id)]
     direction = cfg.get("direction", gate.DEFAULT_DIRECTION)  # no config: job1 refused mlchain.yaml
     events = store.events(run_id)
     recipients = (cfg.get("notify") or {}).get("recipients") or []
     if not recipients:
-        recipients = [run["pusher_email"]] if run.get("pusher_email") else list(settings.default_recipients)
+        recipients = [run.pusher_email] if run.pusher_email else list(settings.default_recipients)
     return RunSummary(
-        run_id=run_id, repo_name=run["repo_name"], repo_url=run["repo_url"], ref=run.get("ref"),
-        commit=run.get("commit_sha"), status=run["status"], stop_reason=run.get("stop_reason"),
+        run_id=run_id, repo_name=run.repo_name, repo_url=run.repo_url, ref=run.ref,
+        commit=run.commit_sha, status=run.status, stop_reason=run.stop_reason,
         metric_name=cfg.get("metric", contract.DEFAULT_METRIC),
         threshold=float(cfg.get("threshold", gate.DEFAULT_THRESHOLD)),
-        direction=direction, framework=run.get("framework"), trials=trials,
-        best=gate.best_of(trials, lambda t: t.metric, direction), recipients=recipients, email=run.get("email"),
-        registered=run.get("registered"), failed_job=run.get("failed_job"),
+        direction=direction, framework=run.framework, trials=trials,
+        best=gate.best_of(trials, lambda t: t.metric, direction), recipients=recipients, email=run.email,
+        registered=run.registered, failed_job=run.failed_job,
         events=events, tracking_uri=settings.resolved_tracking_uri,
-        mlflow_ui_url=settings.mlflow_ui_url, error=recorded_error(events), branch=run.get("branch"),
-        notes=[e["message"] for e in events if e.get("kind") == NOTE_EVENT],
+        mlflow_ui_url=settings.mlflow_ui_url, error=recorded_error(events), branch=run.branch,
+        notes=[e.message for e in events if e.kind == NOTE_EVENT],
     )
 
 
-def recorded_error(events: list[dict[str, Any]]) -> dict[str, Any] | None:
+def recorded_error(events: list[EventRow]) -> dict[str, Any] | None:
     """The error event job steps record (engine.jobs.record_error), parsed."""
     for event in events:
-        if event.get("kind") == ERROR_EVENT:
+        if event.kind == ERROR_EVENT:
             try:
-                return dict(json.loads(event["message"]))
+                return dict(json.loads(event.message))
             except (TypeError, ValueError):
-                return {"message": event["message"]}
+                return {"message": event.message}
     return None

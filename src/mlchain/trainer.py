@@ -89,7 +89,7 @@ def train_once(settings: Settings, path: Path, overrides: dict[str, Any], echo: 
     except BaseException:  # Ctrl-C, or an error on the way: the training must not go on alone
         abandon_trial(settings, store, run_id, 1, "mlchain train stopped waiting for it")
         raise
-    mlflow_run_id = row["mlflow_run_id"]
+    mlflow_run_id = row.launched_mlflow_run_id
     if not outcome.succeeded and outcome.verdict.kind == "contract_error":
         said = contract.last_complaint(outcome.failure_log) or outcome.verdict.reason
         raise ContractError(f"the entry broke the training contract: {said};"
@@ -100,6 +100,6 @@ def train_once(settings: Settings, path: Path, overrides: dict[str, Any], echo: 
                              f" logged as MLflow run {mlflow_run_id}\n{outcome.failure_log or ''}",
                              hint="fix the training code and run again")
     return TrainResult(mlflow_run_id=mlflow_run_id, experiment=name, framework=classification.framework,
-                       runner=row["runner"], image=row["image"], params=params, metric_name=cfg.metric,
+                       runner=row.launched_runner, image=row.image, params=params, metric_name=cfg.metric,
                        metric=outcome.metric, metrics=outcome.metrics, status=outcome.status,
                        duration_s=time.monotonic() - started)

@@ -429,7 +429,7 @@ def test_job5_announces_a_job1_that_failed_before_it_opened_the_run(tmp_path: Pa
     assert JOBS["notify"](settings, env, lines.append) == 0
 
     run = StateStore(settings.state_db).get_run("jenkins-job1-pull-7")
-    assert (run["status"], run["failed_job"], run["repo_name"]) == ("failed", "job1-pull", "digits")
+    assert (run.status, run.failed_job, run.repo_name) == ("failed", "job1-pull", "digits")
     (msg,) = outbox(settings.home_abs)
     assert msg["To"] == "ana@example.com"
     assert msg["Subject"].startswith("[mlchain] FAILED digits@main")

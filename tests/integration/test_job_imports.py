@@ -47,7 +47,7 @@ def test_pull_gate_and_monitor_run_without_importing_mlflow(tmp_path: Path) -> N
     assert "gate:" in output
     assert "optuna" not in imported  # the gate passed: the search is consulted only for another trial
     assert not imported & set(HEAVY), sorted(imported & set(HEAVY))
-    assert store.get_run("r1")["status"] == "passed"
+    assert store.get_run("r1").status == "passed"
 
     code, imported, output = _job("monitor", {**env, "JOB_NAME": "job6-monitor"}, workspace)
     assert code == 0, output

@@ -50,7 +50,7 @@ def check_the_run(settings: Settings, summary: RunSummary, killer: Killer) -> No
     assert trial.status == "succeeded" and trial.restarts == KILLS, summary.explain()
     row = StateStore(settings.state_db).get_trial(summary.run_id, 1)
     assert row is not None
-    out = TrialSpec.from_json(row["spec"]).output_dir
+    out = TrialSpec.from_json(row.launched_spec).output_dir
     # Work: every epoch begun across the attempts, and every progress line, is at most the
     # epochs needed plus one per kill (the epoch each kill interrupted).
     started, lines = epochs_started(out), progress_rows(out)
@@ -58,10 +58,10 @@ def check_the_run(settings: Settings, summary: RunSummary, killer: Killer) -> No
     assert len(lines) <= EPOCHS + KILLS
     assert max(r["epoch"] for r in lines) == EPOCHS and set(started) == set(range(1, EPOCHS + 1))
     # Restarts and their reasons are in the run state and in `mlchain run`'s output.
-    restarts = [e for e in summary.events if e["kind"] == "restart"]
+    restarts = [e for e in summary.events if e.kind == "restart"]
     assert len(restarts) == KILLS
-    assert all("after killed" in e["message"] for e in restarts)
-    assert any("resuming SoftmaxRegression from the checkpoint of epoch" in e["message"] for e in restarts)
+    assert all("after killed" in e.message for e in restarts)
+    assert any("resuming SoftmaxRegression from the checkpoint of epoch" in e.message for e in restarts)
     assert f"monitor: trial 1: restart {KILLS}/{settings.max_restarts} after killed" in summary.explain()
     # One MLflow run for the trial, logged once, that knows it was restarted.
     client = tracking.client(settings)

@@ -39,7 +39,7 @@ from test_monitor_support import (
 )
 
 from mlchain.runners.base import TrialSpec
-from mlchain.state import StateStore
+from mlchain.state import StateStore, TrialRow
 
 pytestmark = pytest.mark.docker
 
@@ -180,8 +180,8 @@ def test_stopping_and_starting_the_engine_mid_trial_restarts_the_trial(
     launcher.start()
     row = wait_for(lambda: (live_ref(trial_row(settings, run_id)) and trial_row(settings, run_id))
                    or not launcher.is_alive(), 120, "the launch")
-    assert isinstance(row, dict), f"job2 failed:\n{lines.text}"
-    out = TrialSpec.from_json(row["spec"]).output_dir
+    assert isinstance(row, TrialRow), f"job2 failed:\n{lines.text}"
+    out = TrialSpec.from_json(row.launched_spec).output_dir
     wait_for(lambda: len(progress_rows(out)) >= 3, 120, "three epochs")
     stopped_at = time.time()
     private.stop()                     # the engine goes away, and the container with it
@@ -194,11 +194,11 @@ def test_stopping_and_starting_the_engine_mid_trial_restarts_the_trial(
     assert not waiter.is_alive(), lines.text
     assert "error" not in outcome, f"{outcome.get('error')!r}\n{lines.text}"
     final = outcome["row"]
-    assert final["status"] == "succeeded" and final["restarts"] == 1, lines.text
-    (event,) = [e for e in StateStore(settings.state_db).events(run_id) if e["kind"] == "restart"]
-    assert "restart 1/3 after killed" in event["message"]
-    assert "resuming SoftmaxRegression from the checkpoint of epoch" in event["message"]
-    assert event["at"] > stopped_at
+    assert final.status == "succeeded" and final.restarts == 1, lines.text
+    (event,) = [e for e in StateStore(settings.state_db).events(run_id) if e.kind == "restart"]
+    assert "restart 1/3 after killed" in event.message
+    assert "resuming SoftmaxRegression from the checkpoint of epoch" in event.message
+    assert event.at > stopped_at
     # The restart resumed: the epochs of the first attempt were not trained again.
     epochs = [r["epoch"] for r in progress_rows(out)]
     assert epochs[-1] == 40 and len(epochs) <= 40 + 1

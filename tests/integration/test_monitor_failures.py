@@ -34,7 +34,7 @@ from mlchain.config import Settings
 from mlchain.engine.chain import run_chain
 from mlchain.monitor import monitor_pass
 from mlchain.runners.base import TrialSpec
-from mlchain.state import StateStore
+from mlchain.state import StateStore, TrialRow
 
 
 def settings_for(tmp_path: Path, **more: Any) -> Settings:
@@ -47,13 +47,13 @@ def settings_for(tmp_path: Path, **more: Any) -> Settings:
 def output_of(settings: Settings, run_id: str) -> Path:
     row = trial_row(settings, run_id)
     assert row is not None
-    return TrialSpec.from_json(row["spec"]).output_dir
+    return TrialSpec.from_json(row.launched_spec).output_dir
 
 
 def checkpoint_files(settings: Settings, run_id: str) -> list[Path]:
     row = trial_row(settings, run_id)
     assert row is not None
-    ckpt = TrialSpec.from_json(row["spec"]).checkpoint_dir
+    ckpt = TrialSpec.from_json(row.launched_spec).checkpoint_dir
     return sorted(ckpt.glob("sklearn-*/epoch-*/model.joblib"))
 
 
@@ -63,10 +63,10 @@ def test_broken_checkpoints_fall_back_to_the_backup_then_to_scratch_never_crash_
     run_id = "broken-checkpoints"
     damage: list[str] = []
 
-    def break_checkpoints(row: dict[str, Any]) -> None:
+    def break_checkpoints(row: TrialRow) -> None:
         # Freeze the attempt (no write can finish behind our back), then damage its checkpoints:
         # first only the newest (truncated), the second time both.
-        os.killpg(int(row["handle_ref"]), signal.SIGSTOP)
+        os.killpg(int(row.handle_ref), signal.SIGSTOP)
         files = checkpoint_files(settings, run_id)
         assert len(files) == 2, files
         for file in files[-1:] if not damage else files:
@@ -82,7 +82,7 @@ def test_broken_checkpoints_fall_back_to_the_backup_then_to_scratch_never_crash_
     killer.join(timeout=30)
     assert not killer.is_alive() and killer.error is None, repr(killer.error)
     assert len(killer.killed_at) == 2
-    assert (row["status"], row["restarts"]) == ("succeeded", 2), lines.text
+    assert (row.status, row.restarts) == ("succeeded", 2), lines.text
     log = lines.text  # job3's console: the training log, as it went
     newest = damage[0].removeprefix("epoch-").lstrip("0")
     assert f"the checkpoint of epoch {newest} is unusable" in log
@@ -101,7 +101,7 @@ def test_a_training_script_that_raises_is_not_restarted_and_the_email_shows_the_
     (trial,) = summary.trials
     assert summary.status == "failed"
     assert (trial.status, trial.failure_kind, trial.restarts) == ("failed", "code_error", 0)
-    kinds = [e["kind"] for e in summary.events]
+    kinds = [e.kind for e in summary.events]
     assert "restart" not in kinds and kinds.count("give_up") == 1
     assert "monitor: trial 1: gave up: code_error: the training code raised ValueError" in summary.explain()
     (eml,) = settings.outbox_dir.glob("*.eml")
@@ -118,7 +118,7 @@ def _age_once_hung(settings: Settings, run_id: str, by_s: float) -> None:
     files ``by_s`` older: the monitor sees a silence past hung_after_s without the test
     waiting that long, and a slow start on a loaded machine is never taken for a hang."""
     row = wait_for(lambda: trial_row(settings, run_id), 120, "the trial")
-    spec = TrialSpec.from_json(row["spec"])
+    spec = TrialSpec.from_json(row.launched_spec)
     wait_for(lambda: (spec.checkpoint_dir / "hung-once").exists() and spec.log_file.is_file()
              and "hanging now" in spec.log_file.read_text(), 120, "the hang")
     for path in (spec.output_dir / "progress.jsonl", spec.params_file, spec.log_file):
@@ -136,11 +136,11 @@ def test_a_hung_training_is_stopped_and_restarted_from_its_checkpoint(tmp_path: 
     ager.start()
     row = collect(settings, run_id, lines)
     ager.join(timeout=10)
-    assert (row["status"], row["restarts"]) == ("succeeded", 1), lines.text
+    assert (row.status, row.restarts) == ("succeeded", 1), lines.text
     (event,) = StateStore(settings.state_db).events(run_id)
-    assert event["kind"] == "restart"
-    assert "restart 1/3 after hung (no progress line for" in event["message"]
-    assert "resuming SoftmaxRegression from the checkpoint of epoch 2" in event["message"]
+    assert event.kind == "restart"
+    assert "restart 1/3 after hung (no progress line for" in event.message
+    assert "resuming SoftmaxRegression from the checkpoint of epoch 2" in event.message
     assert "hanging now" in lines.text
     assert "SoftmaxRegression: resuming from the checkpoint of epoch 2" in lines.text
     # Epochs 1-2 once, then 3-6 on the second attempt: nothing trained twice.
@@ -157,9 +157,9 @@ def test_job6_on_its_own_restarts_a_killed_trial(tmp_path: Path) -> None:
     launcher = threading.Thread(target=launch, args=(settings, repo, run_id))
     launcher.start()
     row = wait_for(lambda: live_ref(trial_row(settings, run_id)) and trial_row(settings, run_id), 120, "the launch")
-    out = TrialSpec.from_json(row["spec"]).output_dir
+    out = TrialSpec.from_json(row.launched_spec).output_dir
     wait_for(lambda: len(progress_rows(out)) >= 2, 60, "two epochs")
-    pid = int(row["handle_ref"])
+    pid = int(row.handle_ref)
     os.killpg(pid, signal.SIGKILL)
     launcher.join(timeout=120)
     wait_for(lambda: not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2],
@@ -171,12 +171,12 @@ def test_job6_on_its_own_restarts_a_killed_trial(tmp_path: Path) -> None:
     assert f"{run_id}: trial 1: restart 1/3 after killed" in result.output
     assert "resuming SoftmaxRegression from the checkpoint of epoch" in result.output
     again = trial_row(settings, run_id)
-    assert again is not None and again["attempt"] == 2 and live_ref(again) not in (None, str(pid))
+    assert again is not None and again.attempt == 2 and live_ref(again) not in (None, str(pid))
     # A pass while it runs has nothing to do.
     quiet = runner.invoke(cli, ["--home", str(settings.home), "job", "monitor"], env=env)
     assert quiet.output.strip() == "monitor: nothing to do"
     row = collect(settings, run_id)
-    assert (row["status"], row["restarts"]) == ("succeeded", 1)
+    assert (row.status, row.restarts) == ("succeeded", 1)
 
 
 # --- docker: containers by label ----------------------------------------------------------

@@ -33,7 +33,7 @@ from mlchain.config import Settings
 from mlchain.engine import jobs
 from mlchain.monitor import LAUNCH_FAILED, LAUNCHING
 from mlchain.runners.base import TrialSpec
-from mlchain.state import StateStore
+from mlchain.state import StateStore, TrialRow
 
 TINY_MODEL = '''
     """A softmax regression trained one pass per partial_fit call: a stand-in for an
@@ -141,18 +141,18 @@ def epochs_started(output_dir: Path) -> list[int]:
     return [int(x) for x in path.read_text().split()] if path.is_file() else []
 
 
-def trial_row(settings: Settings, run_id: str, number: int = 1) -> dict[str, Any] | None:
+def trial_row(settings: Settings, run_id: str, number: int = 1) -> TrialRow | None:
     try:
         return StateStore(settings.state_db).get_trial(run_id, number)
     except Exception:  # noqa: BLE001 - the state file is being created
         return None
 
 
-def live_ref(row: dict[str, Any] | None) -> str | None:
+def live_ref(row: TrialRow | None) -> str | None:
     """The current attempt's handle, when one is launched and recorded."""
-    if row is None or row.get("status") != "running":
+    if row is None or row.status != "running":
         return None
-    ref = str(row.get("handle_ref") or "")
+    ref = str(row.handle_ref or "")
     return ref if ref and not ref.startswith((LAUNCHING, LAUNCH_FAILED)) else None
 
 
@@ -204,9 +204,9 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def kill_attempt(settings: Settings, row: dict[str, Any], mode: str, docker_client: Any = None) -> None:
-    ref = str(row["handle_ref"])
-    if row["runner"] == "docker":
+def kill_attempt(settings: Settings, row: TrialRow, mode: str, docker_client: Any = None) -> None:
+    ref = str(row.handle_ref)
+    if row.runner == "docker":
         import docker
 
         try:
@@ -240,7 +240,7 @@ class Killer(threading.Thread):
 
     def __init__(self, settings: Settings, run_id: str, plan: list[Kill], *, number: int = 1,
                  docker_client: Any = None, timeout_s: float = 120.0,
-                 before_kill: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 before_kill: Callable[[TrialRow], None] | None = None) -> None:
         super().__init__(daemon=True, name="killer")
         self.settings, self.run_id, self.plan, self.number = settings, run_id, plan, number
         self.docker_client = docker_client
@@ -261,14 +261,14 @@ class Killer(threading.Thread):
     def release(self) -> None:
         """Let a held workload (hold_at) go on: the kills are done (or failed)."""
         row = trial_row(self.settings, self.run_id, self.number)
-        if row is not None and row.get("spec"):
-            folder = TrialSpec.from_json(row["spec"]).checkpoint_dir
+        if row is not None and row.spec:
+            folder = TrialSpec.from_json(row.launched_spec).checkpoint_dir
             folder.mkdir(parents=True, exist_ok=True)
             (folder / RELEASE).touch()
 
     def _output_dir(self) -> Path:
         row = wait_for(lambda: trial_row(self.settings, self.run_id, self.number), self.timeout_s, "the trial")
-        return TrialSpec.from_json(row["spec"]).output_dir
+        return TrialSpec.from_json(row.launched_spec).output_dir
 
     def _run(self) -> None:
         # The marks add up over the plan (the Nth kill waits for the sum of the first N
@@ -282,15 +282,15 @@ class Killer(threading.Thread):
             mark += kill.after_lines
             last_ref = self._kill_one(kill, mark, last_ref)
 
-    def _new_attempt(self, last_ref: str | None) -> dict[str, Any] | None:
+    def _new_attempt(self, last_ref: str | None) -> TrialRow | None:
         row = trial_row(self.settings, self.run_id, self.number)
-        if row is not None and row["status"] not in ("pending", "running"):
-            raise AssertionError(f"the trial ended ({row['status']}) before the kill schedule did")
+        if row is not None and row.status not in ("pending", "running"):
+            raise AssertionError(f"the trial ended ({row.status}) before the kill schedule did")
         return row if row is not None and live_ref(row) not in (None, last_ref) else None
 
-    def _still_running(self, seen: dict[str, Any]) -> bool:
+    def _still_running(self, seen: TrialRow) -> bool:
         row = trial_row(self.settings, self.run_id, self.number)
-        if row is None or row["status"] != "running" or row["attempt"] != seen["attempt"]:
+        if row is None or row.status != "running" or row.attempt != seen.attempt:
             raise AssertionError("the attempt to kill ended before its kill was due")
         return True
 
@@ -333,7 +333,7 @@ def launch(settings: Settings, repo: Path, run_id: str, echo: Callable[[str], No
     assert jobs.job_classify(settings, build_env(run_id, workspace), echo) == 0
 
 
-def collect(settings: Settings, run_id: str, echo: Callable[[str], None] = lambda _l: None) -> dict[str, Any]:
+def collect(settings: Settings, run_id: str, echo: Callable[[str], None] = lambda _l: None) -> TrialRow:
     """job3: wait for the trial (restarting what dies), log it to MLflow; returns the trial row."""
     workspace = settings.runs_dir / run_id / "workspace-test"
     assert jobs.job_train(settings, build_env(run_id, workspace), echo) == 0

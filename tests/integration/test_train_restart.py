@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 from helpers import wait_for
@@ -25,7 +24,7 @@ from test_monitor_support import (
 
 from mlchain.config import Settings
 from mlchain.runners.base import TrialSpec
-from mlchain.state import StateStore
+from mlchain.state import StateStore, TrialRow
 
 pytestmark = pytest.mark.slow
 
@@ -40,10 +39,10 @@ def start_train(tmp_path: Path, repo: Path) -> tuple[Settings, subprocess.Popen[
     return settings, train
 
 
-def the_trial(settings: Settings) -> dict[str, Any]:
+def the_trial(settings: Settings) -> TrialRow:
     """The trial `mlchain train` launched, once it runs (its run id is minted inside the command)."""
     state = wait_for(lambda: settings.state_db.exists() and StateStore(settings.state_db), 120, "the run state")
-    return wait_for(lambda: next((r for r in state.active_trials() if r.get("handle_ref")), None),
+    return wait_for(lambda: next((r for r in state.active_trials() if r.handle_ref), None),
                     120, "the trial of mlchain train")
 
 
@@ -54,7 +53,7 @@ def test_mlchain_train_restarts_a_killed_training_and_finishes(tmp_path: Path) -
     try:
         row = the_trial(settings)
         # SIGKILL of the training process itself (not its supervisor) after two epochs
-        killer = Killer(settings, row["run_id"], [Kill(2, 0.05, "training")])
+        killer = Killer(settings, row.run_id, [Kill(2, 0.05, "training")])
         killer.start()
         out, err = train.communicate(timeout=300)
     finally:
@@ -66,14 +65,14 @@ def test_mlchain_train_restarts_a_killed_training_and_finishes(tmp_path: Path) -
     assert train.returncode == 0, out + err
     result = json.loads(out[out.index("{"):])
     assert result["status"] == "succeeded" and result["metric"] is not None
-    trial = StateStore(settings.state_db).get_trial(row["run_id"], 1)
+    trial = StateStore(settings.state_db).get_trial(row.run_id, 1)
     assert trial is not None
-    assert (trial["status"], trial["restarts"], trial["attempt"]) == ("succeeded", 1, 2)
-    assert trial["mlflow_run_id"] == result["mlflow_run_id"]
-    events = [e["message"] for e in StateStore(settings.state_db).events(row["run_id"])]
+    assert (trial.status, trial.restarts, trial.attempt) == ("succeeded", 1, 2)
+    assert trial.mlflow_run_id == result["mlflow_run_id"]
+    events = [e.message for e in StateStore(settings.state_db).events(row.run_id)]
     assert any(m.startswith("restart 1/3 after killed") for m in events), events
     # resumed from the checkpoint: the epochs after the kill were not all trained again from 1
-    output = TrialSpec.from_json(trial["spec"]).output_dir
+    output = TrialSpec.from_json(trial.launched_spec).output_dir
     started = epochs_started(output)
     assert started.count(1) == 1 and started[-1] == epochs, started
     assert max(r["epoch"] for r in progress_rows(output)) == epochs
@@ -89,7 +88,7 @@ def test_an_interrupted_mlchain_train_stops_its_training_and_marks_the_trial_fai
     settings, train = start_train(tmp_path, repo)
     try:
         row = the_trial(settings)
-        output = TrialSpec.from_json(row["spec"]).output_dir
+        output = TrialSpec.from_json(row.launched_spec).output_dir
         wait_for(lambda: len(progress_rows(output)) >= 1, 120, "the first epoch")
         train.send_signal(signal.SIGINT)  # Ctrl-C
         out, err = train.communicate(timeout=60)
@@ -97,9 +96,9 @@ def test_an_interrupted_mlchain_train_stops_its_training_and_marks_the_trial_fai
         if train.poll() is None:
             train.kill()
     assert train.returncode != 0, out + err
-    trial = StateStore(settings.state_db).get_trial(row["run_id"], 1)
+    trial = StateStore(settings.state_db).get_trial(row.run_id, 1)
     assert trial is not None
-    assert (trial["status"], trial["failure_kind"], trial["restarts"]) == ("failed", "killed", 0), out + err
-    assert not _alive(int(row["handle_ref"]))  # the training's supervisor (and its group) is gone
-    events = [e["message"] for e in StateStore(settings.state_db).events(row["run_id"])]
+    assert (trial.status, trial.failure_kind, trial.restarts) == ("failed", "killed", 0), out + err
+    assert not _alive(int(row.handle_ref))  # the training's supervisor (and its group) is gone
+    events = [e.message for e in StateStore(settings.state_db).events(row.run_id)]
     assert events == ["gave up: killed: mlchain train stopped waiting for it"]

@@ -161,8 +161,8 @@ def test_a_run_stopped_in_job1_is_not_resumed_by_the_next_run(tmp_path: Path) ->
     done = mlchain(home, "run", str(other), "--json")
     assert "resuming run stopped-in-job1" not in done.stderr
     stopped = store.get_run("stopped-in-job1")
-    assert stopped["status"] == "failed" and "not resumed" in stopped["stop_reason"], stopped
-    assert [b["result"] for b in store.builds("stopped-in-job1")] == ["FAILURE"]
+    assert stopped.status == "failed" and "not resumed" in stopped.stop_reason, stopped
+    assert [b.result for b in store.builds("stopped-in-job1")] == ["FAILURE"]
     assert not list((home / "runs" / "stopped-in-job1").glob("logs/*")), "job1 ran again"
     assert store.unfinished_runs() == []
 

@@ -147,7 +147,7 @@ def test_job1_keeps_repository_symlinks_as_links_and_refuses_data_through_one(tm
     src = settings.runs_dir / "r1" / "src"
     assert os.readlink(src / "notes") == str(host)
     run = StateStore(settings.state_db).get_run("r1")
-    assert run["status"] == "failed" and "outside the repository" in run["stop_reason"]
+    assert run.status == "failed" and "outside the repository" in run.stop_reason
 
 
 def test_a_symlinked_mlchain_yaml_pointing_out_is_not_read(tmp_path: Path, host: Path) -> None:

@@ -109,13 +109,13 @@ def run(tmp_path: Path, make_settings: Any, text: str = CHAIN, **params: str) ->
     engine.enqueue("r1", chain.first_job, params)
     engine.drain("r1")
     builds = store.builds("r1")
-    logs = {b["job"]: Path(b["log_path"]).read_text() for b in builds}
+    logs = {b.job: Path(b.log_path).read_text() for b in builds}
     return builds, logs
 
 
 def test_conditions_property_files_and_unstable_return(tmp_path: Path, make_settings: Any) -> None:
     builds, logs = run(tmp_path, make_settings, COLOR="green")
-    assert [(b["job"], b["result"]) for b in builds] == [
+    assert [(b.job, b.result) for b in builds] == [
         ("start", "SUCCESS"), ("middle", "UNSTABLE"), ("last", "FAILURE"), ("on-failure", "SUCCESS")]
     # Jenkins' build environment
     assert "env JOB_NAME=start BUILD_NUMBER=1 BUILD_ID=1 BUILD_TAG=jenkins-start-1" in logs["start"]
@@ -130,7 +130,7 @@ def test_conditions_property_files_and_unstable_return(tmp_path: Path, make_sett
     assert "never printed" not in logs["last"]
     assert "failure handler FROM=middle" in logs["on-failure"]
     # fail-on-missing: a missing property file blocks the trigger, and the log says so
-    assert "always" not in [b["job"] for b in builds]
+    assert "always" not in [b.job for b in builds]
     assert "missing.properties not found" in logs["last"]
 
 
@@ -154,7 +154,7 @@ def test_build_numbers_count_per_job(tmp_path: Path, make_settings: Any) -> None
     - view: {name: v, view-type: pipeline, first-job: loop}
     """
     builds, _ = run(tmp_path, make_settings, text)
-    assert [(b["number"], b["params"]["N"], b["result"]) for b in builds] == [
+    assert [(b.number, b.params["N"], b.result) for b in builds] == [
         (1, "1", "UNSTABLE"), (2, "2", "UNSTABLE"), (3, "3", "SUCCESS")]
 
 

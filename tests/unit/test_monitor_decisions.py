@@ -15,7 +15,7 @@ from mlchain.config import Settings
 from mlchain.failures import Verdict
 from mlchain.monitor import Plan, backoff_delay, container_state, plan_for, restart_decision
 from mlchain.runners.base import ExitInfo, Status, TrialSpec
-from mlchain.state import StateStore
+from mlchain.state import StateStore, TrialRow, TrialStatus
 
 RUNNING = Verdict("running", "training is running")
 COMPLETED = Verdict("completed", "exited 0")
@@ -89,7 +89,15 @@ CONTAINERS = [
 @pytest.mark.parametrize(("row", "attempt", "running", "expected"), [c[1:] for c in CONTAINERS],
                          ids=[c[0] for c in CONTAINERS])
 def test_container_state(row: dict[str, Any] | None, attempt: str, running: bool, expected: str) -> None:
-    assert container_state(row, attempt, running) == expected
+    trial = None if row is None else trial_row(TrialStatus(row["status"]), row["attempt"])
+    assert container_state(trial, attempt, running) == expected
+
+
+def trial_row(status: TrialStatus, attempt: int) -> TrialRow:
+    return TrialRow(run_id="r1", number=1, params={}, status=status, metric=None, metrics=None, mlflow_run_id=None,
+                    runner="docker", image=None, image_id=None, handle_ref="c1", spec=None, attempt=attempt,
+                    restarts=attempt - 1, next_restart_at=None, failure_kind=None, failure_log=None,
+                    optuna_trial=None, started_at=None, finished_at=None)
 
 
 # --- check_trial against a fake runner --------------------------------------------------
@@ -161,7 +169,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Settings, Stat
     return settings, store, runner
 
 
-def row(store: StateStore) -> dict[str, Any]:
+def row(store: StateStore) -> TrialRow:
     got = store.get_trial("r1", 1)
     assert got is not None
     return got
@@ -177,10 +185,10 @@ def test_a_killed_trial_restarts_once_even_when_job3_and_the_monitor_both_look(e
     assert sorted(results) == ["restarted", "restarted"]
     assert len(runner.started) == 1
     after = row(store)
-    assert (after["attempt"], after["restarts"], after["handle_ref"]) == (2, 1, "h2")
-    assert [e["kind"] for e in store.events("r1")] == ["restart"]
-    assert "restart 1/2 after killed (ended by SIGKILL)" in store.events("r1")[0]["message"]
-    assert "no checkpoint yet" in store.events("r1")[0]["message"]
+    assert (after.attempt, after.restarts, after.handle_ref) == (2, 1, "h2")
+    assert [e.kind for e in store.events("r1")] == ["restart"]
+    assert "restart 1/2 after killed (ended by SIGKILL)" in store.events("r1")[0].message
+    assert "no checkpoint yet" in store.events("r1")[0].message
 
 
 def test_restarts_are_capped_then_the_trial_is_given_up(env: Any) -> None:
@@ -192,9 +200,9 @@ def test_restarts_are_capped_then_the_trial_is_given_up(env: Any) -> None:
         if ref != "h3":
             assert action == "restarted"
     assert action == "gave_up"
-    assert row(store)["status"] == "failed" and row(store)["failure_kind"] == "killed"
-    assert [e["kind"] for e in store.events("r1")] == ["restart", "restart", "give_up"]
-    assert "restarts spent (2 of 2)" in store.events("r1")[-1]["message"]
+    assert row(store).status == "failed" and row(store).failure_kind == "killed"
+    assert [e.kind for e in store.events("r1")] == ["restart", "restart", "give_up"]
+    assert "restarts spent (2 of 2)" in store.events("r1")[-1].message
 
 
 def test_a_code_error_is_not_restarted(env: Any) -> None:
@@ -204,21 +212,21 @@ def test_a_code_error_is_not_restarted(env: Any) -> None:
                                                                   "ValueError: boom"])
     assert monitor.check_trial(settings, store, row(store)) == "gave_up"
     assert runner.started == []
-    assert "ValueError: boom" in row(store)["failure_log"]
+    assert "ValueError: boom" in row(store).failure_log
 
 
 def test_a_hung_trial_is_stopped_and_the_restart_names_the_hang(env: Any) -> None:
     settings, store, runner = env
     settings = settings.model_copy(update={"backoff_base_s": 5.0})
-    spec = TrialSpec.from_json(row(store)["spec"])
+    spec = TrialSpec.from_json(row(store).launched_spec)
     (spec.output_dir / "progress.jsonl").write_text('{"epoch": 1}\n')
     now = spec.params_file.stat().st_mtime + 100  # no progress line for 100 s > 30 s
     assert monitor.check_trial(settings, store, row(store), now=now) == "waiting"
     assert runner.handles["h1"].cancelled == 1
-    assert row(store)["next_restart_at"] == pytest.approx(now + 5.0)
+    assert row(store).next_restart_at == pytest.approx(now + 5.0)
     # After the backoff the stopped attempt looks merely killed; the restart still says why.
     assert monitor.check_trial(settings, store, row(store), now=now + 6) == "restarted"
-    assert "after hung (no progress line for 100 s" in store.events("r1")[0]["message"]
+    assert "after hung (no progress line for 100 s" in store.events("r1")[0].message
 
 
 def test_a_launch_that_fails_is_recorded_and_counted(env: Any) -> None:
@@ -227,11 +235,11 @@ def test_a_launch_that_fails_is_recorded_and_counted(env: Any) -> None:
     runner.handles["h1"].info = ExitInfo(exit_code=137, signal=9)
     runner.fail_start = RuntimeError("image gone")
     assert monitor.check_trial(settings, store, row(store)) == "waiting"
-    assert row(store)["handle_ref"].startswith(monitor.LAUNCH_FAILED)
+    assert row(store).handle_ref.startswith(monitor.LAUNCH_FAILED)
     runner.fail_start = None
     assert monitor.check_trial(settings, store, row(store)) == "restarted"
-    assert (row(store)["restarts"], row(store)["handle_ref"]) == (2, "h2")
-    assert "could not start: RuntimeError: image gone" in store.events("r1")[0]["message"]
+    assert (row(store).restarts, row(store).handle_ref) == (2, "h2")
+    assert "could not start: RuntimeError: image gone" in store.events("r1")[0].message
 
 
 def test_nobody_attaches_while_a_restart_is_launching(env: Any) -> None:

@@ -19,6 +19,7 @@ from mlchain.notify import build as build_mod
 from mlchain.notify import build_message, subject_line
 from mlchain.notify.build import fmt_threshold
 from mlchain.notify.plot import render_plot
+from mlchain.state import EventRow
 from mlchain.summary import RunSummary, TrialRecord
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -54,8 +55,8 @@ def passing() -> RunSummary:
     return summary(
         trials=trials, best=trials[2], recipients=["ana@example.com", "bo@example.com"],
         registered={"name": "digits_cnn", "version": 4, "champion": True, "previous_champion_metric": 0.9512},
-        events=[{"kind": "restart", "trial": 2, "message": "killed (exit 137); restarted from epoch 3"},
-                {"kind": "progress", "trial": 3, "message": "epoch 4/10"}],
+        events=[EventRow(1, "r1", 2, 0.0, "restart", "killed (exit 137); restarted from epoch 3"),
+                EventRow(2, "r1", 3, 0.0, "progress", "epoch 4/10")],
         mlflow_ui_url="http://mlflow.acme.internal:5000/",
     )
 

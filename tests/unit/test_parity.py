@@ -66,7 +66,7 @@ def test_the_local_build_environment_means_what_jenkins_means(tmp_path: Path, ma
     for _ in range(2):
         engine.enqueue("r", "probe", {"REPO_URL": repo.as_uri()})
     engine.drain("r")
-    assert [b["result"] for b in store.builds("r")] == ["SUCCESS", "SUCCESS"]
+    assert [b.result for b in store.builds("r")] == ["SUCCESS", "SUCCESS"]
     workspace = settings.runs_dir / "r" / "workspace" / "probe"
     env = dict(line.split("=", 1) for line in (workspace / "env.txt").read_text().splitlines() if "=" in line)
 

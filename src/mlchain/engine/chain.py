@@ -18,7 +18,7 @@ from mlchain.errors import EngineError, GitError
 from mlchain.gitrefs import LOCAL_SCHEME, require_clone_url, require_ref
 from mlchain.jobdefs import default_jobs_dir
 from mlchain.runids import new_run_id
-from mlchain.state import TERMINAL_RUN_STATUSES, StateStore
+from mlchain.state import TERMINAL_RUN_STATUSES, RunRow, StateStore
 from mlchain.summary import RunSummary, build_summary
 
 
@@ -231,12 +231,12 @@ def _drive(settings: Settings, engine: LocalEngine, store: StateStore, run_id: s
     if run is None:  # job1 failed before the run existed: keep a record anyway
         raise EngineError(f"run {run_id} failed before job1 could open it; see "
                           f"{settings.runs_dir / run_id / 'logs'}", hint="check the repository URL and ref")
-    if run["status"] not in TERMINAL_RUN_STATUSES:
-        store.update_run(run_id, status="failed", stop_reason=run.get("stop_reason") or "the chain ended early")
+    if run.status not in TERMINAL_RUN_STATUSES:
+        store.update_run(run_id, status="failed", stop_reason=run.stop_reason or "the chain ended early")
     return build_summary(store, run_id, settings)
 
 
-def _maybe_run(store: StateStore, run_id: str) -> dict[str, Any] | None:
+def _maybe_run(store: StateStore, run_id: str) -> RunRow | None:
     from mlchain.errors import NotFound
 
     try:
@@ -292,19 +292,19 @@ def interrupted_runs(store: StateStore) -> list[str]:
 
     resumable = []
     for run in store.unfinished_runs():
-        if run.get("engine_pid") and pid_alive(int(run["engine_pid"])):
+        if run.engine_pid and pid_alive(int(run.engine_pid)):
             continue
         if not opened_by_job1(run):
-            store.abandon_run(run["run_id"], "interrupted before the chain's first job (the pull) had read the repository;"
+            store.abandon_run(run.run_id, "interrupted before the chain's first job (the pull) had read the repository;"
                                              " not resumed (start it again with `mlchain run`)")
             continue
-        resumable.append(run["run_id"])
+        resumable.append(run.run_id)
     return resumable
 
 
-def opened_by_job1(run: dict[str, Any]) -> bool:
+def opened_by_job1(run: RunRow) -> bool:
     """job1 finished with this run: it copied and validated the repository (src_dir is its last write)."""
-    return bool(run.get("src_dir"))
+    return bool(run.src_dir)
 
 
 def resume_unfinished(settings: Settings, live: bool = False) -> list[RunSummary]:

@@ -27,7 +27,7 @@ from mlchain.fileio import atomic_write
 from mlchain.launch import MlflowRunSpec, await_trial, ensure_mlflow_run, launch_trial
 from mlchain.repo_config import RepoConfig, load_repo_config, with_overrides
 from mlchain.runners.base import TrialSpec
-from mlchain.state import TERMINAL_RUN_STATUSES, StateStore
+from mlchain.state import FINISHED_TRIAL_STATUSES, TERMINAL_RUN_STATUSES, RunRow, StateStore
 from mlchain.summary import ERROR_EVENT, NOTE_EVENT, build_summary, recorded_error
 
 Echo = Callable[[str], None]
@@ -92,8 +92,8 @@ def resolved_config(settings: Settings, cfg: RepoConfig) -> RepoConfig:
     return with_overrides(cfg, update, "mlchain.yaml with the flags and MLCHAIN_* settings")
 
 
-def run_config(run: Mapping[str, Any]) -> RepoConfig:
-    return RepoConfig.model_validate(run["config"])
+def run_config(run: RunRow) -> RepoConfig:
+    return RepoConfig.model_validate(run.config)
 
 
 # --- job1 ---------------------------------------------------------------------------
@@ -119,7 +119,7 @@ def job_pull(settings: Settings, env: BuildEnv, echo: Echo) -> int:
         store.update_run(run_id, status="failed", stop_reason=f"invalid mlchain.yaml: {exc.reason}",
                          failed_job=env.get("JOB_NAME", "pull"), finished_at=time.time())
         raise
-    branch = store.get_run(run_id).get("branch") or env.get("REF") or None  # a webhook run names its branch
+    branch = store.get_run(run_id).branch or env.get("REF") or None  # a webhook run names its branch
     store.update_run(run_id, status="running", commit_sha=commit or None, src_dir=str(src),
                      branch=branch, config=cfg.model_dump(mode="json"))
     echo(f"run {run_id}: {repo_url} at {commit[:12] or '?'}; threshold {cfg.threshold:.2f} on {cfg.metric},"
@@ -136,8 +136,8 @@ def job_classify(settings: Settings, env: BuildEnv, echo: Echo) -> int:
     store = StateStore(settings.state_db)
     run_id, number = env.run_id, env.trial
     run = store.get_run(run_id)
-    cfg, src = run_config(run), Path(run["src_dir"])
-    framework = run.get("framework")
+    cfg, src = run_config(run), run.source_dir
+    framework = run.framework
     if not framework:
         classification = classify_repo(src)
         framework = classification.framework
@@ -151,27 +151,27 @@ def job_classify(settings: Settings, env: BuildEnv, echo: Echo) -> int:
         row = store.get_trial(run_id, 1)
     assert row is not None
     write_properties(env, RUN_ID=run_id, TRIAL=number)
-    if row.get("handle_ref"):
-        echo(f"trial {number} was launched already ({row['runner']} {row['handle_ref']}); not launching again")
+    if row.handle_ref:
+        echo(f"trial {number} was launched already ({row.runner} {row.handle_ref}); not launching again")
         ensure_mlflow_run(settings, store, run_id, number, _mlflow_run(run, number))
         return 0
-    echo(f"trial {number} params: {row['params']}")
+    echo(f"trial {number} params: {row.params}")
     row = launch_trial(settings, store, run_id=run_id, number=number, framework=framework, repo_dir=src, cfg=cfg,
-                       params=row["params"], mlflow_run=_mlflow_run(store.get_run(run_id), number),
+                       params=row.params, mlflow_run=_mlflow_run(store.get_run(run_id), number),
                        job="job2-classify", echo=echo)
-    echo(f"trial {number} launched: {row['runner']} {row['handle_ref']}"
-         + (f" in image {row['image']}" if row["image"] else ""))
+    echo(f"trial {number} launched: {row.runner} {row.handle_ref}"
+         + (f" in image {row.image}" if row.image else ""))
     return 0
 
 
-def _mlflow_run(run: Mapping[str, Any], number: int) -> MlflowRunSpec:
+def _mlflow_run(run: RunRow, number: int) -> MlflowRunSpec:
     """The MLflow run of a chain's trial: in the repository's experiment, tagged with the run's facts."""
-    tags = trials.base_tags(run_id=run["run_id"], trial=number, framework=run["framework"],
-                            reasons=trials.reason_lines_from_dict(run.get("classification")),
-                            git={"commit": run.get("commit_sha") or "", "remote": run["repo_url"]},
-                            repo_name=run["repo_name"])
-    name = run["repo_name"]
-    return MlflowRunSpec(name, f"{name}-{run['run_id']}-trial-{number}", tags)
+    tags = trials.base_tags(run_id=run.run_id, trial=number, framework=run.classified_framework,
+                            reasons=trials.reason_lines_from_dict(run.classification),
+                            git={"commit": run.commit_sha or "", "remote": run.repo_url},
+                            repo_name=run.repo_name)
+    name = run.repo_name
+    return MlflowRunSpec(name, f"{name}-{run.run_id}-trial-{number}", tags)
 
 
 # --- job3 ---------------------------------------------------------------------------
@@ -181,16 +181,16 @@ def job_train(settings: Settings, env: BuildEnv, echo: Echo) -> int:
     run_id, number = env.run_id, env.trial
     write_properties(env, RUN_ID=run_id, TRIAL=number)
     row = store.get_trial(run_id, number)
-    if row is None or not row.get("spec"):
+    if row is None or not row.spec:
         raise EngineError(f"trial {number} of run {run_id} was never launched", hint="run job2-classify first")
-    if row.get("finished_at"):
-        echo(f"trial {number} was collected already: {row['status']}")
+    if row.finished_at:
+        echo(f"trial {number} was collected already: {row.status}")
         return 0
     row, outcome = await_trial(settings, store, run_id, number, echo=echo)
-    spec = TrialSpec.from_json(row["spec"])
+    spec = TrialSpec.from_json(row.launched_spec)
     shown = f"{outcome.metric:.4f}" if outcome.metric is not None else "-"
     echo(f"trial {number}: {outcome.status} ({outcome.verdict.reason}); {spec.metric} = {shown};"
-         f" MLflow run {row['mlflow_run_id']}")
+         f" MLflow run {row.mlflow_run_id}")
     return 0
 
 
@@ -202,44 +202,44 @@ def job_gate(settings: Settings, env: BuildEnv, echo: Echo) -> int:
     run = store.get_run(run_id)
     cfg = run_config(run)
     rows = store.trials(run_id)
-    current = next((r for r in rows if r["number"] == number), None)
-    if current is None or current["status"] not in ("succeeded", "failed"):
+    current = next((r for r in rows if r.number == number), None)
+    if current is None or current.status not in FINISHED_TRIAL_STATUSES:
         raise EngineError(f"trial {number} of run {run_id} has no result yet", hint="run job3-train first")
-    results = [gate.TrialResult(r["number"], r["metric"], r["failure_kind"])
-               for r in rows if r["number"] <= number and r["status"] in ("succeeded", "failed")]
+    results = [gate.TrialResult(r.number, r.metric, r.failure_kind)
+               for r in rows if r.number <= number and r.status in FINISHED_TRIAL_STATUSES]
     budget = gate.Budget(cfg.budget.max_trials, cfg.budget.max_minutes, cfg.budget.patience)
-    elapsed = (time.time() - run["created_at"]) / 60.0
-    space = tweak.search_space(run["framework"], cfg.search, cfg.params)
+    elapsed = (time.time() - run.created_at) / 60.0
+    space = tweak.search_space(run.classified_framework, cfg.search, cfg.params)
     decision = gate.decide(results, cfg.threshold, budget, elapsed, cfg.direction, cfg.metric,
                            can_search=bool(space))
     echo(f"gate: {decision.reason}")
-    if current.get("optuna_trial") is not None and current["optuna_trial"] >= 0:
+    if current.optuna_trial is not None and current.optuna_trial >= 0:
         # A trial the study proposed: its result is the study's, whatever the gate decided.
-        _open_search(settings, run, cfg).tell(int(current["optuna_trial"]), current["metric"])
+        _open_search(settings, run, cfg).tell(int(current.optuna_trial), current.metric)
     if decision.action == "retry":  # only now is the search consulted
         nxt = store.get_trial(run_id, number + 1)
         if nxt is None:
             search = _open_search(settings, run, cfg)
-            if current.get("optuna_trial") is None:  # the repository's own params, taught when they fit
-                search.add_baseline(current["params"], space, current["metric"])
+            if current.optuna_trial is None:  # the repository's own params, taught when they fit
+                search.add_baseline(current.params, space, current.metric)
                 store.update_trial(run_id, number, optuna_trial=-1)
             optuna_number, params = search.ask(space, cfg.params)
             store.upsert_trial(run_id, number + 1, params, optuna_trial=optuna_number)
             nxt = store.get_trial(run_id, number + 1)
         assert nxt is not None
-        changed = {k: v for k, v in nxt["params"].items() if current["params"].get(k) != v}
+        changed = {k: v for k, v in nxt.params.items() if current.params.get(k) != v}
         echo(f"next: trial {number + 1} with {changed}")
         write_properties(env, RUN_ID=run_id, TRIAL=number + 1)
         return EXIT_UNSTABLE
-    if run["status"] not in TERMINAL_RUN_STATUSES:
+    if run.status not in TERMINAL_RUN_STATUSES:
         store.update_run(run_id, status=decision.status, stop_reason=decision.reason)
     write_properties(env, RUN_ID=run_id, TRIAL=number)
     return 0
 
 
-def _open_search(settings: Settings, run: Mapping[str, Any], cfg: RepoConfig) -> tweak.Search:
+def _open_search(settings: Settings, run: RunRow, cfg: RepoConfig) -> tweak.Search:
     """The study of this repository and branch."""
-    return tweak.Search(settings.resolved_optuna_storage, tweak.study_name(run["repo_name"], run.get("branch")),
+    return tweak.Search(settings.resolved_optuna_storage, tweak.study_name(run.repo_name, run.branch),
                         cfg.direction, seed=settings.search_seed)
 
 
@@ -271,12 +271,12 @@ def job_notify(settings: Settings, env: BuildEnv, echo: Echo) -> int:
         exit_code = GitError.exit_code if message.startswith("git ") else EngineError.exit_code
         record_error(store, run_id, failed_job, message, hint, exit_code)
         run = store.get_run(run_id)
-    if failed_job and run["status"] not in TERMINAL_RUN_STATUSES:
+    if failed_job and run.status not in TERMINAL_RUN_STATUSES:
         store.update_run(run_id, status="failed", failed_job=failed_job,
-                         stop_reason=run.get("stop_reason") or f"{failed_job} failed")
+                         stop_reason=run.stop_reason or f"{failed_job} failed")
     summary = build_summary(store, run_id, settings)
     best = summary.best
-    if summary.passed and best is not None and best.mlflow_run_id and not run.get("registered"):
+    if summary.passed and best is not None and best.mlflow_run_id and not run.registered:
         if _has_model(settings, best.mlflow_run_id):
             registered = tracking.register_best(settings, summary.repo_name, best.mlflow_run_id,
                                                 summary.metric_name, float(best.metric or 0.0), summary.direction)
@@ -285,12 +285,12 @@ def job_notify(settings: Settings, env: BuildEnv, echo: Echo) -> int:
                  f" ({'champion moved' if registered['champion'] else 'champion unchanged'})")
         else:  # a version pointing at no model must never become champion
             note = NO_MODEL_NOTE.format(metric=summary.metric_name)
-            if not any(e["kind"] == NOTE_EVENT for e in store.events(run_id)):
+            if not any(e.kind == NOTE_EVENT for e in store.events(run_id)):
                 store.add_event(run_id, NOTE_EVENT, note, trial=best.number)
             echo(f"not registered: {note}")
         summary = build_summary(store, run_id, settings)
-    if run.get("email"):
-        echo(f"email already handled: {run['email'].get('summary')}")
+    if run.email:
+        echo(f"email already handled: {run.email.get('summary')}")
     else:
         delivery = notify.send_run_email(summary, settings, once=True)  # a resumed job5 sends no second one
         store.update_run(run_id, email=delivery.to_dict())
@@ -309,12 +309,12 @@ def _has_model(settings: Settings, mlflow_run_id: str) -> bool:
 def failure_from_log(store: StateStore, run_id: str, job: str) -> tuple[str, str | None]:
     """What the console log of the job's last build says went wrong (the engine writes a failing
     step's error as ``ERROR: message`` and ``  fix: hint``), for a failure outside a job step."""
-    builds = [b for b in store.builds(run_id) if b["job"] == job and b.get("log_path")]
+    logs = [b.log_path for b in store.builds(run_id) if b.job == job and b.log_path]
     message, hint = f"{job} failed", None
-    if not builds:
+    if not logs:
         return message, hint
     try:
-        lines = Path(builds[-1]["log_path"]).read_text(errors="replace").splitlines()
+        lines = Path(logs[-1]).read_text(errors="replace").splitlines()
     except OSError:
         return message, hint
     for i, line in enumerate(lines):
@@ -337,7 +337,7 @@ def record_error(store: StateStore, run_id: str, job: str, message: str, hint: s
         return
     store.add_event(run_id, ERROR_EVENT, json.dumps({"job": job, "message": message, "hint": hint,
                                                      "exit_code": exit_code}))
-    if run["status"] not in TERMINAL_RUN_STATUSES:
+    if run.status not in TERMINAL_RUN_STATUSES:
         first = message.strip().splitlines()[0] if message.strip() else "error"
         store.update_run(run_id, status="failed", failed_job=job, stop_reason=f"{job} failed: {first}",
                          finished_at=time.time())

@@ -28,7 +28,7 @@ from mlchain.config import Settings
 from mlchain.engine.jjb import ROLE_STEP, Chain, GitScm, Job, ShellStep, TriggerBuild
 from mlchain.errors import GitError, MlchainError
 from mlchain.gitrefs import LOCAL_SCHEME, is_commit, require_clone_url, require_ref
-from mlchain.state import StateStore
+from mlchain.state import BuildResult, BuildRow, StateStore
 
 SUCCESS, UNSTABLE, FAILURE = "SUCCESS", "UNSTABLE", "FAILURE"
 # Which results start a downstream build, by the trigger's condition (parameterized-trigger plugin).
@@ -127,29 +127,29 @@ class LocalEngine:
         """Run queued builds in order until none is left. A build the engine was running
         when it died is run again: every job is idempotent for its run and trial."""
         while not stop():
-            pending = [b for b in self.store.builds(run_id) if b["result"] in ("PENDING", "RUNNING")]
+            pending = [b for b in self.store.builds(run_id) if b.result in (BuildResult.PENDING, BuildResult.RUNNING)]
             if not pending:
                 return
             self.execute(pending[0])
 
     # one build ------------------------------------------------------------------------
-    def execute(self, build: Mapping[str, Any]) -> str:
-        run_id, seq = build["run_id"], build["seq"]
-        job = self.chain.job(build["job"])
+    def execute(self, build: BuildRow) -> str:
+        run_id, seq = build.run_id, build.seq
+        job = self.chain.job(build.job)
         workspace = self.settings.runs_dir / run_id / "workspace" / job.name
         workspace.mkdir(parents=True, exist_ok=True)
-        log_path = self.settings.runs_dir / run_id / "logs" / f"{seq:03d}-{job.name}-{build['number']}.log"
+        log_path = self.settings.runs_dir / run_id / "logs" / f"{seq:03d}-{job.name}-{build.number}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self.store.update_build(run_id, seq, result="RUNNING", started_at=time.time(), log_path=str(log_path))
-        params = dict(build["params"])
-        self.on_event("job_started", run_id=run_id, job=job.name, number=build["number"], params=params)
+        params = dict(build.params)
+        self.on_event("job_started", run_id=run_id, job=job.name, number=build.number, params=params)
         with open(log_path, "a") as log:
-            ctx = BuildContext(run_id, seq, job, int(build["number"]), params, workspace, log)
+            ctx = BuildContext(run_id, seq, job, int(build.number), params, workspace, log)
             env = self.build_env(ctx)
             result = self._steps(ctx, env)
             ctx.echo(f"Finished: {result}")
         self.store.update_build(run_id, seq, result=result, finished_at=time.time())
-        self.on_event("job_finished", run_id=run_id, job=job.name, number=build["number"], result=result)
+        self.on_event("job_finished", run_id=run_id, job=job.name, number=build.number, result=result)
         for trigger in triggered(job, result):
             target = self.chain.job(trigger.project)
             if target.disabled:

@@ -153,7 +153,7 @@ def message_context(summary: RunSummary) -> dict[str, Any]:
         "registered": reg,
         "registered_url": _model_url(ui, reg),
         "previous_champion": fmt_metric(reg.get("previous_champion_metric")) if reg else None,
-        "restarts": [e for e in summary.events if e.get("kind") in ("restart", "give_up")],
+        "restarts": [e for e in summary.events if e.kind in ("restart", "give_up")],
         "log_tail": None if summary.passed else log_tail(summary.failure_log_tail),
         "error_message": (summary.error or {}).get("message"),
         "hint": summary.hint,

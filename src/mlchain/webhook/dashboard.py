@@ -246,7 +246,7 @@ class DashboardData:
 
     def runs(self, limit: int = 50) -> list[dict[str, Any]]:
         entries = self.wq.entries(limit)
-        runs = {r["run_id"]: r for r in self.store.list_runs(limit)}
+        runs = {r.run_id: r for r in self.store.list_runs(limit)}
         for e in entries:  # the engine rows of queued entries that fell out of its window
             if e["run_id"] not in runs:
                 try:
@@ -255,8 +255,9 @@ class DashboardData:
                     pass
         views = []
         for r in runs.values():
-            views.append({**r, "builds": self.store.builds(r["run_id"]), "trials": self.store.trials(r["run_id"]),
-                          "events": self.store.events(r["run_id"])})
+            views.append({**r.to_dict(), "builds": [b.to_dict() for b in self.store.builds(r.run_id)],
+                          "trials": [t.to_dict() for t in self.store.trials(r.run_id)],
+                          "events": [e.to_dict() for e in self.store.events(r.run_id)]})
         return merge_runs(views, entries, self.stages, limit)
 
     def run(self, run_id: str) -> dict[str, Any]:

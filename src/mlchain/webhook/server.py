@@ -197,7 +197,7 @@ def create_app(settings: Settings, *, insecure: bool = False, workers: int = 2,
 
     def state_status(run_id: str) -> str | None:
         try:
-            status: str = store.get_run(run_id)["status"]
+            status: str = store.get_run(run_id).status
         except NotFound:
             return None
         return status
