@@ -58,16 +58,22 @@ def secret_env() -> dict[str, str]:
     them again at once); never for training or any other program."""
     return dict(_taken_secrets)
 
+
 _MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([bkmg]?)\s*$", re.IGNORECASE)
+_MEMORY_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 MIN_DOCKER_MEMORY = 6 * 1024**2  # Docker refuses less
 
 
-def _docker_memory(value: str) -> str:
+def memory_bytes(value: str) -> int:
+    """'4g' / '512m' / '64m' / bytes -> bytes; ValueError for anything else."""
     match = _MEMORY.match(value)
     if match is None:
         raise ValueError(f"{value!r} is not a size: write a number with b, k, m or g (4g, 512m)")
-    size = float(match.group(1)) * {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[match.group(2).lower()]
-    if size < MIN_DOCKER_MEMORY:
+    return int(float(match.group(1)) * _MEMORY_UNITS[match.group(2).lower()])
+
+
+def _docker_memory(value: str) -> str:
+    if memory_bytes(value) < MIN_DOCKER_MEMORY:
         raise ValueError(f"{value!r} is below Docker's minimum of 6m")
     return value
 

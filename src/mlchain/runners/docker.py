@@ -31,7 +31,7 @@ from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from mlchain.config import Settings
+from mlchain.config import Settings, memory_bytes
 from mlchain.dockerclient import docker_client, engine_errors
 from mlchain.errors import MlchainError
 from mlchain.fileio import last_lines, tail_text
@@ -329,15 +329,6 @@ class DockerHandle:
 
 # --- the runner -----------------------------------------------------------------------
 
-def parse_memory(value: str) -> int:
-    """'4g' / '512m' / '64m' / bytes -> bytes (what memswap_limit needs to equal mem_limit)."""
-    units = {"b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
-    text = value.strip().lower()
-    if text and text[-1] in units:
-        return int(float(text[:-1]) * units[text[-1]])
-    return int(text)
-
-
 class DockerRunner:
     name = "docker"
 
@@ -359,7 +350,7 @@ class DockerRunner:
     def container_options(self, spec: TrialSpec, image: str) -> dict[str, Any]:
         """Everything the sandbox is made of, as arguments of containers.create."""
         s = self.settings
-        memory = parse_memory(s.docker_memory)
+        memory = memory_bytes(s.docker_memory)
         env = spec.contract_env(repo_dir=REPO_MOUNT, output_dir=OUTPUT_MOUNT,
                                 checkpoint_dir=CHECKPOINT_MOUNT, data_dir=DATA_MOUNT, params_file=PARAMS_MOUNT)
         env["HOME"] = "/tmp"
