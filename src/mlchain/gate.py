@@ -75,6 +75,12 @@ def comparison(direction: str = DEFAULT_DIRECTION, passed: bool = True) -> str:
     return ">=" if passed else "<"
 
 
+def format_threshold(value: float) -> str:
+    """0.8 -> '0.80'; 0.805 -> '0.805': two decimals unless that would hide a digit."""
+    two = f"{value:.2f}"
+    return two if float(two) == value else f"{value:g}"
+
+
 def trials_since_best(trials: Sequence[TrialResult], direction: str = DEFAULT_DIRECTION) -> int:
     """Trials after the best one (all of them when none scored): patience counts these."""
     best = best_of(list(enumerate(trials)), lambda pair: pair[1].metric, direction)

@@ -164,9 +164,7 @@ class RunSummary:
         return d
 
     def explain(self, settings: Settings | None = None) -> str:
-        from mlchain.notify.build import fmt_threshold
-
-        threshold = fmt_threshold(self.threshold)
+        threshold = gate.format_threshold(self.threshold)
         head = {
             "passed": f"PASSED: {self.metric_name} reached the gate ({threshold})",
             "budget_spent": f"GATE NOT REACHED: the gate ({threshold}) was not reached",

@@ -15,9 +15,9 @@ import pytest
 from pydantic import SecretStr
 
 from mlchain.config import Settings
+from mlchain.gate import format_threshold
 from mlchain.notify import build as build_mod
 from mlchain.notify import build_message, subject_line
-from mlchain.notify.build import fmt_threshold
 from mlchain.notify.plot import render_plot
 from mlchain.state import EventRow
 from mlchain.summary import RunSummary, TrialRecord
@@ -148,7 +148,7 @@ def test_subject_cannot_carry_a_line_break() -> None:
 
 
 def test_threshold_formatting() -> None:
-    assert [fmt_threshold(t) for t in (0.8, 0.85, 0.805, 1.0, 12.5)] == ["0.80", "0.85", "0.805", "1.00", "12.50"]
+    assert [format_threshold(t) for t in (0.8, 0.85, 0.805, 1.0, 12.5)] == ["0.80", "0.85", "0.805", "1.00", "12.50"]
 
 
 # Structure and headers ---------------------------------------------------------

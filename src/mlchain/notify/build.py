@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 
 from mlchain.fileio import last_lines
-from mlchain.gate import comparison, passes
+from mlchain.gate import comparison, format_threshold, passes
 
 if TYPE_CHECKING:
     from mlchain.config import Settings
@@ -112,7 +112,7 @@ def subject_line(summary: RunSummary) -> str:
     label = STATUS_LABEL.get(summary.status, summary.status.upper())
     best = summary.best
     count = len(summary.trials)
-    threshold = fmt_threshold(summary.threshold)
+    threshold = format_threshold(summary.threshold)
     if summary.passed and best is not None and best.metric is not None:
         return _one_line(f"[mlchain] {label} {where}: {summary.metric_name} {fmt_metric(best.metric)}"
                          f" {comparison(summary.direction, passed=True)} {threshold} (trial {best.number} of {count})")
@@ -143,7 +143,7 @@ def message_context(summary: RunSummary) -> dict[str, Any]:
         "repo_url": strip_userinfo(summary.repo_url),
         "repo_link": strip_userinfo(summary.repo_url) if re.match(r"https?://", summary.repo_url) else None,
         "commit": (summary.commit or "")[:12] or None,
-        "threshold": fmt_threshold(summary.threshold),
+        "threshold": format_threshold(summary.threshold),
         "op_pass": comparison(summary.direction, passed=True),
         "best": best,
         "best_metric": fmt_metric(best.metric) if best is not None else None,
@@ -168,7 +168,7 @@ def message_context(summary: RunSummary) -> dict[str, Any]:
 def headline(summary: RunSummary) -> str:
     """One sentence: what was reached against what was asked, and why the loop stopped."""
     best = summary.best
-    threshold = fmt_threshold(summary.threshold)
+    threshold = format_threshold(summary.threshold)
     count = len(summary.trials)
     trials = f"{count} trial{'s' * (count != 1)}"
     if best is None or best.metric is None:
@@ -190,12 +190,6 @@ def fmt_metric(value: Any) -> str:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return f"{value:.4f}"
     return "–"
-
-
-def fmt_threshold(value: float) -> str:
-    """0.8 -> '0.80'; 0.805 -> '0.805': two decimals unless that would hide a digit."""
-    two = f"{value:.2f}"
-    return two if float(two) == value else f"{value:g}"
 
 
 def fmt_value(value: Any) -> str:
