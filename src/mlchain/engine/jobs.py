@@ -158,7 +158,7 @@ def job_classify(settings: Settings, env: BuildEnv, echo: Echo) -> int:
     echo(f"trial {number} params: {row.params}")
     row = launch_trial(settings, store, run_id=run_id, number=number, framework=framework, repo_dir=src, cfg=cfg,
                        params=row.params, mlflow_run=_mlflow_run(store.get_run(run_id), number),
-                       job="job2-classify", echo=echo)
+                       job="classify", echo=echo)
     echo(f"trial {number} launched: {row.runner} {row.handle_ref}"
          + (f" in image {row.image}" if row.image else ""))
     return 0
@@ -213,13 +213,15 @@ def job_gate(settings: Settings, env: BuildEnv, echo: Echo) -> int:
     decision = gate.decide(results, cfg.threshold, budget, elapsed, cfg.direction, cfg.metric,
                            can_search=bool(space))
     echo(f"gate: {decision.reason}")
+    search: tweak.Search | None = None
     if current.optuna_trial is not None and current.optuna_trial >= 0:
         # A trial the study proposed: its result is the study's, whatever the gate decided.
-        _open_search(settings, run, cfg).tell(int(current.optuna_trial), current.metric)
+        search = _open_search(settings, run, cfg)
+        search.tell(int(current.optuna_trial), current.metric)
     if decision.action == "retry":  # only now is the search consulted
         nxt = store.get_trial(run_id, number + 1)
         if nxt is None:
-            search = _open_search(settings, run, cfg)
+            search = search or _open_search(settings, run, cfg)
             if current.optuna_trial is None:  # the repository's own params, taught when they fit
                 search.add_baseline(current.params, space, current.metric)
                 store.update_trial(run_id, number, optuna_trial=-1)
