@@ -15,6 +15,7 @@ uses it too.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import stat
@@ -80,7 +81,7 @@ def _open_checked(name: str | Path, max_bytes: int, dir_fd: int | None = None, s
         if isinstance(exc, FileNotFoundError):
             raise
         # ELOOP: the name is a symlink (O_NOFOLLOW); anything else is reported as it is.
-        what = "a symlink" if exc.errno == 40 else exc.strerror
+        what = "a symlink" if exc.errno == errno.ELOOP else exc.strerror
         raise UnsafeOutput(f"refused to read {shown}: {what}", hint=HINT) from exc
     st = os.fstat(fd)
     problem = file_problem(st, max_bytes)
@@ -178,7 +179,7 @@ def _tree(root: Path, limits: TreeLimits, copy_to: Path | None) -> list[str]:
     try:
         st = os.lstat(root)
         if not stat.S_ISDIR(st.st_mode):
-            return [f"{root.name}: {_kind(st.st_mode) if stat.S_ISLNK(st.st_mode) or not stat.S_ISREG(st.st_mode) else 'not a folder'}"]
+            return [f"{root.name}: {'not a folder' if stat.S_ISREG(st.st_mode) else _kind(st.st_mode)}"]
         fd = os.open(root, _OPEN_DIR)  # O_NOFOLLOW: swapped for a link since, it fails here
     except FileNotFoundError:
         return [f"{root.name}: missing"]
