@@ -284,8 +284,7 @@ def journal_path(settings: Settings, key: str) -> Path:
 
 
 def _record(path: Path, **values: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, json.dumps(values, sort_keys=True).encode())
+    atomic_write(path, json.dumps(values, sort_keys=True).encode())  # creates the journal folder
 
 
 def _in_outbox(settings: Settings, message_id: str) -> Path | None:
