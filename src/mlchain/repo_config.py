@@ -197,9 +197,7 @@ def _expanded_size(root: yaml.Node) -> int:
             raise ValueError(f"it nests deeper than {MAX_DEPTH} levels")
         on_path.add(key)
         stack.append((node, depth, True))
-        for child in _children(node):
-            if id(child) in on_path:
-                raise ValueError("an alias refers to a node that contains it")
+        for child in _children(node):  # a child on the path is caught when it is popped, above
             if id(child) not in sizes:
                 stack.append((child, depth + 1, False))
     return sizes[id(root)]
