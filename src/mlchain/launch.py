@@ -105,3 +105,5 @@ def abandon_trial(settings: Settings, store: StateStore, run_id: str, number: in
     except Exception:  # noqa: BLE001,S110 - marked failed below whatever the runner says
         pass
     give_up_now(store, row, "killed", reason, None)
+    if row.mlflow_run_id:
+        tracking.end_run(settings, row.mlflow_run_id)

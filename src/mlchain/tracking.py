@@ -102,6 +102,12 @@ def log_trial(settings: Settings, run_id: str, *, params: Mapping[str, Any], met
     c.set_terminated(run_id, status=status)
 
 
+def end_run(settings: Settings, run_id: str, status: str = "KILLED") -> None:
+    """Close a run whose trial ended without an outcome to log (nobody waits for it any more),
+    so that MLflow does not show it RUNNING for ever."""
+    client(settings).set_terminated(run_id, status=status)
+
+
 def model_uri(run_id: str) -> str:
     return f"runs:/{run_id}/model"
 

@@ -90,6 +90,8 @@ def test_an_interrupted_mlchain_train_stops_its_training_and_marks_the_trial_fai
         row = the_trial(settings)
         output = TrialSpec.from_json(row.launched_spec).output_dir
         wait_for(lambda: len(progress_rows(output)) >= 1, 120, "the first epoch")
+        state = StateStore(settings.state_db)
+        wait_for(lambda: state.get_trial(row.run_id, 1).mlflow_run_id, 120, "the trial's MLflow run")
         train.send_signal(signal.SIGINT)  # Ctrl-C
         out, err = train.communicate(timeout=60)
     finally:
@@ -102,3 +104,7 @@ def test_an_interrupted_mlchain_train_stops_its_training_and_marks_the_trial_fai
     assert not _alive(int(row.handle_ref))  # the training's supervisor (and its group) is gone
     events = [e.message for e in StateStore(settings.state_db).events(row.run_id)]
     assert events == ["gave up: killed: mlchain train stopped waiting for it"]
+    from mlflow.tracking import MlflowClient
+
+    run = MlflowClient(tracking_uri=settings.resolved_tracking_uri).get_run(trial.mlflow_run_id)
+    assert run.info.status == "KILLED"  # not left RUNNING for ever
