@@ -6,7 +6,9 @@ The embedded default is SQLite plus a local artifact folder under MLCHAIN_HOME;
 
 from __future__ import annotations
 
+import contextlib
 import math
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -99,7 +101,10 @@ def log_trial(settings: Settings, run_id: str, *, params: Mapping[str, Any], met
             raise outputs.UnsafeOutput(f"refused to log {model_dir}: " + "; ".join(problems[:10]),
                                        hint=outputs.HINT)
         c.log_artifacts(run_id, str(model_dir), "model")
-    c.set_terminated(run_id, status=status)
+    # Against a tracking server MLflow writes the run's link to stdout, which carries
+    # `mlchain run --json`'s one object: the link goes to stderr instead.
+    with contextlib.redirect_stdout(sys.stderr):
+        c.set_terminated(run_id, status=status)
 
 
 def model_uri(run_id: str) -> str:
