@@ -223,3 +223,26 @@ def test_one_repository_trained_by_two_agents_at_once_shares_the_study_and_the_r
     assert len(versions) == 2
     best = max(float(v.tags["mlchain.metric_value"]) for v in versions)
     assert float(champion.tags["mlchain.metric_value"]) == best
+
+
+# --- agents registering at once (no server needed: the rule is the registry's) -------------------
+
+def test_a_version_registered_while_another_agent_moves_the_alias_cannot_take_the_champion(
+        make_settings: Any) -> None:
+    """Agent A has created its version (0.9) and not yet moved the alias when agent B registers
+    a worse one (0.5): B must not become champion (it would stay, were A's move lost or B last)."""
+    from mlchain import tracking
+
+    settings = make_settings()
+    c = tracking.client(settings)
+    experiment = tracking.experiment_id(c, settings, "digits_race")
+    runs = [c.create_run(experiment).info.run_id for _ in range(3)]
+    c.create_registered_model("digits_race")
+    first = c.create_model_version("digits_race", f"{c.get_run(runs[0]).info.artifact_uri}/model", run_id=runs[0],
+                                   tags={"mlchain.metric": "accuracy", tracking.METRIC_VALUE_TAG: "0.9"})
+    worse = tracking.register_best(settings, "digits_race", runs[1], "accuracy", 0.5)
+    assert worse["champion"] is False
+    assert c.get_model_version_by_alias("digits_race", "champion").version == first.version
+    better = tracking.register_best(settings, "digits_race", runs[2], "accuracy", 0.95)
+    assert better["champion"] is True and better["previous_champion_metric"] == pytest.approx(0.9)
+    assert int(c.get_model_version_by_alias("digits_race", "champion").version) == better["version"] == 3
