@@ -144,12 +144,23 @@ def _repo(dest: Path, params: dict[str, Any] | None = None) -> Path:
     return repo
 
 
+def _node_variables() -> set[str]:
+    casc = yaml.safe_load((ROOT / "jenkins" / "casc.yaml").read_text(encoding="utf-8"))
+    [properties] = casc["jenkins"]["globalNodeProperties"]
+    return {entry["key"] for entry in properties["envVars"]["env"]}
+
+
 def _agent_env(home: Path, mlflow_url: str, postgres: Postgres) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLCHAIN_", "MLFLOW_"))}
     # What casc.yaml gives every build (globalNodeProperties): the team's tracking and search.
-    env.update({"MLCHAIN_HOME": str(home), "MLCHAIN_RUNNER": "process", "MLFLOW_TRACKING_URI": mlflow_url,
-                "MLCHAIN_OPTUNA_STORAGE": postgres.url("optuna")})
+    team = {"MLFLOW_TRACKING_URI": mlflow_url, "MLCHAIN_OPTUNA_STORAGE": postgres.url("optuna")}
+    assert set(team) <= _node_variables(), "casc.yaml no longer points builds at the team's stores this way"
+    env.update({"MLCHAIN_HOME": str(home), "MLCHAIN_RUNNER": "process", **team})
     return env
+
+
+def _files_naming(root: Path, secret: str) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
 
 
 def run_two_agents_at_once(runs: list[tuple[Path, Path, list[str]]], mlflow_url: str,
@@ -164,10 +175,14 @@ def run_two_agents_at_once(runs: list[tuple[Path, Path, list[str]]], mlflow_url:
                 [sys.executable, "-m", "mlchain.cli", "run", str(repo), "--ref", "main", "--json", *flags],
                 env=_agent_env(home, mlflow_url, postgres), stdout=subprocess.PIPE, stderr=err), log))
     summaries = []
-    for process, log in started:
+    for (home, _, _), (process, log) in zip(runs, started, strict=True):
         out, _ = process.communicate(timeout=900)
         assert process.returncode == 0, f"agent run failed ({process.returncode}): {log.read_text()[-4000:]}"
         summaries.append(json.loads(out))
+        # The database password is in the storage URL every build gets: it must not be written
+        # anywhere an agent keeps (logs, state, emails) nor printed.
+        assert PASSWORD not in out.decode() and PASSWORD not in log.read_text()
+        assert _files_naming(home, PASSWORD) == []
     return summaries
 
 
