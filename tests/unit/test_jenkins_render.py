@@ -328,3 +328,16 @@ def test_a_component_the_seed_cannot_translate_is_an_error_listing_what_it_can(t
     with pytest.raises(ConfigError) as err:
         dsl.seed_script(load(tmp_path))
     assert "batch" in str(err.value) and "shell" in str(err.value)
+
+
+@pytest.mark.parametrize(("text", "said"), [("'^[0-9a-f]{40}$'", "cannot expand a {...}"),
+                                           ("'a lone { brace'", "expected '}'")])
+def test_a_brace_jjb_cannot_expand_is_a_clear_error_in_both_engines(tmp_path: Path, text: str, said: str) -> None:
+    from mlchain.engine.jjb import load_chain
+
+    (tmp_path / "jobs.yaml").write_text(f"- job:\n    name: braces\n    description: {text}\n"
+                                        "    builders:\n      - shell: mlchain job pull\n")
+    for load_jobs in (load, load_chain):
+        with pytest.raises(ConfigError) as caught:  # not a traceback: JJB raised IndexError for {40}
+            load_jobs(tmp_path)
+        assert said in caught.value.reason
