@@ -37,11 +37,14 @@ say "$mode"
 
 bash scripts/bootstrap.sh test
 
-# Debian packages the tests use: the browser (dashboard test) and Groovy (Job DSL test).
+# Debian packages the tests use: the browser (dashboard test), Groovy (Job DSL test), Docker
+# Compose (the stack's compose file) and PostgreSQL (the team state on it).
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v groovy >/dev/null 2>&1 || need+=(groovy)
 command -v git >/dev/null 2>&1 || need+=(git)
+{ docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null 2>&1; } || need+=(docker-compose)
+compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     say "installing ${need[*]} from Debian's packages"

@@ -48,8 +48,18 @@ class Loaded:
 
     def expand(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """The expanded jobs and views, as plain dicts."""
-        return ([plain(job.data) for job in self.roots.generate_jobs()],
-                [plain(view.data) for view in self.roots.generate_views()])
+        from jenkins_jobs.errors import JenkinsJobsException
+
+        try:
+            return ([plain(job.data) for job in self.roots.generate_jobs()],
+                    [plain(view.data) for view in self.roots.generate_views()])
+        except (JenkinsJobsException, *FORMAT_ERRORS) as exc:
+            raise cannot_load(self.folder, exc) from exc
+
+
+# What JJB's expansion of `{...}` raises for a brace it cannot read as a parameter: `{40}` (an
+# index), a lone `{` or `}`.
+FORMAT_ERRORS: tuple[type[Exception], ...] = (IndexError, ValueError)
 
 
 def plain(value: Any) -> Any:
@@ -84,6 +94,10 @@ def load(jobs_dir: Path | None = None) -> Loaded:
 
 
 def cannot_load(folder: Path, exc: Exception) -> ConfigError:
+    if isinstance(exc, FORMAT_ERRORS):
+        return ConfigError(f"Jenkins Job Builder cannot expand a {{...}} in {folder}: {type(exc).__name__}: {exc}",
+                           hint="JJB reads {name} as a parameter: write a literal brace doubled, {{ and }}"
+                                " (a regular expression's {40} as {{40}})")
     return ConfigError(f"Jenkins Job Builder cannot load {folder}: {exc}",
                        hint="fix the YAML it names; `jenkins-jobs test DIR` shows the same error")
 

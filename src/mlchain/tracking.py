@@ -6,7 +6,9 @@ The embedded default is SQLite plus a local artifact folder under MLCHAIN_HOME;
 
 from __future__ import annotations
 
+import contextlib
 import math
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -99,7 +101,10 @@ def log_trial(settings: Settings, run_id: str, *, params: Mapping[str, Any], met
             raise outputs.UnsafeOutput(f"refused to log {model_dir}: " + "; ".join(problems[:10]),
                                        hint=outputs.HINT)
         c.log_artifacts(run_id, str(model_dir), "model")
-    c.set_terminated(run_id, status=status)
+    # Against a tracking server MLflow writes the run's link to stdout, which carries
+    # `mlchain run --json`'s one object: the link goes to stderr instead.
+    with contextlib.redirect_stdout(sys.stderr):
+        c.set_terminated(run_id, status=status)
 
 
 def end_run(settings: Settings, run_id: str, status: str = "KILLED") -> None:
@@ -112,27 +117,67 @@ def model_uri(run_id: str) -> str:
     return f"runs:/{run_id}/model"
 
 
+CHAMPION = "champion"
+METRIC_VALUE_TAG = "mlchain.metric_value"
+# Rounds of "list the versions, move the alias to the best": each agent re-checks after its move,
+# so the last to move sees every version registered before it (they are created before listing).
+SETTLE_ROUNDS = 5
+
+
+def _tagged_metric(version: Any) -> float | None:
+    try:
+        value = float(version.tags.get(METRIC_VALUE_TAG, "nan"))
+    except ValueError:
+        return None
+    return None if math.isnan(value) else value
+
+
+def _settle_champion(c: MlflowClient, name: str, direction: str) -> str | None:
+    """Point the alias at the best registered version (by the metric tag; the earliest of
+    equals) and return that version. Agents registering at once converge: whoever moves the
+    alias checks again after moving it."""
+    from mlflow.exceptions import MlflowException
+
+    best: Any = None
+    for _ in range(SETTLE_ROUNDS):
+        quote = "'" if "'" not in name else '"'
+        versions = sorted(c.search_model_versions(f"name={quote}{name}{quote}"), key=lambda v: int(v.version))
+        best = gate.best_of(versions, _tagged_metric, direction)
+        if best is None:
+            return None
+        try:
+            current = str(c.get_model_version_by_alias(name, CHAMPION).version)
+        except MlflowException:
+            current = None
+        if current == str(best.version):
+            return str(best.version)
+        c.set_registered_model_alias(name, CHAMPION, best.version)
+    return None if best is None else str(best.version)
+
+
 def register_best(settings: Settings, name: str, run_id: str, metric_name: str, metric: float,
                   direction: str = gate.DEFAULT_DIRECTION) -> dict[str, Any]:
-    """Register the run's model under ``name``; move the alias ``champion`` only when it beats
-    the current champion's metric."""
+    """Register the run's model under ``name``; the alias ``champion`` moves to it only when it
+    beats the current champion. Several agents may register into one registry at once (the
+    team's MLflow server): the alias then ends on the best of their versions, never on whichever
+    moved it last."""
     from mlflow.exceptions import MlflowException
 
     c = client(settings)
     try:
         c.get_registered_model(name)
     except MlflowException:
-        c.create_registered_model(name, tags={"mlchain.managed": "true"})
-    version = c.create_model_version(name, f"{c.get_run(run_id).info.artifact_uri}/model", run_id=run_id,
-                                     tags={"mlchain.metric": metric_name, "mlchain.metric_value": str(metric)})
+        try:
+            c.create_registered_model(name, tags={"mlchain.managed": "true"})
+        except MlflowException:  # another agent created it meanwhile
+            c.get_registered_model(name)
     previous: float | None = None
     try:
-        champion = c.get_model_version_by_alias(name, "champion")
-        previous = float(champion.tags.get("mlchain.metric_value", "nan"))
+        previous = _tagged_metric(c.get_model_version_by_alias(name, CHAMPION))
     except MlflowException:
-        champion = None
-    better = previous is None or math.isnan(previous) or gate.better(metric, previous, direction)
-    if better:
-        c.set_registered_model_alias(name, "champion", version.version)
-    return {"name": name, "version": int(version.version), "champion": better,
+        previous = None
+    version = c.create_model_version(name, f"{c.get_run(run_id).info.artifact_uri}/model", run_id=run_id,
+                                     tags={"mlchain.metric": metric_name, METRIC_VALUE_TAG: str(metric)})
+    champion = _settle_champion(c, name, direction)
+    return {"name": name, "version": int(version.version), "champion": champion == str(version.version),
             "previous_champion_metric": previous, "metric": metric}

@@ -55,11 +55,12 @@ CRUMB = "fake-crumb-4f1e"
 PLUGIN_CLASSES = {
     "hudson.plugins.git.": "git",
     "com.cloudbees.jenkins.GitHubPushTrigger": "github",
+    "org.jenkinsci.plugins.gwt.": "generic-webhook-trigger",
     "hudson.plugins.parameterizedtrigger.": "parameterized-trigger",
     "au.com.centrumsystems.hudson.plugin.buildpipeline.": "build-pipeline-plugin",
     "hudson.plugins.emailext.": "email-ext",
 }
-ALL_PLUGINS = ("git", "github", "parameterized-trigger", "build-pipeline-plugin", "email-ext",
+ALL_PLUGINS = ("git", "github", "generic-webhook-trigger", "parameterized-trigger", "build-pipeline-plugin", "email-ext",
                "configuration-as-code", "job-dsl", "credentials", "ssh-slaves")
 CORE_ROOTS = {"project", "hudson.model.ListView"}
 ALL_VIEW = ("<?xml version='1.1' encoding='UTF-8'?>\n<hudson.model.AllView><name>all</name>"

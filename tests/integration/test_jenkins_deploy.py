@@ -148,11 +148,12 @@ def test_a_user_without_permission_gets_a_403_message(fake: FakeJenkins, jobs_di
 
 
 def test_a_missing_plugin_is_named_before_anything_changes(jobs_dir: Path) -> None:
-    plugins = tuple(p for p in ALL_PLUGINS if p != "github")
+    plugins = tuple(p for p in ALL_PLUGINS if p != "generic-webhook-trigger")
     with FakeJenkins(users={"admin": User(TOKEN)}, plugins=plugins) as fake:
         result = deploy(fake, jobs_dir)
         assert result.exit_code == 11, result.output
-        assert "lacks plugins the chain needs: github (for com.cloudbees.jenkins.GitHubPushTrigger)" in result.output
+        assert "lacks plugins the chain needs: generic-webhook-trigger (for org.jenkinsci.plugins.gwt." in result.output
+        assert "gwt.GenericTrigger)" in result.output
         assert fake.posts() == []
 
 

@@ -29,6 +29,7 @@ from mlchain.jenkins.render import Definitions, load
 REPO = Path(__file__).resolve().parents[2]
 RECORDER = REPO / "tests" / "fakes" / "JobDslRecorder.groovy"
 PT = "hudson.plugins.parameterizedtrigger."
+GWT = "org.jenkinsci.plugins.gwt."
 
 
 def _java_home() -> str | None:
@@ -114,11 +115,23 @@ def _dsl_job(item: dict[str, Any]) -> dict[str, Any]:
             "branches": [c["args"][0] for c in _calls(scm["body"], "branch")],
             "wipe": bool(_one(scm["body"], "extensions", "wipeOutWorkspace"))},
         "triggers": sorted(["github"] * len(_calls(triggers["body"], "githubPush"))
-                           + [f"cron:{c['args'][0]}" for c in _calls(triggers["body"], "cron")]) if triggers else [],
+                           + [f"cron:{c['args'][0]}" for c in _calls(triggers["body"], "cron")]
+                           + [_dsl_generic(c["body"]) for c in _calls(triggers["body"], "genericTrigger")],
+                           key=str) if triggers else [],
         "steps": [(c["args"][0], None) if c["args"] else (_arg(c["body"], "command"), _arg(c["body"], "unstableReturn"))
                   for c in _calls(steps["body"], "shell")] if steps else [],
         "downstream": [_dsl_trigger(t) for t in _calls(downstream["body"], "trigger")] if downstream else [],
     }
+
+
+def _dsl_generic(body: list[dict[str, Any]]) -> str:
+    """The Generic Webhook Trigger's settings, as one comparable line."""
+    variables = [(_arg(v["body"], "key"), _arg(v["body"], "value"), _arg(v["body"], "expressionType"))
+                 for v in _calls((_one(body, "genericVariables") or {"body": []})["body"], "genericVariable")]
+    headers = [_arg(h["body"], "key") for h in
+               _calls((_one(body, "genericHeaderVariables") or {"body": []})["body"], "genericHeaderVariable")]
+    return repr(("gwt", _arg(body, "token"), variables, headers, _arg(body, "regexpFilterText"),
+                 _arg(body, "regexpFilterExpression"), _arg(body, "causeString")))
 
 
 def _dsl_trigger(trigger: dict[str, Any]) -> tuple[Any, ...]:
@@ -151,12 +164,21 @@ def _xml_job(xml: str) -> dict[str, Any]:
             "wipe": scm.find("extensions/hudson.plugins.git.extensions.impl.WipeWorkspace") is not None},
         "triggers": sorted(["github"] * len(root.findall("triggers/com.cloudbees.jenkins.GitHubPushTrigger"))
                            + [f"cron:{t.findtext('spec')}"
-                              for t in root.iterfind("triggers/hudson.triggers.TimerTrigger")]),
+                              for t in root.iterfind("triggers/hudson.triggers.TimerTrigger")]
+                           + [_xml_generic(t) for t in root.iterfind(f"triggers/{GWT}GenericTrigger")], key=str),
         "steps": [(s.findtext("command"), _int_or_none(s.findtext("unstableReturn")))
                   for s in root.iterfind("builders/hudson.tasks.Shell")],
         "downstream": [_xml_trigger(c) for c in
                        root.iterfind(f"publishers/{PT}BuildTrigger/configs/{PT}BuildTriggerConfig")],
     }
+
+
+def _xml_generic(trigger: ET.Element) -> str:
+    variables = [(v.findtext("key"), v.findtext("value"), v.findtext("expressionType"))
+                 for v in trigger.iterfind(f"genericVariables/{GWT}GenericVariable")]
+    headers = [h.findtext("key") for h in trigger.iterfind(f"genericHeaderVariables/{GWT}GenericHeaderVariable")]
+    return repr(("gwt", trigger.findtext("token"), variables, headers, trigger.findtext("regexpFilterText"),
+                 trigger.findtext("regexpFilterExpression"), trigger.findtext("causeString")))
 
 
 def _int_or_none(text: str | None) -> int | None:
@@ -199,7 +221,8 @@ def test_each_job_declares_what_jjb_renders(defs: Definitions, recorded: dict[st
 
 def test_the_chain_specifics_survive_the_translation(recorded: dict[str, Any]) -> None:
     job1, job4, job6 = (_dsl_job(recorded[n]) for n in ("job1-pull", "job4-gate", "job6-monitor"))
-    assert job1["triggers"] == ["github"]
+    [push] = job1["triggers"]
+    assert push.startswith("('gwt', 'mlchain-push', [('REPO_URL', '$.repository.clone_url', 'JSONPath'), ")
     assert job1["scm"] == {"url": "$REPO_URL", "remote": "origin", "branches": ["$REF"], "wipe": False}
     assert job4["steps"] == [("mlchain job gate", 75)]
     assert ("job2-classify", "UNSTABLE", "mlchain.properties", True, False, None) in job4["downstream"]

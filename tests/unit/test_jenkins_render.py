@@ -107,9 +107,12 @@ def test_no_stale_goldens(defs: Definitions) -> None:
 
 # --- the elements the chain depends on -------------------------------------------------------
 
-def test_job1_is_started_by_a_github_push_and_checks_out_the_pushed_ref(defs: Definitions) -> None:
+def test_job1_is_started_by_a_push_of_any_repository_and_checks_out_the_pushed_ref(defs: Definitions) -> None:
     root = _xml(defs, "job1-pull")
-    assert root.find("triggers/com.cloudbees.jenkins.GitHubPushTrigger") is not None
+    # Not the GitHub plugin's trigger: it starts only jobs whose SCM URL matches the push,
+    # and job1's is $REPO_URL. The payload mapping itself: tests/unit/test_push_trigger.py.
+    assert root.find("triggers/com.cloudbees.jenkins.GitHubPushTrigger") is None
+    assert [t.tag for t in root.iterfind("triggers/*")] == ["org.jenkinsci.plugins.gwt.GenericTrigger"]
     scm = root.find("scm")
     assert scm is not None and scm.get("class") == "hudson.plugins.git.GitSCM"
     assert scm.findtext("userRemoteConfigs/hudson.plugins.git.UserRemoteConfig/url") == "$REPO_URL"
@@ -325,3 +328,16 @@ def test_a_component_the_seed_cannot_translate_is_an_error_listing_what_it_can(t
     with pytest.raises(ConfigError) as err:
         dsl.seed_script(load(tmp_path))
     assert "batch" in str(err.value) and "shell" in str(err.value)
+
+
+@pytest.mark.parametrize(("text", "said"), [("'^[0-9a-f]{40}$'", "cannot expand a {...}"),
+                                           ("'a lone { brace'", "expected '}'")])
+def test_a_brace_jjb_cannot_expand_is_a_clear_error_in_both_engines(tmp_path: Path, text: str, said: str) -> None:
+    from mlchain.engine.jjb import load_chain
+
+    (tmp_path / "jobs.yaml").write_text(f"- job:\n    name: braces\n    description: {text}\n"
+                                        "    builders:\n      - shell: mlchain job pull\n")
+    for load_jobs in (load, load_chain):
+        with pytest.raises(ConfigError) as caught:  # not a traceback: JJB raised IndexError for {40}
+            load_jobs(tmp_path)
+        assert said in caught.value.reason

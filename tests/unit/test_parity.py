@@ -113,5 +113,5 @@ def test_every_key_in_jobs_is_supported_by_both_engines() -> None:
     installed = {line.split(":")[0].strip() for line in plugins_txt.splitlines()
                  if line.strip() and not line.startswith("#")}
     needed = required_plugins(definitions)
-    assert {"git", "github", "parameterized-trigger", "build-pipeline-plugin"} <= set(needed)
+    assert {"git", "generic-webhook-trigger", "parameterized-trigger", "build-pipeline-plugin"} <= set(needed)
     assert set(needed) <= installed, f"plugins the jobs need but the controller lacks: {set(needed) - installed}"

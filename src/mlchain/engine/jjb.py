@@ -25,7 +25,7 @@ JOB_KEYS = {
     "properties": "build-discarder (Jenkins only)",
     "parameters": "string, bool, choice",
     "scm": "git",
-    "triggers": "github, timed",
+    "triggers": "github, generic-webhook-trigger (Jenkins only: `mlchain serve` takes pushes locally), timed",
     "builders": "shell",
     "publishers": "trigger-parameterized-builds",
 }
@@ -33,7 +33,7 @@ PROPERTY_KEYS = {"build-discarder"}
 PARAMETER_TYPES = {"string", "bool", "choice"}
 SCM_TYPES = {"git"}
 GIT_KEYS = {"url", "branches", "wipe-workspace", "credentials-id", "skip-tag", "shallow-clone"}
-TRIGGER_TYPES = {"github", "timed"}
+TRIGGER_TYPES = {"github", "generic-webhook-trigger", "timed"}
 BUILDER_TYPES = {"shell"}
 SHELL_KEYS = {"command", "unstable-return"}
 PUBLISHER_TYPES = {"trigger-parameterized-builds"}

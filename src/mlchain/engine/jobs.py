@@ -24,6 +24,7 @@ from mlchain import trial as trials
 from mlchain.config import Settings
 from mlchain.errors import ConfigError, EngineError, GitError, MlchainError, NotFound
 from mlchain.fileio import atomic_write
+from mlchain.gitrefs import LOCAL_SCHEME, require_clone_url, require_ref
 from mlchain.launch import MlflowRunSpec, await_trial, ensure_mlflow_run, launch_trial
 from mlchain.repo_config import RepoConfig, load_repo_config, with_overrides
 from mlchain.runners.base import TrialSpec
@@ -102,6 +103,12 @@ def job_pull(settings: Settings, env: BuildEnv, echo: Echo) -> int:
     run_id = env.get("RUN_ID") or env.get("BUILD_TAG")
     if not run_id:
         raise EngineError("neither RUN_ID nor BUILD_TAG is set", hint="run job1 from Jenkins or `mlchain run`")
+    # Under Jenkins these come from a push's payload (job1's webhook trigger): checked as every
+    # value that reaches git is, before a run records them or an email names them.
+    if env.get("REPO_URL"):
+        require_clone_url(env.get("REPO_URL"), (*settings.clone_schemes, LOCAL_SCHEME), source="REPO_URL")
+    if env.get("REF"):
+        require_ref(env.get("REF"), source="REF")
     workspace = env.workspace
     repo_url = env.get("GIT_URL") or env.get("REPO_URL") or str(workspace)
     commit = env.get("GIT_COMMIT") or trials.git_info(workspace).get("commit", "")

@@ -35,6 +35,7 @@ TIMEOUT_S = 30.0
 PLUGIN_OF_CLASS: dict[str, str] = {
     "hudson.plugins.git.": "git",
     "com.cloudbees.jenkins.GitHubPushTrigger": "github",
+    "org.jenkinsci.plugins.gwt.": "generic-webhook-trigger",
     "hudson.plugins.parameterizedtrigger.": "parameterized-trigger",
     "au.com.centrumsystems.hudson.plugin.buildpipeline.": "build-pipeline-plugin",
     "hudson.plugins.emailext.": "email-ext",

@@ -170,11 +170,37 @@ def _parameterized_builds(triggers: list[Mapping[str, Any]]) -> list[Call]:
     return [Call("downstreamParameterized", body=tuple(_downstream(t) for t in triggers))]
 
 
+# generic-webhook-trigger: JJB key -> the Generic Webhook Trigger plugin's Job DSL method.
+_GWT_SETTINGS = {"token": "token", "token-credential-id": "tokenCredentialId", "cause": "causeString",
+                 "regex-filter-text": "regexpFilterText", "regex-filter-expression": "regexpFilterExpression",
+                 "print-post-content": "printPostContent", "print-contrib-var": "printContributedVariables",
+                 "silent-response": "silentResponse"}
+_GWT_POST_KEYS = {"type": "expressionType", "key": "key", "value": "value", "regex-filter": "regexpFilter",
+                  "default-value": "defaultValue"}
+_GWT_HEADER_KEYS = {"key": "key", "regex-filter": "regexpFilter"}
+
+
+def _generic_webhook(spec: Mapping[str, Any]) -> list[Call]:
+    lists = {"post-content-params", "header-params"}
+    body = [*(_mapped({k: v for k, v in spec.items() if k not in lists}, _GWT_SETTINGS,
+                      "generic-webhook-trigger"))]
+    if spec.get("post-content-params"):
+        body.append(Call("genericVariables", body=tuple(
+            Call("genericVariable", body=tuple(_mapped(v, _GWT_POST_KEYS, "post-content-params")))
+            for v in spec["post-content-params"])))
+    if spec.get("header-params"):
+        body.append(Call("genericHeaderVariables", body=tuple(
+            Call("genericHeaderVariable", body=tuple(_mapped(h, _GWT_HEADER_KEYS, "header-params")))
+            for h in spec["header-params"])))
+    return [Call("genericTrigger", body=tuple(body))]
+
+
 PROPERTIES: dict[str, Translator] = {"build-discarder": _build_discarder}
 PARAMETERS: dict[str, Translator] = {"string": _string_param, "bool": _bool_param}
 SCM: dict[str, Translator] = {"git": _git}
 TRIGGERS: dict[str, Translator] = {
     "github": lambda _: [Call("githubPush")],
+    "generic-webhook-trigger": _generic_webhook,
     "timed": lambda spec: [Call("cron", (spec,))],
     "pollscm": lambda s: [Call("scm", (s["cron"] if isinstance(s, Mapping) else s,))],
 }

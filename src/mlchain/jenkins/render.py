@@ -80,7 +80,7 @@ def load(jobs_dir: Path | None = None) -> Definitions:
     loaded = jobdefs.load(jobs_dir)
     try:
         job_data, xml_jobs, view_data, xml_views = _generate(loaded.config, loaded.roots)
-    except (JenkinsJobsException, yaml.YAMLError) as exc:
+    except (JenkinsJobsException, yaml.YAMLError, *jobdefs.FORMAT_ERRORS) as exc:
         raise jobdefs.cannot_load(loaded.folder, exc) from exc
     return Definitions(loaded.folder, _items("job", job_data, xml_jobs), _items("view", view_data, xml_views))
 
