@@ -115,7 +115,7 @@ def test_job1_is_started_by_a_github_push_and_checks_out_the_pushed_ref(defs: De
     assert scm.findtext("userRemoteConfigs/hudson.plugins.git.UserRemoteConfig/url") == "$REPO_URL"
     assert [b.text for b in scm.iterfind("branches/hudson.plugins.git.BranchSpec/name")] == ["$REF"]
     params = [p.findtext("name") for p in root.iterfind(".//hudson.model.StringParameterDefinition")]
-    assert params == ["REPO_URL", "REF", "PUSHER_EMAIL", "RUN_ID"]
+    assert params == ["REPO_URL", "REF", "PUSHER_EMAIL", "RUN_ID", "REASON", "DATASET"]
 
 
 @pytest.mark.parametrize("name", CHAIN)
