@@ -155,16 +155,16 @@ class FeedbackStore:
         if due:
             self.prune(at)
 
-    def predictions_of(self, ids: Iterable[str]) -> dict[str, Any]:
-        """id -> prediction, for the ids known (and still kept)."""
+    def predictions_of(self, ids: Iterable[str]) -> dict[str, tuple[Any, str]]:
+        """id -> (prediction, model version), for the ids known (and still kept)."""
         wanted = list(dict.fromkeys(ids))
-        found: dict[str, Any] = {}
+        found: dict[str, tuple[Any, str]] = {}
         with self.engine.connect() as conn:
             for start in range(0, len(wanted), 500):
                 chunk = wanted[start:start + 500]
-                rows = conn.execute(sa.select(predictions.c.id, predictions.c.prediction)
+                rows = conn.execute(sa.select(predictions.c.id, predictions.c.prediction, predictions.c.model_version)
                                     .where(predictions.c.id.in_(chunk)))
-                found.update({r.id: json.loads(r.prediction) for r in rows})
+                found.update({r.id: (json.loads(r.prediction), r.model_version) for r in rows})
         return found
 
     def add_labels(self, labels: Mapping[str, tuple[Any, bool]], now: float | None = None) -> None:
@@ -229,6 +229,26 @@ class FeedbackStore:
     def detections(self) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(sa.select(detections).order_by(detections.c.id))]
+
+    def claim_request(self, now: float, cooldown_s: float, max_per_day: int,
+                      **values: Any) -> tuple[int | None, str | None, float | None]:
+        """Record a retraining request when the cooldown and the cap allow one, in one transaction
+        (two servers on one store ask once between them). Returns (its id or None, why not, the
+        time of the request before it)."""
+        from mlchain.serving.retrain import DAY_S, refusal
+
+        with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":  # SQLite's BEGIN IMMEDIATE serialises; PostgreSQL needs the lock
+                conn.exec_driver_sql("LOCK TABLE retrain_requests IN SHARE ROW EXCLUSIVE MODE")
+            recent = [float(t) for t in conn.execute(
+                sa.select(retrain_requests.c.at).where(retrain_requests.c.at > now - max(DAY_S, cooldown_s)))
+                .scalars()]
+            last = conn.execute(sa.select(sa.func.max(retrain_requests.c.at))).scalar_one_or_none()
+            why = refusal(recent, now, cooldown_s, max_per_day)
+            if why is not None:
+                return None, why, last
+            key = conn.execute(retrain_requests.insert().values(at=now, **values)).inserted_primary_key
+        return (int(key[0]) if key else None), None, (float(last) if last is not None else None)
 
     def add_request(self, **values: Any) -> int:
         with self.engine.begin() as conn:
