@@ -144,6 +144,7 @@ class Settings(BaseModel):
     retrain_via: RetrainVia = "queue"  # the webhook queue (`mlchain serve` runs it), Jenkins' job1, or off
     retrain_cooldown_s: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 6 * 3600.0
     retrain_max_per_day: Annotated[int, Field(ge=0)] = 2
+    retrain_min_feedback: Annotated[int, Field(ge=0)] = 500  # labeled rows after the drift before asking
 
     # Derived locations ---------------------------------------------------
     @property

@@ -15,10 +15,9 @@ older part it dropped and the newer part it kept.
 
 from __future__ import annotations
 
-import math
 import pickle
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -142,7 +141,7 @@ class Detectors:
         which it alone writes); new ones when there is nothing saved or the delta changed."""
         if not blob:
             return cls(delta)
-        state = pickle.loads(blob)  # noqa: S301 - written by dumps into our own store
+        state = pickle.loads(blob)  # written by dumps, into the store only this observer writes
         if not isinstance(state, dict) or state.get("delta") != delta:
             return cls(delta)
         return cls(delta, dict(state["streams"]))

@@ -61,6 +61,8 @@ retrain_requests = sa.Table(
     sa.Column("at", sa.Float, nullable=False, index=True),
     sa.Column("model_version", sa.String(64)),
     sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, default="waiting"),  # waiting | asked | failed
+    sa.Column("detection", sa.Text),          # JSON: the detection that asked for it
     sa.Column("repo_url", sa.Text),
     sa.Column("commit_sha", sa.String(64)),
     sa.Column("dataset", sa.Text),            # the dataset version's folder
@@ -185,6 +187,12 @@ class FeedbackStore:
                                 .order_by(predictions.c.created_at, predictions.c.id))
             return [Labeled(r.id, json.loads(r.inputs), json.loads(r.label), r.created_at) for r in rows]
 
+    def labeled_count_since(self, since: float) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(predictions)
+                                    .where(predictions.c.label.is_not(None), predictions.c.created_at >= since))
+                       .scalar_one())
+
     def count(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(predictions)).scalar_one())
@@ -258,6 +266,13 @@ class FeedbackStore:
     def update_request(self, request_id: int, **values: Any) -> None:
         with self.engine.begin() as conn:
             conn.execute(retrain_requests.update().where(retrain_requests.c.id == request_id).values(**values))
+
+    def waiting_request(self) -> dict[str, Any] | None:
+        """The request waiting for feedback after its drift (at most one: the cooldown sees to it)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(retrain_requests).where(retrain_requests.c.status == "waiting")
+                               .order_by(retrain_requests.c.id.desc())).first()
+        return None if row is None else dict(row._mapping)
 
     def requests(self) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:

@@ -1,13 +1,18 @@
 """The serving endpoint's observer: it keeps what was predicted and the labels sent back (the
 feedback store), watches the inputs and the error stream for drift (ADWIN), and on a
-detection asks for a retraining run on a new dataset version (cooldown and daily cap).
+detection asks for a retraining run on a new dataset version.
 
 The server (``mlchain model serve``) calls it through the ``Observer`` interface of
 ``serving/observer_api.py``: ``record_predictions``, ``record_feedback``, ``state``, ``close``.
-It is thread-safe. The detectors' state is saved in the store (at most once a second while
+It is thread-safe. The detectors' state is saved in the store (every ``SAVE_EVERY_S`` while
 predictions stream in, at once on a detection and on close), so a new observer on the same
-store goes on detecting where the last one stopped. Building the dataset (a checkout of the
-champion's commit) and asking for the run happen on one worker thread, off the request path.
+store goes on detecting where the last one stopped.
+
+A detection records a request when the cooldown and the daily cap allow one; the request
+waits until ``retrain_min_feedback`` labeled rows predicted since the drift have come back
+(a run on data without the new world would learn nothing new), then one worker thread, off
+the request path, writes the dataset version (a checkout of the champion's commit plus the
+feedback) and asks for the run.
 """
 
 from __future__ import annotations
@@ -64,6 +69,7 @@ class DriftObserver:
         self._version: str | None = None
         self._worker = ThreadPoolExecutor(1, "drift-retrain")
         self._pending: list[Future[None]] = []
+        self._waiting = self.store.waiting_request()  # a request that waits for feedback after its drift
         self.counts = {"predictions": 0, "feedback_accepted": 0, "feedback_unknown": 0, "detections": 0,
                        "retrain_requests": 0, "retrain_refused": 0, "retrain_errors": 0}
 
@@ -101,6 +107,7 @@ class DriftObserver:
                 if detection is not None:
                     found.append(detection)
             self._after_update(found, versions[-1] if versions else self._version)
+            self._maybe_ask()
         return len(judged)
 
     def state(self) -> Mapping[str, float]:
@@ -154,29 +161,44 @@ class DriftObserver:
         self._saved_at = time.monotonic()
 
     def _ask_retrain(self, detection: Detection, model_version: str) -> None:
+        """Record a retraining request, if the cooldown and the cap allow one. It is asked once
+        ``retrain_min_feedback`` labeled rows predicted since the drift have come back: a run on
+        a dataset with none of the new data would learn nothing new."""
         s = self.settings
         reason = detection.describe()
         request_id, why_not, previous = self.store.claim_request(
             detection.at, s.retrain_cooldown_s, s.retrain_max_per_day, model_version=model_version, reason=reason,
-            via=s.retrain_via)
+            via=s.retrain_via, status="waiting")
         if request_id is None:
             self.counts["retrain_refused"] += 1
             log.info("no retraining for %s: %s", reason, why_not)
             return
         self.counts["retrain_requests"] += 1
-        since = previous or 0.0  # the feedback collected since the last request
-        self._pending.append(self._worker.submit(self._retrain, request_id, detection, model_version, since))
+        facts = {**detection.to_dict(), "feedback_since": previous_or_zero(previous)}
+        self.store.update_request(request_id, detection=json.dumps(facts))
+        self._waiting = {"id": request_id, "at": detection.at, "model_version": model_version, "reason": reason,
+                         "detection": json.dumps(facts)}
+        self._maybe_ask()
+
+    def _maybe_ask(self) -> None:
+        waiting = self._waiting
+        if waiting is None:
+            return
+        if self.store.labeled_count_since(float(waiting["at"])) < self.settings.retrain_min_feedback:
+            return
+        self._waiting = None
+        self.store.update_request(int(waiting["id"]), status="asked")
+        facts = json.loads(waiting["detection"] or "{}")
+        self._pending.append(self._worker.submit(self._retrain, int(waiting["id"]), str(waiting["reason"]),
+                                                 str(waiting["model_version"]), facts))
 
     # on the worker thread ---------------------------------------------------------------
-    def _retrain(self, request_id: int, detection: Detection, model_version: str, since: float) -> None:
-        reason = detection.describe()
+    def _retrain(self, request_id: int, reason: str, model_version: str, facts: dict[str, Any]) -> None:
         try:
             source = self._source_of(self.settings, self.model_name, model_version)
             self.store.update_request(request_id, repo_url=source.repo_url, commit_sha=source.commit)
-            feedback = self.store.labeled_since(since)
-            dataset = retrain.new_dataset(self.settings, source, feedback,
-                                          {"reason": reason, "detection": detection.to_dict(),
-                                           "feedback_since": since})
+            feedback = self.store.labeled_since(float(facts.get("feedback_since") or 0.0))
+            dataset = retrain.new_dataset(self.settings, source, feedback, {"reason": reason, "detection": facts})
             self.store.update_request(request_id, dataset=str(dataset.path))
             ref = self._requester(self.settings, source, reason, dataset)
             self.store.update_request(request_id, run_ref=ref)
@@ -186,4 +208,9 @@ class DriftObserver:
             with self._lock:
                 self.counts["retrain_errors"] += 1
             log.exception("retraining for %s could not be asked", reason)
-            self.store.update_request(request_id, error=f"{type(exc).__name__}: {exc}"[:2000])
+            self.store.update_request(request_id, status="failed", error=f"{type(exc).__name__}: {exc}"[:2000])
+
+
+def previous_or_zero(previous: float | None) -> float:
+    """The feedback a dataset takes: what came since the previous request (all of it, at first)."""
+    return previous or 0.0
