@@ -263,6 +263,25 @@ def serve(ctx: Context, host: str, port: int, workers: int, insecure_no_secret: 
 
 
 @cli.group()
+def drift() -> None:
+    """What the serving endpoint's drift observer saw: detections and retraining requests."""
+
+
+@drift.command(name="status")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True,
+              help="The newest this many detections and requests.")
+@pass_ctx
+def drift_status(ctx: Context, as_json: bool, limit: int) -> None:
+    """List the drift detections and the retraining runs they asked for (the feedback store)."""
+    from mlchain.serving.status import drift_report
+
+    report = drift_report(ctx.settings(), limit)
+    lines = report.pop("lines")
+    click.echo(json.dumps(report, indent=2) if as_json else "\n".join(lines))
+
+
+@cli.group()
 def jenkins() -> None:
     """Render and deploy jobs/ to a Jenkins controller."""
 

@@ -242,3 +242,61 @@ def test_a_link_in_the_data_folder_is_refused(tmp_path: Path) -> None:
     with pytest.raises(UnsafeOutput):
         retrain.write_dataset(tmp_path / "datasets", "digits", base, [])
     assert list((tmp_path / "datasets" / "digits").iterdir()) == []  # nothing half-written stays
+
+
+# --- the observer, and what `mlchain drift status` shows of it ---------------------------------
+
+def test_the_observer_keeps_rows_and_labels_and_goes_on_after_a_restart(make_settings: Any, capsys: Any) -> None:
+    from mlchain.cli import main
+    from mlchain.serving.observe import DriftObserver
+
+    settings = make_settings(retrain_via="off")
+    rng = np.random.default_rng(3)
+
+    def rows(n: int, shift: float) -> pd.DataFrame:
+        return pd.DataFrame({"age": rng.normal(40 + shift, 5, n), "income": rng.normal(2.0, 0.5, n),
+                             "city": ["x"] * n})
+
+    observer = DriftObserver(settings, "tabular")
+    stationary = rows(600, 0.0)
+    ids = observer.record_predictions("7", stationary, [1, 0] * 300)
+    assert len(set(ids)) == 600 and all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    assert observer.record_feedback({ids[0]: 1, ids[1]: 1, "nope": 0}) == 2  # the second one was wrong
+    assert observer.state()["mlchain_feedback_unknown_total"] == 1.0
+    assert observer.state()["mlchain_drift_samples_error_rate"] == 2.0
+    assert observer.detections() == []
+    labeled = {row.id: row for row in observer.store.labeled_since(0.0)}
+    assert sorted(labeled) == sorted(ids[:2]) and labeled[ids[1]].label == 1
+    assert labeled[ids[0]].inputs == {"age": pytest.approx(stationary["age"][0], rel=1e-12),
+                                      "income": pytest.approx(stationary["income"][0], rel=1e-12), "city": "x"}
+    observer.close()
+
+    again = DriftObserver(settings, "tabular")
+    assert again.detectors.samples() == {"age": 600, "income": 600, "error rate": 2}
+    again.record_predictions("7", rows(600, 15.0), [0] * 600)  # the ages move on
+    (found,) = again.detections()
+    assert found["stream"] == "age" and 600 < found["sample"] <= 600 + 300  # counted across the restart
+    # the kept window starts at a bucket edge, with some older rows: its mean is between the two
+    assert found["before"] == pytest.approx(40, abs=1.5) and found["after"] > found["before"] + 2
+    assert again.requests() == []  # retraining is off
+    again.close()
+
+    capsys.readouterr()
+    assert main(["--home", str(settings.home), "drift", "status"]) == 0
+    text = capsys.readouterr().out
+    assert f"drift in age at sample {found['sample']:,}: {found['before']:.2f} -> {found['after']:.2f}" in text
+    assert "1,200 predictions kept" in text
+    assert main(["--home", str(settings.home), "drift", "status", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [d["sample"] for d in report["detections"]] == [found["sample"]] and report["requests"] == []
+
+
+def test_drift_status_names_a_bad_database_url(make_settings: Any, capsys: Any,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlchain.cli import main
+
+    settings = make_settings()
+    monkeypatch.setenv("MLCHAIN_SERVING_DB_URL", "not a url")
+    code = main(["--home", str(settings.home), "drift", "status"])
+    err = capsys.readouterr().err
+    assert code == 3 and "serving_db_url 'not a url' is not a database URL" in err and "Traceback" not in err
