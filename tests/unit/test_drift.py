@@ -300,3 +300,26 @@ def test_drift_status_names_a_bad_database_url(make_settings: Any, capsys: Any,
     code = main(["--home", str(settings.home), "drift", "status"])
     err = capsys.readouterr().err
     assert code == 3 and "serving_db_url 'not a url' is not a database URL" in err and "Traceback" not in err
+
+
+def test_job1_takes_a_retraining_s_reason_and_dataset_from_its_parameters(make_settings: Any) -> None:
+    from mlchain.engine.jobs import BuildEnv, retrain_facts
+    from mlchain.errors import ConfigError
+    from mlchain.state import StateStore
+
+    settings = make_settings()
+    store = StateStore(settings.state_db)
+    store.create_run("r1", "https://github.com/acme/digits.git", "digits", "main", None)
+    run = store.get_run("r1")
+    version = retrain.write_dataset(settings.datasets_dir, "digits", None, [Labeled("a" * 32, {"x": 1}, 0, 1.0)])
+    reason = "drift in pixel mean at sample 4,120: 0.31 -> 0.52"
+    assert retrain_facts(settings, run, BuildEnv({"REASON": reason, "DATASET": str(version.path)})) == \
+        (reason, str(version.path))
+    assert retrain_facts(settings, run, BuildEnv({})) == (None, None)  # a push
+    with pytest.raises(ConfigError, match="is not a dataset version: it is not inside"):
+        retrain_facts(settings, run, BuildEnv({"DATASET": str(settings.home_abs)}))
+    with pytest.raises(ConfigError, match="--reason must be one line"):
+        retrain_facts(settings, run, BuildEnv({"REASON": "two\nlines"}))
+    # what `mlchain run` recorded wins
+    store.update_run("r1", reason="recorded", dataset=str(version.path))
+    assert retrain_facts(settings, store.get_run("r1"), BuildEnv({"REASON": "other"}))[0] == "recorded"
