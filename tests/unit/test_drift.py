@@ -323,3 +323,41 @@ def test_job1_takes_a_retraining_s_reason_and_dataset_from_its_parameters(make_s
     # what `mlchain run` recorded wins
     store.update_run("r1", reason="recorded", dataset=str(version.path))
     assert retrain_facts(settings, store.get_run("r1"), BuildEnv({"REASON": "other"}))[0] == "recorded"
+
+
+def test_an_older_queue_file_gets_the_new_columns_and_a_retraining_runs_with_its_reason(tmp_path: Path) -> None:
+    import sqlite3
+
+    from mlchain.webhook.queue import SCHEMA, WebhookQueue, chain_argv
+
+    path = tmp_path / "webhook.db"
+    with sqlite3.connect(path) as db:  # the queue as the first release made it
+        db.executescript(SCHEMA)
+    queue = WebhookQueue(path)
+    reason = "drift in pixel mean at sample 4,120: 0.31 -> 0.52"
+    commit = "b" * 40
+    run_id = queue.enqueue_retrain(repo_url="https://github.com/acme/digits.git", repo_name="digits", commit=commit,
+                                   reason=reason, dataset="/home/x/datasets/digits/0123456789ab")
+    assert run_id.startswith("drift-")
+    (claim, _), = queue.claim("me", 1)
+    assert (claim.run_id, claim.commit, claim.reason) == (run_id, commit, reason)
+    argv = chain_argv(["mlchain"], claim)
+    assert argv[-2:] == ["--", "https://github.com/acme/digits.git"]
+    assert f"--ref={commit}" in argv and f"--reason={reason}" in argv
+    assert "--dataset=/home/x/datasets/digits/0123456789ab" in argv
+
+
+def test_an_older_state_file_gets_the_run_columns(tmp_path: Path) -> None:
+    import sqlite3
+
+    from mlchain.state import SCHEMA, StateStore
+
+    path = tmp_path / "state.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(SCHEMA)
+    store = StateStore(path)
+    store.create_run("r1", "file:///x", "x", None, None)
+    assert (store.get_run("r1").reason, store.get_run("r1").dataset) == (None, None)
+    store.update_run("r1", reason="why", dataset="/d")
+    assert (store.get_run("r1").reason, store.get_run("r1").dataset) == ("why", "/d")
+    assert StateStore(path).get_run("r1").reason == "why"  # opening it again changes nothing
