@@ -125,6 +125,8 @@ def test_drift_queues_one_retraining_on_the_new_data(make_settings: Any, git_rep
                                                                        str(dataset))
     (trial,) = store.trials(claim.run_id)
     assert json.loads(trial.spec or "{}")["data_dir"] == str(dataset)  # trained on the dataset version
+    # and code that opens data/ by its path reads the same files
+    assert (Path(run.source_dir) / "data" / "feedback.csv").read_bytes() == (dataset / "feedback.csv").read_bytes()
     tags = mlflow.tracking.MlflowClient(settings.resolved_tracking_uri).get_run(trial.mlflow_run_id).data.tags
     assert (tags["mlchain.reason"], tags["mlchain.dataset"]) == (request["reason"], dataset.name)
     (eml,) = [p for p in settings.outbox_dir.glob("*.eml") if claim.run_id in p.read_text(errors="replace")]

@@ -25,7 +25,7 @@ from mlchain.config import Settings
 from mlchain.errors import ConfigError, EngineError, GitError, MlchainError, NotFound
 from mlchain.fileio import atomic_write
 from mlchain.launch import MlflowRunSpec, await_trial, ensure_mlflow_run, launch_trial
-from mlchain.repo_config import RepoConfig, load_repo_config, with_overrides
+from mlchain.repo_config import RepoConfig, inside, load_repo_config, with_overrides
 from mlchain.runners.base import TrialSpec
 from mlchain.state import FINISHED_TRIAL_STATUSES, TERMINAL_RUN_STATUSES, RunRow, StateStore
 from mlchain.summary import ERROR_EVENT, NOTE_EVENT, build_summary, recorded_error
@@ -122,6 +122,11 @@ def job_pull(settings: Settings, env: BuildEnv, echo: Echo) -> int:
     opened = store.get_run(run_id)
     branch = opened.branch or env.get("REF") or None  # a webhook run names its branch
     reason, dataset = retrain_facts(settings, opened, env)
+    if dataset and cfg.data:
+        # The code that reads its data: folder by path (not through sdk.data_dir()) reads the dataset too.
+        target = inside(src, cfg.data, "data:")
+        shutil.rmtree(target)
+        shutil.copytree(dataset, target)
     store.update_run(run_id, status="running", commit_sha=commit or None, src_dir=str(src),
                      branch=branch, config=cfg.model_dump(mode="json"), reason=reason, dataset=dataset)
     if reason:
