@@ -361,3 +361,28 @@ def test_an_older_state_file_gets_the_run_columns(tmp_path: Path) -> None:
     store.update_run("r1", reason="why", dataset="/d")
     assert (store.get_run("r1").reason, store.get_run("r1").dataset) == ("why", "/d")
     assert StateStore(path).get_run("r1").reason == "why"  # opening it again changes nothing
+
+
+def test_a_request_waits_for_feedback_across_a_restart_and_keeps_its_error(make_settings: Any) -> None:
+    from mlchain.serving.observe import DriftObserver
+
+    settings = make_settings(retrain_via="queue", retrain_min_feedback=100, retrain_cooldown_s=3600.0)
+    rng = np.random.default_rng(11)
+    observer = DriftObserver(settings, "no-such-model")
+    observer.record_predictions("1", pd.DataFrame({"x": rng.normal(0, 1, 500)}), [0] * 500)
+    shifted = observer.record_predictions("1", pd.DataFrame({"x": rng.normal(5, 1, 500)}), [0] * 500)
+    (waiting,) = observer.requests()
+    assert waiting["status"] == "waiting" and waiting["reason"].startswith("drift in x at sample ")
+    observer.close()
+
+    again = DriftObserver(settings, "no-such-model")
+    again.record_feedback(dict.fromkeys(shifted[:99], 0))
+    assert again.requests()[0]["status"] == "waiting"  # 99 labeled rows since the drift: not yet
+    again.record_feedback({shifted[99]: 0})
+    again.wait_idle()
+    (failed,) = again.requests()
+    # the model was never registered: the request is kept with why it could not be made
+    assert failed["status"] == "failed" and "no-such-model" in failed["error"] and failed["run_ref"] is None
+    assert again.state()["mlchain_retrain_errors_total"] == 1.0
+    assert not (settings.home_abs / "webhook.db").exists()  # nothing was queued
+    again.close()

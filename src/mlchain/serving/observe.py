@@ -81,13 +81,14 @@ class DriftObserver:
             raise ValueError(f"{len(inputs)} input rows but {len(predictions)} predictions")
         ids = [uuid.uuid4().hex for _ in range(len(inputs))]
         records = json.loads(inputs.to_json(orient="records", double_precision=15)) if len(inputs) else []
+        at = time.time()  # the rows' time, and a detection's among them: its rows count as after the drift
         self.store.add_predictions([{"id": i, "model_version": model_version, "inputs": r, "prediction": plain(p)}
-                                    for i, r, p in zip(ids, records, predictions, strict=True)])
+                                    for i, r, p in zip(ids, records, predictions, strict=True)], now=at)
         values = watched_values(inputs, self.settings.drift_summary_above)
         with self._lock:
             self._version = model_version
             self.counts["predictions"] += len(ids)
-            found = self.detectors.feed(values)
+            found = self.detectors.feed(values, now=at)
             self._after_update(found, model_version)
         return ids
 
