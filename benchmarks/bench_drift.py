@@ -6,8 +6,9 @@ serving observer runs it: three summary statistics of the 64 pixels, and the err
 2. Delay: samples between a shift and its first detection, median (and max) over the seeds:
    brighter pixels (+2 with noise of std 1.5, clipped to 0..16), a milder one (+0.5, noise
    0.5), and, for the error stream of a logistic regression, a label change (every digit d
-   becomes d+1). Each shift starts after --shift-at stationary rows. ADWIN tests for a
-   change every 32 samples (river's clock), so a delay is at least the distance to the next test.
+   becomes d+1). The shift starts after --shift-at + 7 * seed stationary rows: ADWIN tests for
+   a change every 32 samples (river's clock), so a delay includes the wait for the next test,
+   which the offsets vary.
 3. Cost: microseconds per row of the observer's detectors (summary statistics and ADWIN).
 
     .venv/bin/python benchmarks/bench_drift.py [--seeds 5] [--samples 20000] [--delta 0.002]
@@ -35,6 +36,7 @@ def shifted(frame: pd.DataFrame, brighten: float, noise: float, seed: int) -> pd
 
 
 def first_after(rows: list[dict[str, float]], start: int, delta: float) -> int | None:
+    """Samples from ``start`` to the first detection at or after it (None: never)."""
     detectors = Detectors(delta=delta)
     for i, values in enumerate(rows):
         if detectors.update(values) and i >= start:
@@ -80,26 +82,29 @@ def main() -> None:
     n = 2 * args.shift_at
     shifts: dict[str, Callable[[int], list[dict[str, float]]]] = {}
 
+    def start(seed: int) -> int:
+        return args.shift_at + 7 * seed
+
     def pixels(brighten: float, noise: float) -> Callable[[int], list[dict[str, float]]]:
         def make(seed: int) -> list[dict[str, float]]:
             rows = draw(n, seed)
-            rows.iloc[args.shift_at:] = shifted(rows.iloc[args.shift_at:], brighten, noise, seed).to_numpy()
+            rows.iloc[start(seed):] = shifted(rows.iloc[start(seed):], brighten, noise, seed).to_numpy()
             return watched_values(rows, 32)
         return make
 
     def relabel(seed: int) -> list[dict[str, float]]:
         pick = np.random.default_rng(seed).integers(0, len(held_y), n)
         truth = held_y[pick].copy()
-        truth[args.shift_at:] = (truth[args.shift_at:] + 1) % 10
+        truth[start(seed):] = (truth[start(seed):] + 1) % 10
         return [{ERROR_STREAM: float(p != t)} for p, t in zip(predicted[pick], truth, strict=True)]
 
     shifts["pixels +2, noise 1.5"] = pixels(2.0, 1.5)
     shifts["pixels +0.5, noise 0.5"] = pixels(0.5, 0.5)
     shifts["pixels +0.1, noise 0.2"] = pixels(0.1, 0.2)
     shifts["labels d -> d+1 (errors)"] = relabel
-    print(f"detection delay in samples after a shift at sample {args.shift_at:,}")
+    print(f"detection delay in samples after a shift at sample {args.shift_at:,} + 7 * seed")
     for name, make in shifts.items():
-        delays = [first_after(make(seed), args.shift_at, args.delta) for seed in seeds]
+        delays = [first_after(make(seed), start(seed), args.delta) for seed in seeds]
         seen = [d for d in delays if d is not None]
         median = statistics.median(seen) if seen else float("nan")
         print(f"  {name:<26} median {median:>6.0f}  max {max(seen, default=float('nan')):>6}  "
