@@ -2,13 +2,13 @@
 # Create .venv with mlchain and what it needs. Idempotent: installs again only when
 # pyproject.toml (or the set of extras) changed since the last install.
 #
-#   bash scripts/bootstrap.sh            # the CLI: server + keras extras
+#   bash scripts/bootstrap.sh            # the CLI: server + serving + keras extras
 #   bash scripts/bootstrap.sh test       # plus the test tools
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${MLCHAIN_VENV:-$ROOT/.venv}"
-EXTRAS="server,keras${1:+,$1}"
+EXTRAS="server,serving,keras${1:+,$1}"
 
 say() { echo "bootstrap: $*" >&2; }
 

@@ -141,12 +141,17 @@ def train(ctx: Context, path: Path, params_json: str | None, runner: str | None,
 @click.option("--run-id", default=None, hidden=True, help="Id for the new run (the webhook service sets it).")
 @click.option("--branch", default=None, hidden=True,
               help="Branch (or tag) the commit --ref came from (the webhook service sets it).")
+@click.option("--reason", default=None, hidden=True,
+              help="Why this run runs when no push asked for it (the drift observer sets it).")
+@click.option("--dataset", type=click.Path(path_type=Path), default=None, hidden=True,
+              help="A dataset version under MLCHAIN_HOME/datasets to train on instead of the repository's data.")
 @click.option("--no-resume", is_flag=True, help="Do not first finish runs whose engine was interrupted.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @pass_ctx
 def run(ctx: Context, repo: str, ref: str | None, runner: str | None, threshold: float | None,
         max_trials: int | None, max_minutes: float | None, patience: int | None,
-        pusher_email: str | None, run_id: str | None, branch: str | None, no_resume: bool, as_json: bool) -> None:
+        pusher_email: str | None, run_id: str | None, branch: str | None, reason: str | None,
+        dataset: Path | None, no_resume: bool, as_json: bool) -> None:
     """Run the whole chain on REPO (a path or a git URL): pull, classify, train, gate, notify."""
     from mlchain.engine.chain import interrupted_runs, resume_chain, run_chain
     from mlchain.gitrefs import require_ref
@@ -162,7 +167,7 @@ def run(ctx: Context, repo: str, ref: str | None, runner: str | None, threshold:
                 click.echo(f"resuming run {stale}, interrupted earlier (skip with --no-resume)", err=True)
                 resume_chain(settings, stale, live=not as_json)
     summary = run_chain(settings, repo, ref=ref, pusher_email=pusher_email, live=not as_json, run_id=run_id,
-                        branch=branch)
+                        branch=branch, reason=reason, dataset=dataset)
     _print_summary(summary, as_json, settings)
 
 
@@ -255,6 +260,25 @@ def serve(ctx: Context, host: str, port: int, workers: int, insecure_no_secret: 
     from mlchain.webhook.server import serve as serve_app
 
     serve_app(ctx.settings(), host=host, port=port, workers=workers, insecure=insecure_no_secret)
+
+
+@cli.group()
+def drift() -> None:
+    """What the serving endpoint's drift observer saw: detections and retraining requests."""
+
+
+@drift.command(name="status")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True,
+              help="The newest this many detections and requests.")
+@pass_ctx
+def drift_status(ctx: Context, as_json: bool, limit: int) -> None:
+    """List the drift detections and the retraining runs they asked for (the feedback store)."""
+    from mlchain.serving.status import drift_report
+
+    report = drift_report(ctx.settings(), limit)
+    lines = report.pop("lines")
+    click.echo(json.dumps(report, indent=2) if as_json else "\n".join(lines))
 
 
 @cli.group()

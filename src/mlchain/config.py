@@ -23,6 +23,7 @@ from mlchain.gitrefs import DEFAULT_CLONE_SCHEMES, CloneScheme
 from mlchain.repo_config import Minutes, Patience, Threshold, TrialCount
 
 RunnerName = Literal["auto", "docker", "process"]
+RetrainVia = Literal["queue", "jenkins", "off"]
 
 # Variables with a meaning outside mlchain that map onto a setting.
 WELL_KNOWN_ENV = {
@@ -134,6 +135,16 @@ class Settings(BaseModel):
     jenkins_token: SecretStr | None = None
     # Links in emails and summaries
     mlflow_ui_url: str | None = None
+    # Serving: feedback store, drift, retraining on drift
+    serving_db_url: str | None = None  # any SQLAlchemy URL; default SQLite serving.db under home
+    feedback_max_rows: Annotated[int, Field(ge=1)] = 1_000_000
+    feedback_max_days: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 90.0
+    drift_delta: Annotated[float, Field(gt=0, lt=1)] = 0.002  # ADWIN's confidence parameter
+    drift_summary_above: Annotated[int, Field(ge=1)] = 32  # more input columns: watch summary statistics
+    retrain_via: RetrainVia = "queue"  # the webhook queue (`mlchain serve` runs it), Jenkins' job1, or off
+    retrain_cooldown_s: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 6 * 3600.0
+    retrain_max_per_day: Annotated[int, Field(ge=0)] = 2
+    retrain_min_feedback: Annotated[int, Field(ge=0)] = 500  # labeled rows after the drift before asking
 
     # Derived locations ---------------------------------------------------
     @property
@@ -159,6 +170,14 @@ class Settings(BaseModel):
     @property
     def resolved_tracking_uri(self) -> str:
         return self.tracking_uri or f"sqlite:///{self.home_abs / 'mlflow.db'}"
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.home_abs / "datasets"
+
+    @property
+    def resolved_serving_db_url(self) -> str:
+        return self.serving_db_url or f"sqlite:///{self.home_abs / 'serving.db'}"
 
     @property
     def resolved_optuna_storage(self) -> str:

@@ -13,6 +13,7 @@ EXTRA_OF_MODULE = {
     "docker": "server", "jinja2": "server", "matplotlib": "server", "rich": "server",
     "fastapi": "server", "uvicorn": "server", "sklearn": "server", "joblib": "server",
     "sqlalchemy": "server", "requests": "server", "markupsafe": "server", "tensorflow": "keras", "keras": "keras",
+    "river": "serving", "prometheus_client": "serving",
 }
 
 

@@ -35,7 +35,7 @@ class MlflowRunSpec:
 
 def launch_trial(settings: Settings, store: StateStore, *, run_id: str, number: int, framework: str,
                  repo_dir: Path, cfg: RepoConfig, params: Mapping[str, Any], mlflow_run: MlflowRunSpec,
-                 job: str, echo: Echo | None = None) -> TrialRow:
+                 job: str, echo: Echo | None = None, data_dir: Path | None = None) -> TrialRow:
     """Start trial ``number`` of ``run_id`` (its row must exist): choose the runner, ensure the
     image, make the spec, start the handle, create the MLflow run. Returns the trial's row."""
     from mlchain.runners.select import get_runner
@@ -48,7 +48,7 @@ def launch_trial(settings: Settings, store: StateStore, *, run_id: str, number: 
         ref = ensure_image(settings, framework, echo=echo)
         image, image_id = ref.tag, ref.image_id
     spec = trials.make_spec(settings, run_id=run_id, trial=number, framework=framework, repo_dir=repo_dir,
-                            cfg=cfg, params=params, image=image, job=job)
+                            cfg=cfg, params=params, image=image, job=job, data_dir=data_dir)
     store.update_trial(run_id, number, runner=runner.name, image=image, image_id=image_id, spec=spec.to_json(),
                        status="running", started_at=time.time())
     handle = runner.start(spec)  # training starts first; the MLflow run is created while it imports

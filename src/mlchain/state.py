@@ -87,6 +87,11 @@ CREATE TABLE IF NOT EXISTS builds (
 CREATE INDEX IF NOT EXISTS builds_job ON builds (job, number);
 CREATE INDEX IF NOT EXISTS events_run ON events (run_id, id);
 """
+# Columns of runs added after the first release: a state file made before gets them when opened.
+ADDED_RUN_COLUMNS = {
+    "reason": "TEXT",    # why a run no push asked for runs ("drift in pixel mean at sample 4,120: ...")
+    "dataset": "TEXT",   # the dataset version folder it trains on (instead of the repository's data:)
+}
 
 class RunStatus(StrEnum):
     """Where a run is; the last three are endings."""
@@ -162,6 +167,8 @@ class RunRow(_Record):
     created_at: float
     updated_at: float
     finished_at: float | None
+    reason: str | None = None       # why it ran, when no push asked for it (drift)
+    dataset: str | None = None      # the dataset version folder it trains on
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> RunRow:
@@ -171,7 +178,8 @@ class RunRow(_Record):
                    classification=_json(row["classification"]), config=_json(row["config"]),
                    src_dir=row["src_dir"], email=_json(row["email"]), registered=_json(row["registered"]),
                    failed_job=row["failed_job"], engine_pid=row["engine_pid"], created_at=row["created_at"],
-                   updated_at=row["updated_at"], finished_at=row["finished_at"])
+                   updated_at=row["updated_at"], finished_at=row["finished_at"], reason=row["reason"],
+                   dataset=row["dataset"])
 
     @property
     def source_dir(self) -> Path:
@@ -286,6 +294,14 @@ class StateStore:
             raise home_not_writable(self.path.parent, exc) from None
         with self.connect() as db:
             db.executescript(SCHEMA)
+            have = {r["name"] for r in db.execute("PRAGMA table_info(runs)")}
+            for column, kind in ADDED_RUN_COLUMNS.items():
+                if column not in have:
+                    try:
+                        db.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
+                    except sqlite3.OperationalError as exc:  # another process added it meanwhile
+                        if "duplicate column" not in str(exc):
+                            raise
 
     @contextmanager
     def connect(self) -> Iterator[sqlite3.Connection]:

@@ -111,6 +111,8 @@ class RunSummary:
     branch: str | None = None  # where ``ref`` came from (the webhook builds a commit of a branch)
     error: dict[str, Any] | None = None     # the error that stopped the run (job, message, hint, exit_code)
     notes: list[str] = field(default_factory=list)  # what the run could not do (say, register a model)
+    reason: str | None = None   # why it ran, when no push asked for it (a retraining on drift)
+    dataset: str | None = None  # the dataset version folder it trained on
 
     @property
     def source(self) -> str:
@@ -263,7 +265,7 @@ def build_summary(store: StateStore, run_id: str, settings: Settings) -> RunSumm
         registered=run.registered, failed_job=run.failed_job,
         events=events, tracking_uri=settings.resolved_tracking_uri,
         mlflow_ui_url=settings.mlflow_ui_url, error=recorded_error(events), branch=run.branch,
-        notes=[e.message for e in events if e.kind == NOTE_EVENT],
+        notes=[e.message for e in events if e.kind == NOTE_EVENT], reason=run.reason, dataset=run.dataset,
     )
 
 

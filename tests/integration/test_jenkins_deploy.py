@@ -263,3 +263,23 @@ def test_the_compose_deployer_deploys_with_jjb_and_agrees_with_mlchain(fake: Fak
     # JJB and `mlchain jenkins deploy` render the same: nothing left to change.
     result = deploy(fake, jobs_dir)
     assert "nothing to change" in result.output, result.output
+
+
+def test_a_retraining_on_drift_starts_job1_with_its_reason_and_dataset(fake: FakeJenkins, jobs_dir: Path,
+                                                                      tmp_path: Path) -> None:
+    from mlchain.config import load_settings
+    from mlchain.serving.retrain import DatasetVersion, Source, request_run
+
+    assert deploy(fake, REPO / "jobs").exit_code == 0  # the shipped job1, with REASON and DATASET
+    settings = load_settings({"home": tmp_path / "home", "retrain_via": "jenkins"},
+                             env={"MLCHAIN_JENKINS_URL": fake.url, "MLCHAIN_JENKINS_USER": "admin",
+                                  "MLCHAIN_JENKINS_TOKEN": TOKEN})
+    dataset = DatasetVersion(tmp_path / "home" / "datasets" / "digits" / "0123456789ab", "0123456789ab", 10, 1)
+    commit = "a" * 40
+    answer = request_run(settings, Source("https://github.com/acme/digits.git", "digits", commit, "3"),
+                         "drift in pixel mean at sample 4,120: 0.31 -> 0.52", dataset)
+    (number, item), = fake.queue.items()
+    assert item["task"]["name"] == "job1-pull" and f"queue item {number}" in answer
+    for param in (f"REF={commit}", "REASON=drift in pixel mean at sample 4,120: 0.31 -> 0.52",
+                  f"DATASET={dataset.path}"):
+        assert param in item["params"]

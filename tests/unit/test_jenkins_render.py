@@ -118,7 +118,7 @@ def test_job1_is_started_by_a_push_of_any_repository_and_checks_out_the_pushed_r
     assert scm.findtext("userRemoteConfigs/hudson.plugins.git.UserRemoteConfig/url") == "$REPO_URL"
     assert [b.text for b in scm.iterfind("branches/hudson.plugins.git.BranchSpec/name")] == ["$REF"]
     params = [p.findtext("name") for p in root.iterfind(".//hudson.model.StringParameterDefinition")]
-    assert params == ["REPO_URL", "REF", "PUSHER_EMAIL", "RUN_ID"]
+    assert params == ["REPO_URL", "REF", "PUSHER_EMAIL", "RUN_ID", "REASON", "DATASET"]
 
 
 @pytest.mark.parametrize("name", CHAIN)

@@ -247,12 +247,18 @@ def _maybe_run(store: StateStore, run_id: str) -> RunRow | None:
 
 def run_chain(settings: Settings, repo: str, ref: str | None = None, pusher_email: str | None = None,
               live: bool = True, run_id: str | None = None, jobs_dir: Path | None = None,
-              branch: str | None = None) -> RunSummary:
+              branch: str | None = None, reason: str | None = None, dataset: Path | None = None) -> RunSummary:
     """Run the chain on ``repo`` at ``ref``; ``branch`` is where that ref came from (a push
-    of a commit on ``main``), else ``ref`` itself: it names the search's study."""
+    of a commit on ``main``), else ``ref`` itself: it names the search's study. A run no push
+    asked for (a retraining on drift) says why in ``reason``, and trains on the dataset
+    version ``dataset`` instead of the repository's data folder."""
+    from mlchain.serving.retrain import require_dataset, require_reason
+
     for name in (ref, branch):
         if name is not None:
             require_ref(name)  # before anything is created: git must never see an option here
+    reason = require_reason(reason) if reason is not None else None
+    dataset = require_dataset(settings, dataset) if dataset is not None else None
     settings.ensure_dirs()
     store = StateStore(settings.state_db)
     view = LiveView(live)
@@ -264,6 +270,8 @@ def run_chain(settings: Settings, repo: str, ref: str | None = None, pusher_emai
     store.create_run(run_id, url, repo_name_from_url(url), ref, pusher_email, status="queued")
     if branch:
         store.update_run(run_id, branch=branch)  # job1 keeps it
+    if reason or dataset:
+        store.update_run(run_id, reason=reason, dataset=str(dataset) if dataset else None)  # job1 keeps them
     # Owned before job1 is queued: another `mlchain run` must never take it for an interrupted run.
     store.update_run(run_id, engine_pid=os.getpid())
     engine.enqueue(run_id, chain.first_job, {"REPO_URL": url, "REF": ref or "HEAD",

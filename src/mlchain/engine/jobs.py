@@ -26,7 +26,7 @@ from mlchain.errors import ConfigError, EngineError, GitError, MlchainError, Not
 from mlchain.fileio import atomic_write
 from mlchain.gitrefs import LOCAL_SCHEME, require_clone_url, require_ref
 from mlchain.launch import MlflowRunSpec, await_trial, ensure_mlflow_run, launch_trial
-from mlchain.repo_config import RepoConfig, load_repo_config, with_overrides
+from mlchain.repo_config import RepoConfig, inside, load_repo_config, with_overrides
 from mlchain.runners.base import TrialSpec
 from mlchain.state import FINISHED_TRIAL_STATUSES, TERMINAL_RUN_STATUSES, RunRow, StateStore
 from mlchain.summary import ERROR_EVENT, NOTE_EVENT, build_summary, recorded_error
@@ -126,13 +126,33 @@ def job_pull(settings: Settings, env: BuildEnv, echo: Echo) -> int:
         store.update_run(run_id, status="failed", stop_reason=f"invalid mlchain.yaml: {exc.reason}",
                          failed_job=env.get("JOB_NAME", "pull"), finished_at=time.time())
         raise
-    branch = store.get_run(run_id).branch or env.get("REF") or None  # a webhook run names its branch
+    opened = store.get_run(run_id)
+    branch = opened.branch or env.get("REF") or None  # a webhook run names its branch
+    reason, dataset = retrain_facts(settings, opened, env)
+    if dataset and cfg.data:
+        # The code that reads its data: folder by path (not through sdk.data_dir()) reads the dataset too.
+        target = inside(src, cfg.data, "data:")
+        shutil.rmtree(target)
+        shutil.copytree(dataset, target)
     store.update_run(run_id, status="running", commit_sha=commit or None, src_dir=str(src),
-                     branch=branch, config=cfg.model_dump(mode="json"))
+                     branch=branch, config=cfg.model_dump(mode="json"), reason=reason, dataset=dataset)
+    if reason:
+        echo(f"run {run_id}: {reason}" + (f"; dataset {Path(dataset).name}" if dataset else ""))
     echo(f"run {run_id}: {repo_url} at {commit[:12] or '?'}; threshold {cfg.threshold:.2f} on {cfg.metric},"
          f" budget {cfg.budget.max_trials} trials / {cfg.budget.max_minutes:g} min / patience {cfg.budget.patience}")
     write_properties(env, RUN_ID=run_id, TRIAL=1)
     return 0
+
+
+def retrain_facts(settings: Settings, run: RunRow, env: BuildEnv) -> tuple[str | None, str | None]:
+    """Why a run no push asked for runs, and the dataset version it trains on: what `mlchain run`
+    recorded, else the build's REASON and DATASET parameters (Jenkins), checked."""
+    from mlchain.serving.retrain import require_dataset, require_reason
+
+    reason = run.reason or (require_reason(env.get("REASON")) if env.get("REASON") else None)
+    dataset = run.dataset or (str(require_dataset(settings, Path(env.get("DATASET"))))
+                              if env.get("DATASET") else None)
+    return reason, dataset
 
 
 # --- job2 ---------------------------------------------------------------------------
@@ -165,7 +185,7 @@ def job_classify(settings: Settings, env: BuildEnv, echo: Echo) -> int:
     echo(f"trial {number} params: {row.params}")
     row = launch_trial(settings, store, run_id=run_id, number=number, framework=framework, repo_dir=src, cfg=cfg,
                        params=row.params, mlflow_run=_mlflow_run(store.get_run(run_id), number),
-                       job="classify", echo=echo)
+                       job="classify", echo=echo, data_dir=Path(run.dataset) if run.dataset else None)
     echo(f"trial {number} launched: {row.runner} {row.handle_ref}"
          + (f" in image {row.image}" if row.image else ""))
     return 0
@@ -177,6 +197,11 @@ def _mlflow_run(run: RunRow, number: int) -> MlflowRunSpec:
                             reasons=trials.reason_lines_from_dict(run.classification),
                             git={"commit": run.commit_sha or "", "remote": run.repo_url},
                             repo_name=run.repo_name)
+    if run.reason:
+        tags["mlchain.reason"] = run.reason
+    if run.dataset:
+        tags["mlchain.dataset"] = Path(run.dataset).name
+        tags["mlchain.dataset_path"] = run.dataset
     name = run.repo_name
     return MlflowRunSpec(name, f"{name}-{run.run_id}-trial-{number}", tags)
 

@@ -9,7 +9,7 @@ is put back, and two people deploying from two machines agree.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -196,11 +196,12 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
-def trigger(settings: Settings, repo_url: str, ref: str) -> str:
-    """Start the chain's first job (the pull) for REPO_URL at REF; report the queue item."""
+def trigger(settings: Settings, repo_url: str, ref: str, extra: Mapping[str, str] | None = None) -> str:
+    """Start the chain's first job (the pull) for REPO_URL at REF; report the queue item.
+    ``extra``: more of its parameters (a retraining's REASON and DATASET)."""
     controller = Controller(settings)
     first_job = _chain().first_job
-    number = controller.build(first_job, {"REPO_URL": repo_url, "REF": ref},
+    number = controller.build(first_job, {**dict(extra or {}), "REPO_URL": repo_url, "REF": ref},
                               not_found=f"{first_job} is not on the controller: run `mlchain jenkins deploy` first")
     item = controller.queue_item(number)
     executable = item.get("executable") or {}

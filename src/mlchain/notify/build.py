@@ -158,6 +158,8 @@ def message_context(summary: RunSummary) -> dict[str, Any]:
         "error_message": (summary.error or {}).get("message"),
         "hint": summary.hint,
         "notes": summary.notes,
+        "reason": summary.reason,
+        "dataset": Path(summary.dataset).name if summary.dataset else None,
         "run_ids": summary.mlflow_run_ids,
         "ui_url": ui,
         "ui_command": redact_uri(summary.mlflow_ui_command()),

@@ -91,11 +91,18 @@ CREATE TABLE IF NOT EXISTS queue (
 );
 CREATE INDEX IF NOT EXISTS queue_active ON queue (status, seq);
 """
+# Columns added after the first release: a file made before gets them when it opens.
+ADDED_COLUMNS = {
+    "reason": "TEXT",     # why a run that no push asked for runs (drift: what drifted)
+    "dataset": "TEXT",    # the dataset version folder that run trains on
+}
 
 TERMINAL_RESULTS = ("passed", "budget_spent", "failed")
 LEASE_S = 30.0
 HEARTBEAT_S = 5.0
 WEBHOOK_RUN_PREFIX = "wh-"  # a pushed run's id tells where it came from
+RETRAIN_RUN_PREFIX = "drift-"  # a retraining asked by the drift observer
+RETRAIN_LANE_SUFFIX = "#retrain"  # its own lane: a retraining never supersedes a push, nor one it
 MAX_ATTEMPTS = 3  # a chain whose process keeps dying is given up after this many starts
 
 Outcome = Literal["accepted", "ignored", "duplicate"]
@@ -235,6 +242,8 @@ class Claim:
     attempt: int
     fresh: bool          # claimed from queued (else taken over from a dead owner)
     mode: str = "run"    # run | resume, decided once the engine state was read
+    reason: str | None = None    # a retraining's cause (a push has none)
+    dataset: str | None = None   # the dataset version a retraining trains on
 
 
 @dataclass(frozen=True)
@@ -265,6 +274,10 @@ def chain_argv(command: Sequence[str], claim: Claim) -> list[str]:
             "--no-resume", "--json"]
     if claim.pusher_email:
         argv.append(f"--pusher-email={claim.pusher_email}")
+    if claim.reason:
+        argv.append(f"--reason={claim.reason}")
+    if claim.dataset:
+        argv.append(f"--dataset={claim.dataset}")
     return [*argv, "--", claim.repo_url]
 
 
@@ -411,6 +424,14 @@ class WebhookQueue:
         path.parent.mkdir(parents=True, exist_ok=True)
         with self.connect() as db:
             db.executescript(SCHEMA)
+            have = {r["name"] for r in db.execute("PRAGMA table_info(queue)")}
+            for column, kind in ADDED_COLUMNS.items():
+                if column not in have:
+                    try:
+                        db.execute(f"ALTER TABLE queue ADD COLUMN {column} {kind}")
+                    except sqlite3.OperationalError as exc:  # another process added it meanwhile
+                        if "duplicate column" not in str(exc):
+                            raise
 
     @contextlib.contextmanager
     def connect(self) -> Iterator[sqlite3.Connection]:
@@ -426,6 +447,30 @@ class WebhookQueue:
         when this returns. The service records through a DeliveryWriter instead."""
         with self.connect() as db:
             return commit_push(db, delivery_id, decision, time.time() if now is None else now)
+
+    def enqueue_retrain(self, *, repo_url: str, repo_name: str, commit: str, reason: str, dataset: str,
+                        now: float | None = None) -> str:
+        """Queue a chain run of ``repo_url`` at ``commit`` that no push asked for (the drift
+        observer's retraining), committed when this returns; returns its run id. The workers
+        run it like a push (``mlchain run``), with its reason and dataset version."""
+        at = time.time() if now is None else now
+        run_id = new_run_id(RETRAIN_RUN_PREFIX, at)
+        delivery_id = f"retrain-{run_id}"
+        with self.connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute("INSERT INTO deliveries (delivery_id, event, received_at, outcome, reason, run_id)"
+                           " VALUES (?,?,?,?,?,?)", (delivery_id, "retrain", at, "accepted", reason, run_id))
+                db.execute("INSERT INTO queue (run_id, delivery_id, lane, repo_url, repo_name, ref, name, kind,"
+                           " commit_sha, status, enqueued_at, reason, dataset)"
+                           " VALUES (?,?,?,?,?,?,?,?,?,'queued',?,?,?)",
+                           (run_id, delivery_id, repo_url + RETRAIN_LANE_SUFFIX, repo_url, repo_name, commit,
+                            commit[:12], "commit", commit, at, reason, dataset))
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        return run_id
 
     # the workers ----------------------------------------------------------------------
     def claim(self, me: str, free_slots: int, now: float | None = None,
@@ -585,7 +630,7 @@ class DeliveryWriter:
 def _claim(row: sqlite3.Row, *, fresh: bool, attempt: int) -> Claim:
     return Claim(run_id=row["run_id"], repo_url=row["repo_url"], repo_name=row["repo_name"], ref=row["ref"],
                  name=row["name"], kind=row["kind"], commit=row["commit_sha"], pusher_email=row["pusher_email"],
-                 attempt=attempt, fresh=fresh)
+                 attempt=attempt, fresh=fresh, reason=row["reason"], dataset=row["dataset"])
 
 
 # --- the workers ------------------------------------------------------------------------
