@@ -72,8 +72,9 @@ def start_run(settings: Settings, experiment: str, run_name: str, tags: Mapping[
 
 def log_trial(settings: Settings, run_id: str, *, params: Mapping[str, Any], metrics: Mapping[str, float],
               history: Sequence[Mapping[str, Any]], tags: Mapping[str, str], model_dir: Path | None,
-              status: str) -> None:
-    """Everything a finished trial has, in one go (a restarted trial logs into the same run)."""
+              status: str, files: Sequence[Path] = ()) -> None:
+    """Everything a finished trial has, in one go (a restarted trial logs into the same run);
+    ``files`` are the host's own files of the trial (its code's diff), logged at the top."""
     from mlflow.entities import Metric, Param, RunTag
 
     c = client(settings)
@@ -99,6 +100,8 @@ def log_trial(settings: Settings, run_id: str, *, params: Mapping[str, Any], met
             raise outputs.UnsafeOutput(f"refused to log {model_dir}: " + "; ".join(problems[:10]),
                                        hint=outputs.HINT)
         c.log_artifacts(run_id, str(model_dir), "model")
+    for file in files:
+        c.log_artifact(run_id, str(file))
     c.set_terminated(run_id, status=status)
 
 
