@@ -463,7 +463,7 @@ def _dotted(node: cst.BaseExpression) -> str:
 # --- rewriting a copy ------------------------------------------------------------------
 
 def format_value(kind: str, value: Any, old: cst.BaseExpression) -> cst.BaseExpression:
-    number: Number = int(round(float(value))) if kind in INT_KINDS else float(value)
+    number: Number = round(float(value)) if kind in INT_KINDS else float(value)
     code = repr(number)
     if isinstance(old, cst.Tuple):
         return old.with_changes(elements=[e.with_changes(value=cst.Integer(code)) for e in old.elements])
