@@ -108,7 +108,7 @@ def test_a_weak_repository_passes_on_rewritten_copies_of_its_own_code(
     # the email shows the winning changes in short form and the full diff
     assert summary.email is not None
     msg = email.message_from_bytes(Path(summary.email["path"]).read_bytes(), policy=policy.default)
-    text = msg.get_body(("plain",)).get_content()
+    text = msg.get_body(("plain",)).get_content().replace("\r\n", "\n")
     for change in best.code_changes:
         assert f"  {change}\n" in text
     assert best.code_diff.rstrip("\n") in text
