@@ -8,6 +8,9 @@ through the whole chain (`mlchain run`, one cold process each, fresh stores).
    first passing trial, median over them.
 
     .venv/bin/python benchmarks/bench_corpus.py [--runner docker|process] [--max-trials 8] [NAME ...]
+
+``--append-report`` appends ``sdk.report({"accuracy": acc})`` to each entry first: a stand-in
+for the metric capture (mlchain.capture) where it is missing, to measure the search alone.
 """
 
 from __future__ import annotations
@@ -26,18 +29,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "tests" / "corpus"
 VERDICTS = ("passed", "budget_spent")
+REPORT_LINE = 'from mlchain import sdk; sdk.report({"accuracy": acc})\n'
 
 
-def git_repo(src: Path, dest: Path) -> Path:
+def git_repo(src: Path, dest: Path, append_report: bool = False) -> Path:
     shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__", "mlchain-output"))
+    if append_report and (dest / "train.py").is_file():
+        (dest / "train.py").write_text((dest / "train.py").read_text() + REPORT_LINE)
     for args in (["init", "-q", "-b", "main"], ["add", "-A"],
                  ["-c", "user.name=b", "-c", "user.email=b@b", "commit", "-q", "-m", "x"]):
         subprocess.run(["git", "-C", str(dest), *args], check=True)
     return dest
 
 
-def run_one(name: str, work: Path, runner: str, max_trials: int) -> dict[str, object]:
-    repo = git_repo(CORPUS / name, work / name)
+def run_one(name: str, work: Path, runner: str, max_trials: int, append_report: bool) -> dict[str, object]:
+    repo = git_repo(CORPUS / name, work / name, append_report)
     env = {**os.environ, "MLCHAIN_HOME": str(work / f"home-{name}"), "MLCHAIN_RUNNER": runner}
     cmd = [sys.executable, "-m", "mlchain.cli", "run", str(repo), "--ref", "main", "--json", "--no-resume",
            "--max-trials", str(max_trials)]
@@ -64,12 +70,14 @@ def main() -> int:
     parser.add_argument("names", nargs="*", help="corpus repositories (default: all)")
     parser.add_argument("--runner", default="docker", choices=("docker", "process"))
     parser.add_argument("--max-trials", type=int, default=8)
+    parser.add_argument("--append-report", action="store_true",
+                        help="append sdk.report({'accuracy': acc}) to train.py (no metric capture yet)")
     args = parser.parse_args()
     names = args.names or sorted(p.name for p in CORPUS.iterdir() if p.is_dir())
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-corpus-") as tmp:
         for name in names:
-            result = run_one(name, Path(tmp), args.runner, args.max_trials)
+            result = run_one(name, Path(tmp), args.runner, args.max_trials, args.append_report)
             results.append(result)
             base = result.get("baseline")
             print(f"{name:34s} {result['status']:13s} trials {result.get('trials', '-')!s:>2}"

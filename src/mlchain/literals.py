@@ -41,6 +41,8 @@ LAYER_ARGS: dict[str, tuple[tuple[str, int, str], ...]] = {
     "Conv3D": (("filters", 0, "filters"), ("kernel_size", 1, "kernel_size")),
     "Dropout": (("rate", 0, "rate"),),
 }
+# The training loop's keywords (fit, a function's defaults); the others are an estimator's.
+LOOP_KEYWORDS = frozenset({"epochs", "batch_size"})
 OPTIMIZERS = frozenset({"Adam", "AdamW", "SGD", "RMSprop", "Adagrad", "Adadelta", "Adamax", "Nadam", "Ftrl"})
 INT_KINDS = frozenset({"epochs", "batch_size", "n_estimators", "max_depth", "max_iter", "units", "filters",
                        "kernel_size", "conv_blocks", "dense_blocks"})
@@ -267,13 +269,30 @@ class _Reader(cst.CSTVisitor):
                 self._site(self.naming.keyword("learning_rate"), "learning_rate", arg.value, None)
             return
         for arg in node.args:
-            if arg.keyword is not None and arg.keyword.value in KEYWORDS:
-                kind = KEYWORDS[arg.keyword.value]
-                before = len(self.analysis.sites)
-                name = self.naming.keyword(kind)
-                self._site(name, kind, arg.value, None)
-                if len(self.analysis.sites) == before:
-                    self.naming.keywords[kind] -= 1  # nothing found there: the name stays free
+            if arg.keyword is not None:
+                self._keyword(arg.keyword.value, arg.value, constructor=cls[:1].isupper())
+
+    def visit_Param(self, node: cst.Param) -> None:
+        """``def train(epochs=10, batch_size=32)``: a default is written where it is defined."""
+        if node.default is not None:
+            self._keyword(node.name.value, node.default, constructor=False)
+
+    def visit_ImportFrom(self, node: cst.ImportFrom) -> None:
+        if (node.module is not None and _dotted(node.module) == "mlchain.sdk"
+                and not isinstance(node.names, cst.ImportStar)
+                and any(_dotted(a.name) == "params" for a in node.names)):
+            self.analysis.uses_sdk_params = True
+
+    def _keyword(self, keyword: str, value: cst.BaseExpression, *, constructor: bool) -> None:
+        """A hyperparameter's keyword: the training loop's anywhere (``fit(epochs=3)``), an
+        estimator's only where a class is built (``plt.plot(alpha=0.5)`` is no hyperparameter)."""
+        kind = KEYWORDS.get(keyword)
+        if kind is None or (kind not in LOOP_KEYWORDS and not constructor):
+            return
+        before = len(self.analysis.sites)
+        self._site(self.naming.keyword(kind), kind, value, None)
+        if len(self.analysis.sites) == before:
+            self.naming.keywords[kind] -= 1  # nothing found there: the name stays free
 
     # stacks: found before the calls inside them are read (visit order is top-down)
     def visit_List(self, node: cst.List) -> None:

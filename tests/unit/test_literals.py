@@ -98,6 +98,20 @@ def test_sklearn_keywords_and_sdk_params_reading_code() -> None:
     assert literals.find({"train.py": "from mlchain import sdk\np = sdk.params()\nf(epochs=3)\n"}).uses_sdk_params
 
 
+def test_estimator_keywords_count_only_where_a_class_is_built_and_defaults_count_too() -> None:
+    text = ("import matplotlib.pyplot as plt\n"
+            "def train(epochs=10, batch_size=64, verbose=1):\n"
+            "    model = LogisticRegression(C=0.5, max_iter=50)\n"
+            "    plt.plot(history, alpha=0.5)\n"
+            "    model.fit(x, y)\n")
+    found = literals.find({"train.py": text})
+    assert found.params() == {"epochs": 10, "batch_size": 64, "C": 0.5, "max_iter": 50}
+    rewritten = literals.rewrite({"train.py": text}, {"epochs": 20, "C": 2.0})["train.py"]
+    assert "def train(epochs=20, batch_size=64, verbose=1):" in rewritten
+    assert "LogisticRegression(C=2.0, max_iter=50)" in rewritten and "alpha=0.5" in rewritten
+    assert literals.find({"t.py": "from mlchain.sdk import params\nf(epochs=1)\n"}).uses_sdk_params
+
+
 def test_names_count_across_the_files_of_a_repository_in_import_order() -> None:
     sources = {"main.py": "from pkg.model import build\nbuild().fit(x, y, epochs=2)\n",
                "src/pkg/model.py": "def build():\n    return Sequential([Dense(32), Dense(64), Dense(10)])\n"}
