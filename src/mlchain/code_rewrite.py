@@ -29,10 +29,12 @@ CHANGES_FILE = "code-changes.json"    # beside it: the changes in short form
 
 
 def _read(repo: Path, relative: str) -> str | None:
-    """A Python file of the repository, when it is one: inside it, not through a link, bounded."""
-    path = repo / relative
+    """A Python file of the repository, when it is one: inside it, through no link (a linked
+    folder in a copy could lead a rewrite out of it), bounded."""
+    root = repo.resolve()
+    path = root / relative
     try:
-        if path.is_symlink() or not path.is_file() or repo.resolve() not in path.resolve().parents:
+        if not path.is_file() or path.resolve() != Path(os.path.normpath(path)):
             return None
         with open(path, "rb") as fh:
             raw = fh.read(MAX_FILE_BYTES + 1)

@@ -36,8 +36,12 @@ def test_the_entry_and_the_repository_modules_it_imports_are_read(tmp_path: Path
     outside = tmp_path / "outside.py"
     outside.write_text("f(epochs=99)\n")
     (repo / "numpy.py").symlink_to(outside)  # a link out of the repository is never read
+    (repo / "linked").mkdir()
+    (repo / "linked" / "real.py").write_text("f(max_iter=7)\n")
+    (repo / "lib").symlink_to(repo / "linked")  # nor a module through a linked folder
+    (repo / "main.py").write_text(MAIN + "import lib.real\nimport linked.real\n")
     sources = code_rewrite.read_sources(repo, "main.py")
-    assert list(sources) == ["main.py", "src/pkg/model.py", "helpers.py"]
+    assert list(sources) == ["main.py", "src/pkg/model.py", "helpers.py", "linked/real.py"]
     assert literals.find(sources).params() == {"epochs": 2, "dense_1.units": 8, "dense_blocks": 1, "max_depth": 3}
 
 
