@@ -61,7 +61,7 @@ def run_one(name: str, work: Path, runner: str, max_trials: int, append_report: 
     first = trials[0].get("metric") if trials else None
     return {"name": name, "status": summary["status"], "seconds": seconds, "trials": len(trials),
             "weak": first is None or first < threshold, "first_pass": passing[0] if passing else None,
-            "baseline": first, "why": summary.get("stop_reason") or "",
+            "baseline": first, "why": "; ".join(x for x in (summary.get("stop_reason"), summary.get("hint")) if x),
             "changes": (summary.get("best") or {}).get("code_changes") or []}
 
 
@@ -89,7 +89,8 @@ def main() -> int:
     verdicts = [r for r in results if r["status"] in VERDICTS]
     weak_passed = [int(r["first_pass"]) for r in results if r.get("weak") and r.get("first_pass")]
     weak = [r for r in results if r.get("weak") and r["status"] in VERDICTS]
-    print(f"\nreached a gate verdict unmodified: {len(verdicts)} of {len(results)}"
+    how = "with the report line appended" if args.append_report else "unmodified"
+    print(f"\nreached a gate verdict {how}: {len(verdicts)} of {len(results)}"
           f" ({len(verdicts) / max(len(results), 1):.2f})  (target: every supported repository)")
     print(f"weak repositories (trial 1 below the gate): {len(weak)}; passed: {len(weak_passed)};"
           f" trials to pass, median: {statistics.median(weak_passed) if weak_passed else '-'}"
