@@ -138,6 +138,18 @@ def trial_copy(repo: Path, entry: str, found: literals.Found, values: Mapping[st
     return copy
 
 
+REWRITE_BROKE = "rewrite_broke_code"  # a trial's failure kind, for the gate only (see failure_for_gate)
+
+
+def failure_for_gate(failure_kind: str | None, rewritten: bool) -> str | None:
+    """Pure: the failure kind the gate weighs. A code error of a trial that trained a rewritten
+    copy was caused by the values written (a block too many for the input, say), not by the
+    pushed code: the search goes on, where the pushed code's own error would stop the run."""
+    if failure_kind == "code_error" and rewritten:
+        return REWRITE_BROKE
+    return failure_kind
+
+
 def diff_file(trial_dir: Path) -> Path | None:
     """The trial's diff against the pushed code, when its code was rewritten."""
     path = trial_dir / DIFF_FILE

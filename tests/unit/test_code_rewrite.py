@@ -125,3 +125,15 @@ def test_the_email_shows_the_winning_changes_and_diff_escaped_in_html() -> None:
     assert "Dense(8) -&gt; Dense(64) at train.py:1" in html
     assert "+Dense(64)  # &#34;&lt;b&gt;&#34;" in html and "<b>\"" not in html
     assert json.loads(json.dumps(summary.to_dict()))["best"]["code_changes"] == best.code_changes
+
+
+def test_a_rewritten_copy_that_raises_is_a_failed_trial_of_the_search_not_the_end_of_the_run() -> None:
+    from mlchain import gate
+
+    budget = gate.Budget(max_trials=6, max_minutes=60, patience=3)
+    pushed_ok = gate.TrialResult(1, 0.3, None)
+    broke = gate.TrialResult(2, None, code_rewrite.failure_for_gate("code_error", rewritten=True))
+    assert gate.decide([pushed_ok, broke], 0.8, budget, 1.0).action == "retry"
+    own_error = gate.TrialResult(1, None, code_rewrite.failure_for_gate("code_error", rewritten=False))
+    assert gate.decide([own_error], 0.8, budget, 1.0).status == "failed"  # the pushed code is broken
+    assert code_rewrite.failure_for_gate("contract_error", rewritten=True) == "contract_error"

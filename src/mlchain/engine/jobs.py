@@ -229,6 +229,8 @@ def job_train(settings: Settings, env: BuildEnv, echo: Echo) -> int:
 # --- job4 ---------------------------------------------------------------------------
 
 def job_gate(settings: Settings, env: BuildEnv, echo: Echo) -> int:
+    from mlchain import code_rewrite
+
     store = StateStore(settings.state_db)
     run_id, number = env.run_id, env.trial
     run = store.get_run(run_id)
@@ -237,7 +239,8 @@ def job_gate(settings: Settings, env: BuildEnv, echo: Echo) -> int:
     current = next((r for r in rows if r.number == number), None)
     if current is None or current.status not in FINISHED_TRIAL_STATUSES:
         raise EngineError(f"trial {number} of run {run_id} has no result yet", hint="run job3-train first")
-    results = [gate.TrialResult(r.number, r.metric, r.failure_kind)
+    results = [gate.TrialResult(r.number, r.metric, code_rewrite.failure_for_gate(
+                   r.failure_kind, code_rewrite.diff_file(trials.trial_dir(settings, run_id, r.number)) is not None))
                for r in rows if r.number <= number and r.status in FINISHED_TRIAL_STATUSES]
     budget = gate.Budget(cfg.budget.max_trials, cfg.budget.max_minutes, cfg.budget.patience)
     elapsed = (time.time() - run.created_at) / 60.0
