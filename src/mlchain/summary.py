@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlchain import contract, gate, outputs
+from mlchain import code_rewrite, contract, gate, outputs
 from mlchain.errors import (
     EXIT_GATE_NOT_REACHED,
     ContractError,
@@ -84,6 +84,8 @@ class TrialRecord:
     failure_log: str | None = None
     duration_s: float | None = None
     history: list[dict[str, Any]] = field(default_factory=list)  # per-epoch progress lines
+    code_changes: list[str] = field(default_factory=list)  # its rewritten literals, in short form
+    code_diff: str = ""                                    # its code's diff against the pushed code
 
 
 @dataclass
@@ -185,6 +187,8 @@ class RunSummary:
             lines.append(f"{mark}{t.number:>5}  {status:<10} {metric:>10}  {t.restarts:>8}  {params}")
         if self.best is not None and self.best.metric is not None:
             lines.append(f"  best: trial {self.best.number}, {self.metric_name} = {self.best.metric:.4f}")
+            if self.best.code_changes:
+                lines.append(f"  its code changes: {'; '.join(self.best.code_changes)}")
         for ev in self.events:
             if ev.kind in ("restart", "give_up"):
                 lines.append(f"  monitor: trial {ev.trial}: {ev.message}")
@@ -237,12 +241,13 @@ def trial_record(row: TrialRow) -> TrialRecord:
     duration = None
     if row.started_at and row.finished_at:
         duration = row.finished_at - row.started_at
+    changes, diff = code_rewrite.kept_changes(Path(spec["output_dir"]).parent) if spec.get("output_dir") else ([], "")
     return TrialRecord(
         number=row.number, params=row.params, status=row.status, metric=row.metric,
         metrics=row.metrics or {}, mlflow_run_id=row.mlflow_run_id, runner=row.runner,
         image=row.image, image_id=row.image_id, restarts=row.restarts,
         failure_kind=row.failure_kind, failure_log=row.failure_log, duration_s=duration,
-        history=read_history(spec.get("output_dir")),
+        history=read_history(spec.get("output_dir")), code_changes=changes, code_diff=diff,
     )
 
 

@@ -74,8 +74,9 @@ def start_run(settings: Settings, experiment: str, run_name: str, tags: Mapping[
 
 def log_trial(settings: Settings, run_id: str, *, params: Mapping[str, Any], metrics: Mapping[str, float],
               history: Sequence[Mapping[str, Any]], tags: Mapping[str, str], model_dir: Path | None,
-              status: str) -> None:
-    """Everything a finished trial has, in one go (a restarted trial logs into the same run)."""
+              status: str, files: Sequence[Path] = ()) -> None:
+    """Everything a finished trial has, in one go (a restarted trial logs into the same run);
+    ``files`` are the host's own files of the trial (its code's diff), logged at the top."""
     from mlflow.entities import Metric, Param, RunTag
 
     c = client(settings)
@@ -101,6 +102,12 @@ def log_trial(settings: Settings, run_id: str, *, params: Mapping[str, Any], met
             raise outputs.UnsafeOutput(f"refused to log {model_dir}: " + "; ".join(problems[:10]),
                                        hint=outputs.HINT)
         c.log_artifacts(run_id, str(model_dir), "model")
+    for file in files:
+        c.log_artifact(run_id, str(file))
+    _terminate(c, run_id, status)
+
+
+def _terminate(c: MlflowClient, run_id: str, status: str) -> None:
     # Against a tracking server MLflow writes the run's link to stdout, which carries
     # `mlchain run --json`'s one object: the link goes to stderr instead.
     with contextlib.redirect_stdout(sys.stderr):
@@ -110,7 +117,7 @@ def log_trial(settings: Settings, run_id: str, *, params: Mapping[str, Any], met
 def end_run(settings: Settings, run_id: str, status: str = "KILLED") -> None:
     """Close a run whose trial ended without an outcome to log (nobody waits for it any more),
     so that MLflow does not show it RUNNING for ever."""
-    client(settings).set_terminated(run_id, status=status)
+    _terminate(client(settings), run_id, status)
 
 
 def model_uri(run_id: str) -> str:

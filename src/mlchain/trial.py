@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlchain import contract, outputs, tracking
+from mlchain import code_rewrite, contract, outputs, tracking
 from mlchain.config import Settings
 from mlchain.failures import Verdict, classify_exit
 from mlchain.repo_config import RepoConfig
@@ -193,9 +193,12 @@ def log_outcome(settings: Settings, mlflow_run_id: str, spec: TrialSpec, outcome
         tags["mlchain.image_id"] = image_id
     if outcome.failure_log:
         tags["mlchain.failure"] = outcome.verdict.reason + "\n" + outcome.failure_log
+    diff = code_rewrite.diff_file(spec.output_dir.parent)  # the trial's code, when it was rewritten
+    if diff is not None:
+        tags["mlchain.code_changes"] = "\n".join(code_rewrite.kept_changes(spec.output_dir.parent)[0])
     tracking.log_trial(settings, mlflow_run_id, params=spec.params, metrics=outcome.metrics,
                        history=read_history(spec), tags=tags,
                        model_dir=outcome.model_dir if outcome.succeeded else None,
-                       status="FINISHED" if outcome.succeeded else "FAILED")
+                       status="FINISHED" if outcome.succeeded else "FAILED", files=[diff] if diff else [])
     if outcome.model_dir is not None:
         shutil.rmtree(outcome.model_dir, ignore_errors=True)  # MLflow holds it now

@@ -141,3 +141,28 @@ class Search:
         except (ValueError, TypeError):
             return False
         return True
+
+
+# Hyperparameters found as literals in the code (mlchain.literals): a literal's kind -> its
+# dimension in the framework's default space, and the dimensions only found literals have.
+LITERAL_KIND_DIMENSIONS = {"units": "dense_units", "rate": "dropout"}
+LITERAL_ONLY_SPACES: dict[str, ParamSpec] = {
+    "dense_blocks": ParamSpec(type="int", low=1, high=3),
+    "max_iter": ParamSpec(type="int", low=100, high=2000, log=True),
+}
+
+
+def literal_space(framework: str, kinds: Mapping[str, str]) -> dict[str, ParamSpec]:
+    """The search space of the literals found in the code (name -> kind, as
+    ``mlchain.literals.Found.kinds()`` gives them): each is searched in the default range of its
+    kind (``dense_1.units`` as ``dense_units``), the framework's first; a kind with no default
+    range is not searched."""
+    own = DEFAULT_SPACES.get("keras" if framework == "keras2" else framework, {})
+    other = {k: v for space in DEFAULT_SPACES.values() for k, v in space.items()}
+    space: dict[str, ParamSpec] = {}
+    for name, kind in kinds.items():
+        dimension = LITERAL_KIND_DIMENSIONS.get(kind, kind)
+        spec = own.get(dimension) or LITERAL_ONLY_SPACES.get(dimension) or other.get(dimension)
+        if spec is not None:
+            space[name] = spec
+    return space

@@ -103,7 +103,8 @@ def test_a_plain_sklearn_script_without_mlchain_yaml_ends_in_a_success_email(tmp
     summary = json.loads(done.stdout)
     assert summary["status"] == "passed" and summary["exit_code"] == 0
     assert summary["stop_reason"].startswith("gate passed: accuracy 0.9")
-    assert len(summary["trials"]) == 1 and summary["trials"][0]["params"] == {}
+    # the code's own hyperparameter literal is trial 1's param (it trains as pushed)
+    assert len(summary["trials"]) == 1 and summary["trials"][0]["params"] == {"max_iter": 3000}
     assert summary["registered"]["version"] == 1 and summary["registered"]["champion"] is True
     (msg,) = outbox(home)
     assert msg["Subject"].startswith("[mlchain] PASSED plain@main: accuracy ")
@@ -135,7 +136,7 @@ def test_a_plain_sklearn_script_without_mlchain_yaml_ends_in_a_success_email(tmp
 
 
 def test_a_failed_gate_with_nothing_to_tune_stops_and_says_how_to_add_params(tmp_path: Path) -> None:
-    repo = repo_with(tmp_path, "plain", {"train.py": PLAIN_SKLEARN})
+    repo = repo_with(tmp_path, "plain", {"train.py": WORSE})  # no params, no literal hyperparameter
     home = tmp_path / "home"
     done = cli(["run", str(repo), "--ref", "main", "--threshold", "0.999", "--runner", "process"], home)
 

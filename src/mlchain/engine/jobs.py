@@ -158,6 +158,7 @@ def retrain_facts(settings: Settings, run: RunRow, env: BuildEnv) -> tuple[str |
 # --- job2 ---------------------------------------------------------------------------
 
 def job_classify(settings: Settings, env: BuildEnv, echo: Echo) -> int:
+    from mlchain import code_rewrite
     from mlchain.detect import classify_repo
 
     store = StateStore(settings.state_db)
@@ -174,6 +175,7 @@ def job_classify(settings: Settings, env: BuildEnv, echo: Echo) -> int:
     if row is None:
         if number != 1:
             raise EngineError(f"trial {number} of run {run_id} has no params (job4 asks for them)")
+        cfg = _tune_literals_found(settings, store, run_id, cfg, framework, src, echo)
         store.upsert_trial(run_id, 1, cfg.params)
         row = store.get_trial(run_id, 1)
     assert row is not None
@@ -183,12 +185,42 @@ def job_classify(settings: Settings, env: BuildEnv, echo: Echo) -> int:
         ensure_mlflow_run(settings, store, run_id, number, _mlflow_run(run, number))
         return 0
     echo(f"trial {number} params: {row.params}")
+    found = code_rewrite.load_found(settings.runs_dir / run_id)
+    if found is not None:  # the trial's values are written into a copy of the code
+        src = code_rewrite.trial_copy(src, cfg.entry, found, row.params, trials.trial_dir(settings, run_id, number))
+        for change in code_rewrite.kept_changes(trials.trial_dir(settings, run_id, number))[0]:
+            echo(f"trial {number} code: {change}")
     row = launch_trial(settings, store, run_id=run_id, number=number, framework=framework, repo_dir=src, cfg=cfg,
                        params=row.params, mlflow_run=_mlflow_run(store.get_run(run_id), number),
                        job="classify", echo=echo, data_dir=Path(run.dataset) if run.dataset else None)
     echo(f"trial {number} launched: {row.runner} {row.handle_ref}"
          + (f" in image {row.image}" if row.image else ""))
     return 0
+
+
+def _tune_literals_found(settings: Settings, store: StateStore, run_id: str, cfg: RepoConfig, framework: str,
+                        src: Path, echo: Echo) -> RepoConfig:
+    """The code you have: when the repository gives no params/search of its own and does not read
+    sdk.params(), the hyperparameter literals found in its entry (and the modules it imports)
+    become the run's params and, with the framework's default ranges, its search space; each
+    later trial trains on a rewritten copy (the record of what was found says so)."""
+    from mlchain import code_rewrite, literals
+
+    if cfg.params or cfg.search:
+        return cfg
+    found = code_rewrite.find(src, cfg.entry)
+    if found.uses_sdk_params or not found.literals:
+        return cfg
+    space = tweak.literal_space(framework, found.kinds())
+    if not space:
+        return cfg
+    code_rewrite.save_found(settings.runs_dir / run_id, found)
+    tuned = cfg.model_copy(update={"params": found.params(), "search": space})
+    store.update_run(run_id, config=tuned.model_dump(mode="json"))
+    echo(f"hyperparameters found in the code ({len(found.literals)}, {len(space)} searched): "
+         + ", ".join(f"{lit.name}={literals.fmt_number(lit.value)} ({lit.file}:{lit.line})"
+                     for lit in found.literals))
+    return tuned
 
 
 def _mlflow_run(run: RunRow, number: int) -> MlflowRunSpec:
@@ -229,6 +261,8 @@ def job_train(settings: Settings, env: BuildEnv, echo: Echo) -> int:
 # --- job4 ---------------------------------------------------------------------------
 
 def job_gate(settings: Settings, env: BuildEnv, echo: Echo) -> int:
+    from mlchain import code_rewrite
+
     store = StateStore(settings.state_db)
     run_id, number = env.run_id, env.trial
     run = store.get_run(run_id)
@@ -237,7 +271,8 @@ def job_gate(settings: Settings, env: BuildEnv, echo: Echo) -> int:
     current = next((r for r in rows if r.number == number), None)
     if current is None or current.status not in FINISHED_TRIAL_STATUSES:
         raise EngineError(f"trial {number} of run {run_id} has no result yet", hint="run job3-train first")
-    results = [gate.TrialResult(r.number, r.metric, r.failure_kind)
+    results = [gate.TrialResult(r.number, r.metric, code_rewrite.failure_for_gate(
+                   r.failure_kind, code_rewrite.diff_file(trials.trial_dir(settings, run_id, r.number)) is not None))
                for r in rows if r.number <= number and r.status in FINISHED_TRIAL_STATUSES]
     budget = gate.Budget(cfg.budget.max_trials, cfg.budget.max_minutes, cfg.budget.patience)
     elapsed = (time.time() - run.created_at) / 60.0

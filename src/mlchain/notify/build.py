@@ -149,6 +149,8 @@ def message_context(summary: RunSummary) -> dict[str, Any]:
         "best_metric": fmt_metric(best.metric) if best is not None else None,
         "best_params": [(k, fmt_value(v)) for k, v in sorted(best.params.items())] if best else [],
         "best_run_url": _run_url(ui, best.mlflow_run_id) if best else None,
+        "best_changes": best.code_changes if best else [],
+        "best_diff": best.code_diff.rstrip("\n") if best else "",
         "rows": [_row(t, summary, ui) for t in summary.trials],
         "registered": reg,
         "registered_url": _model_url(ui, reg),
