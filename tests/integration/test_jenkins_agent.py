@@ -451,6 +451,10 @@ def smtp_module() -> Iterator[tuple[str, int, Any]]:
 @pytest.fixture(scope="module")
 def agent(docker_client: Any, agent_image: str, sklearn_image: Any, smtp_module: tuple[str, int, Any],
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
+    if os.geteuid() != 0:
+        from strictness import require
+
+        require("the agent test runs as root: it gives its folders to the agent's jenkins user (uid 1000)")
     work = tmp_path_factory.mktemp("agent")
     home, remote_fs, repos = work / "mlchain-home", work / "remote-fs", work / "repos"
     for folder in (home, remote_fs, repos):
