@@ -24,6 +24,7 @@ import datetime
 import hashlib
 import os
 import re
+import secrets
 import shlex
 import shutil
 import socket
@@ -391,8 +392,10 @@ def run_build(agent: Agent, job: Any, number: int, params: dict[str, str]) -> Bu
     return build
 
 
-def run_chain_on_agent(agent: Agent, params: Mapping[str, str]) -> list[Build]:
-    """Builds from job1 on, each started by its upstream's triggers as Jenkins would."""
+def run_chain_on_agent(agent: Agent, params: Mapping[str, str], history: int) -> list[Build]:
+    """Builds from job1 on, each started by its upstream's triggers as Jenkins would. Build
+    numbers go on from ``history`` (a controller's earlier builds): the run is named after
+    job1's build (BUILD_TAG), and other runs on the shared engine must not have its name."""
     from mlchain.engine.jjb import load_chain
     from mlchain.engine.local import downstream_params, triggered
     from mlchain.resources import shipped
@@ -407,10 +410,10 @@ def run_chain_on_agent(agent: Agent, params: Mapping[str, str]) -> list[Build]:
         name, given = queue.popleft()
         job = chain.job(name)
         numbers[name] += 1
-        build = run_build(agent, job, numbers[name], given)
+        build = run_build(agent, job, history + numbers[name], given)
         builds.append(build)
         workspace = agent.host_path(f"{agent.node.remote_fs}/workspace/{name}")
-        env = {"JOB_NAME": name, "BUILD_TAG": f"jenkins-{name}-{numbers[name]}", **given}
+        env = {"JOB_NAME": name, "BUILD_TAG": f"jenkins-{name}-{build.number}", **given}
         for trigger in triggered(job, build.result):
             target = chain.job(trigger.project)
             passed = downstream_params(trigger, target, given, workspace, env)
@@ -590,14 +593,15 @@ def test_the_chain_passes_on_the_agent(agent: Agent, sklearn_image: Any, smtp_mo
     for path in [repo, *repo.rglob("*")]:
         os.chown(path, 1000, 1000, follow_symlinks=False)  # git refuses a repository another user owns
 
+    history = secrets.randbelow(900_000) + 100_000
     builds = run_chain_on_agent(agent, {"REPO_URL": str(repo), "REF": "main",
-                                        "PUSHER_EMAIL": "pusher@example.com"})
+                                        "PUSHER_EMAIL": "pusher@example.com"}, history)
     consoles = "\n".join(f"--- {b.job} #{b.number}: {b.result}\n" + "\n".join(b.console) for b in builds)
     assert [b.result for b in builds if b.result == "FAILURE"] == [], consoles
     assert builds[0].job == "job1-pull" and builds[-1].job == "job5-notify", consoles
     gates = [b for b in builds if b.job == "job4-gate"]
     assert [b.result for b in gates[:-1]] == ["UNSTABLE"] * (len(gates) - 1) and gates[-1].result == "SUCCESS"
-    run_id = "jenkins-job1-pull-1"  # job1 names the run after its build when RUN_ID is empty
+    run_id = f"jenkins-job1-pull-{history + 1}"  # job1 names the run after its build when RUN_ID is empty
 
     store = StateStore(Settings(home=agent.home).state_db)
     run = store.get_run(run_id)
@@ -616,3 +620,10 @@ def test_the_chain_passes_on_the_agent(agent: Agent, sklearn_image: Any, smtp_mo
     recipients, message = mailbox.messages[0]
     assert "data-scientist@example.com" in recipients
     assert "PASSED" in message["Subject"] and message["X-Mlchain-Run"] == run_id
+
+    # job6 (timed, not triggered) on the same agent, against the engine other tests share.
+    from mlchain.engine.jjb import load_chain
+    from mlchain.resources import shipped
+
+    monitor = run_build(agent, load_chain(shipped("jobs")).job("job6-monitor"), history + 1, {})
+    assert monitor.result == "SUCCESS", "\n".join(monitor.console)

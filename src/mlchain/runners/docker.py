@@ -462,6 +462,13 @@ def find_training_containers(client: docker.DockerClient, run_id: str | None = N
 
 
 def spec_of(container: Container) -> TrialSpec | None:
-    """The TrialSpec a container was started with (from its label), when it carries one."""
+    """The TrialSpec a container was started with (from its label), when it carries one this
+    mlchain can read: on a shared engine, another mlchain version's containers carry other
+    fields, and the monitor must pass them by, not stop on them."""
     raw = container.labels.get(LABEL_SPEC)
-    return TrialSpec.from_json(raw) if raw else None
+    if not raw:
+        return None
+    try:
+        return TrialSpec.from_json(raw)
+    except (ValueError, TypeError, KeyError):
+        return None
