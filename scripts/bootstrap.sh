@@ -13,14 +13,15 @@ EXTRAS="server,serving,keras${1:+,$1}"
 say() { echo "bootstrap: $*" >&2; }
 
 pick_python() {
-  for candidate in "${PYTHON:-}" python3.11 python3.12 python3; do
+  # The versions pyproject.toml's requires-python allows (the ones tested).
+  for candidate in "${PYTHON:-}" python3.11 python3; do
     [ -n "$candidate" ] || continue
     if command -v "$candidate" >/dev/null 2>&1 && \
-       "$candidate" -c 'import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] < (3, 13) else 1)'; then
+       "$candidate" -c 'import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] < (3, 12) else 1)'; then
       echo "$candidate"; return 0
     fi
   done
-  say "mlchain needs Python 3.11 or 3.12 (set PYTHON=/path/to/python3.11)"; exit 2
+  say "mlchain needs Python 3.11 (set PYTHON=/path/to/python3.11)"; exit 2
 }
 
 if [ ! -x "$VENV/bin/python" ]; then

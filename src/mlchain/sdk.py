@@ -37,6 +37,10 @@ from typing import Any, TypeVar
 from mlchain import contract
 from mlchain.fileio import atomic_write, fsync_dir
 
+# What the training writes for the chain is read outside the container by another user (a
+# Jenkins agent's `jenkins`, not root): readable by all, not mkstemp's 0600.
+SHARED_FILE_MODE = 0o644
+
 _params_cache: dict[str, Any] | None = None
 
 
@@ -123,7 +127,7 @@ def report(metrics: Mapping[str, Any]) -> Path:
     if dropped:
         raise ValueError(f"report() takes numbers only; not numbers: {', '.join(dropped)}")
     path = output_dir() / contract.METRICS_FILE
-    atomic_write(path, json.dumps(clean, indent=2, sort_keys=True))
+    atomic_write(path, json.dumps(clean, indent=2, sort_keys=True), mode=SHARED_FILE_MODE)
     return path
 
 
@@ -133,7 +137,8 @@ def record_data(*arrays: Any, source: str = "") -> str:
     for array in arrays:
         digest.update(memoryview(array).tobytes() if hasattr(array, "__array__") else repr(array).encode())
     fingerprint = digest.hexdigest()[:16]
-    atomic_write(output_dir() / "data.json", json.dumps({"hash": fingerprint, "source": source}))
+    atomic_write(output_dir() / "data.json", json.dumps({"hash": fingerprint, "source": source}),
+                 mode=SHARED_FILE_MODE)
     return fingerprint
 
 
@@ -319,7 +324,7 @@ class CheckpointFolder:
                     os.fsync(fh.fileno())
                 files[file.name] = {"sha256": _sha256(file), "size": file.stat().st_size}
             full = {**meta, "epoch": int(epoch), "time": round(time.time(), 3), "files": files}
-            atomic_write(tmp / CHECKPOINT_META, json.dumps(full, indent=2, sort_keys=True))
+            atomic_write(tmp / CHECKPOINT_META, json.dumps(full, indent=2, sort_keys=True), mode=SHARED_FILE_MODE)
             target = self.root / f"{CHECKPOINT_PREFIX}{int(epoch):06d}"
             if target.exists():  # the same epoch again (after a fallback to the backup)
                 trash = self.root / f".trash-{target.name}-{os.getpid()}"

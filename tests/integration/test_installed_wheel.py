@@ -106,6 +106,21 @@ def test_the_installed_wheel_runs_the_chain(installed: dict[str, Path], tmp_path
     assert list((home / "outbox").glob("*.eml")), "the success email is in the outbox"
 
 
+def test_the_installed_wheel_renders_the_jobs_the_checkout_renders(installed: dict[str, Path], tmp_path: Path) -> None:
+    """From a folder that is no checkout, the wheel's own jobs/ give the same config.xml files."""
+    rendered = {}
+    for name, python in (("wheel", installed["server"] / "bin" / "python"), ("checkout", Path(sys.executable))):
+        out = tmp_path / name
+        env = _env(tmp_path / "home")
+        if name == "checkout":
+            env["PYTHONPATH"] = str(ROOT / "src")
+        done = _run([str(python), "-m", "mlchain.cli", "jenkins", "render", "-o", str(out)], tmp_path, env)
+        assert done.returncode == 0, done.stderr[-3000:]
+        rendered[name] = {p.parent.name: p.read_bytes() for p in sorted(out.glob("*/config.xml"))}
+    assert {"job1-pull", "job5-notify", "mlchain"} <= set(rendered["wheel"])
+    assert rendered["wheel"] == rendered["checkout"]
+
+
 @pytest.mark.docker
 def test_the_installed_wheel_builds_the_images_the_checkout_builds(installed: dict[str, Path], tmp_path: Path) -> None:
     from docker_support import base_image, ca_bundle, require_docker

@@ -462,9 +462,9 @@ def find_training_containers(client: docker.DockerClient, run_id: str | None = N
 
 
 def spec_of(container: Container) -> TrialSpec | None:
-    """The TrialSpec a container was started with (from its label), when it carries one that
-    this version of mlchain reads (a container of another version, or a forged label, is not
-    allowed to stop the monitor's pass)."""
+    """The TrialSpec a container was started with (from its label), when it carries one this
+    mlchain can read: on a shared engine, another mlchain version's containers carry other
+    fields, and the monitor must pass them by, not stop on them."""
     raw = container.labels.get(LABEL_SPEC)
     if not raw:
         return None
