@@ -12,7 +12,8 @@ EXTRA_OF_MODULE = {
     "mlflow": "server", "optuna": "server", "jenkins_jobs": "server", "jenkins": "server",
     "docker": "server", "jinja2": "server", "matplotlib": "server", "rich": "server",
     "fastapi": "server", "uvicorn": "server", "sklearn": "server", "joblib": "server",
-    "sqlalchemy": "server", "requests": "server", "markupsafe": "server", "tensorflow": "keras", "keras": "keras",
+    "sqlalchemy": "server", "requests": "server", "markupsafe": "server",
+    "prometheus_client": "server", "starlette": "server", "tensorflow": "keras", "keras": "keras",
 }
 
 
