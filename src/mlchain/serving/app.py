@@ -3,7 +3,8 @@
 =======================  ==========================================================================
 route                    answer
 =======================  ==========================================================================
-``POST /invocations``    MLflow's scoring protocol -> ``{"predictions": [...], "ids": [...]}``;
+``POST /invocations``    MLflow's scoring protocol -> ``{"predictions": [...], "ids": [...]}`` and
+                         the header ``mlchain-model-version``;
                          400 malformed input (with what was wrong), 413 too large, 415 content
                          type, 503 no model loaded yet
 ``POST /feedback``       ``{"labels": {"<id>": <label>}}`` -> ``{"accepted": n}``
@@ -40,6 +41,7 @@ log = logging.getLogger("mlchain.serving")
 
 MAX_FEEDBACK_LABELS = 100_000
 JSON = "application/json"
+VERSION_HEADER = "mlchain-model-version"  # which version answered: a swap is visible request by request
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ def create_app(holder: ModelHolder, observer: Observer, options: ServeOptions,
     metrics = ServeMetrics(observer)
     holder.on_swap.append(metrics.swapped)
     holder.on_failure.append(metrics.load_failure)
+    holder.on_recover.append(metrics.recovered)
     if holder.current is not None:
         metrics.swapped(holder.current)
     predictor = BatchPredictor(holder, observer, on_batch=metrics.batch, on_error=metrics.error)
@@ -109,6 +112,7 @@ def create_app(holder: ModelHolder, observer: Observer, options: ServeOptions,
             response = answer("/invocations", {"error_code": code, "message": outcome.error}, outcome.status)
         else:
             response = answer("/invocations", {"predictions": outcome.predictions, "ids": outcome.ids})
+            response.headers[VERSION_HEADER] = str(outcome.version)
         metrics.latency.observe(time.perf_counter() - started)
         return response
 

@@ -157,7 +157,7 @@ class BatchPredictor:
         started = time.perf_counter()
         try:
             predictions = model.predict(data, jobs[0].params)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - classified in _failure: 400 or 500
             if len(jobs) > 1:  # find the request that broke the batch: each one alone
                 return [self._predict_group(model, [job])[0] for job in jobs]
             return [self._failure(exc)]

@@ -53,7 +53,7 @@ class ObserverCollector:
     def collect(self) -> Iterator[Metric]:
         try:
             state = dict(self.observer.state())
-        except Exception:  # a scrape never fails for the observer's sake
+        except Exception:  # noqa: BLE001 - a scrape never fails for the observer's sake
             state = {}
         for name, value in sorted(state.items()):
             family = GaugeMetricFamily(metric_name(name), f"observer state: {name}")
@@ -86,7 +86,7 @@ class ServeMetrics:
                                      registry=r)
         self.load_failed = Gauge("mlchain_serve_model_load_failed",
                                  "1 while the wanted version failed to load", registry=r)
-        r.register(ObserverCollector(observer))  # type: ignore[arg-type]
+        r.register(ObserverCollector(observer))
 
     def batch(self, stats: BatchStats) -> None:
         self.batch_rows.observe(stats.rows)
@@ -109,6 +109,9 @@ class ServeMetrics:
         self.load_failures.inc()
         self.errors.labels("load").inc()
         self.load_failed.set(1)
+
+    def recovered(self) -> None:
+        self.load_failed.set(0)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

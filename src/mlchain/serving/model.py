@@ -105,6 +105,7 @@ class ModelHolder:
     last_failure: LoadFailure | None = None
     on_swap: list[Callable[[LoadedModel], None]] = field(default_factory=list)
     on_failure: list[Callable[[LoadFailure], None]] = field(default_factory=list)
+    on_recover: list[Callable[[], None]] = field(default_factory=list)
 
     def swap(self, model: LoadedModel) -> None:
         old, self.current = self.current, model  # one assignment: batches see old or new, whole
@@ -116,6 +117,11 @@ class ModelHolder:
             log.info("serving %s version %s (was %s)", model.name, model.version, old.version)
         else:
             log.info("serving %s version %s", model.name, model.version)
+
+    def recovered(self) -> None:
+        self.last_failure = None
+        for hook in self.on_recover:
+            hook()
 
     def failed(self, failure: LoadFailure) -> None:
         self.last_failure = failure
@@ -177,7 +183,7 @@ class Registry:
                     tags = {k: v for k, v in run.data.tags.items() if k.startswith("mlchain.")}
                 except MlflowException:
                     tags = {}  # the run was deleted: the model still serves, without its provenance
-        except Exception as exc:  # whatever the files were, this version does not serve
+        except Exception as exc:  # noqa: BLE001 - whatever the files were, this version does not serve
             if files is not None:
                 shutil.rmtree(files, ignore_errors=True)
             raise ModelLoadError(f"models:/{name}/{version} could not be loaded: {_first_line(exc)}",
@@ -192,7 +198,7 @@ def input_spec(pyfunc: Any) -> InputSpec:
     schema = None
     try:
         schema = pyfunc.metadata.get_input_schema()
-    except Exception:
+    except Exception:  # noqa: BLE001 - an unreadable signature: the raw model may say
         schema = None
     if schema is not None:
         if schema.is_tensor_spec():
@@ -205,7 +211,7 @@ def input_spec(pyfunc: Any) -> InputSpec:
         return InputSpec(n_features=len(schema.inputs))
     try:
         raw = pyfunc.get_raw_model()
-    except Exception:
+    except Exception:  # noqa: BLE001 - no raw model: nothing is checked before predict
         return InputSpec()
     names = getattr(raw, "feature_names_in_", None)
     if names is not None:
@@ -246,11 +252,14 @@ class AliasWatcher:
                 log.warning("%s", exc.reason)
                 self._missing_logged = True
             return
-        except Exception as exc:  # the registry did not answer: keep serving, poll again
+        except Exception as exc:  # noqa: BLE001 - the registry did not answer: keep serving, poll again
             log.warning("could not ask the registry for %s: %s", self.holder.target.uri, _first_line(exc))
             return
         serving = self.holder.current.version if self.holder.current else None
         failed = self.holder.last_failure.version if self.holder.last_failure else None
+        if failed is not None and wanted == serving:  # the alias came back: nothing is failing now
+            self.holder.recovered()
+            return
         version = next_version_to_load(serving, wanted, failed)
         if version is None:
             return

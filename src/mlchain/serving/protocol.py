@@ -62,7 +62,7 @@ def parse_body(body: bytes, content_type: str | None, schema: Any = None) -> Par
     if media == CSV_TYPE:
         try:
             frame = parse_csv_input(io.StringIO(body.decode("utf-8")), schema=schema)
-        except Exception as exc:  # MLflow wraps pandas' error: any failure here is the body's
+        except Exception as exc:  # noqa: BLE001 - MLflow wraps pandas' error: any failure here is the body's
             raise BadInput(f"the CSV body could not be read: {_reason(exc)}") from None
         return Parsed(frame, None, _rows(frame))
     if media not in JSON_TYPES:
@@ -94,7 +94,7 @@ def parse_body(body: bytes, content_type: str | None, schema: Any = None) -> Par
     key = formats[0]
     try:
         data = infer_and_parse_data({key: decoded[key]}, schema)
-    except Exception as exc:  # MLflow's and pandas' parse errors: the body's shape was wrong
+    except Exception as exc:  # noqa: BLE001 - MLflow's and pandas' parse errors: the body's shape was wrong
         raise BadInput(f"{key!r} could not be read as the model's input: {_reason(exc)}") from None
     rows = _rows(data)
     if rows == 0:
