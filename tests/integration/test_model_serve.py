@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import numpy as np
@@ -204,7 +204,7 @@ class Load:
     def count(self, version: str) -> int:
         return min(sum(1 for _, v, _ in answers if v == version) for answers in self.answers)
 
-    def __enter__(self) -> Load:
+    def __enter__(self) -> Self:
         for t in self.threads:
             t.start()
         return self
