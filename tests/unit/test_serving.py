@@ -20,7 +20,7 @@ from mlchain.serving import protocol
 from mlchain.serving.batching import BatchPredictor, Job, MicroBatcher, Outcome, wait_target
 from mlchain.serving.metrics import metric_name
 from mlchain.serving.model import LoadedModel, ModelHolder, Target, input_spec, next_version_to_load
-from mlchain.serving.protocol import BadInput, InputSpec, input_problem, parse_body
+from mlchain.serving.protocol import BadInput, InputSpec, Request, input_problem, read_request
 
 
 def body(payload: Any) -> bytes:
@@ -29,23 +29,47 @@ def body(payload: Any) -> bytes:
 
 # --- MLflow's own parser, pinned -----------------------------------------------------------
 
+def parse(payload: Any, content_type: str | None = None) -> Any:
+    request = read_request(payload if isinstance(payload, bytes) else body(payload), content_type)
+    return request, protocol.model_input(request.fmt, request.payload)
+
+
 def test_mlflows_scoring_parser_is_public_and_reads_the_four_formats() -> None:
-    from mlflow.pyfunc.scoring_server import infer_and_parse_data  # the function parse_body relies on
+    from mlflow.pyfunc.scoring_server import infer_and_parse_data  # the function model_input relies on
 
     frame = infer_and_parse_data({"dataframe_split": {"columns": ["a", "b"], "data": [[1, 2.5], [3, 4]]}})
     assert list(frame.columns) == ["a", "b"] and frame.to_numpy().tolist() == [[1, 2.5], [3, 4]]
-    split = parse_body(body({"dataframe_split": {"columns": ["a", "b"], "data": [[1, 2.5], [3, 4]]}}), None)
-    records = parse_body(body({"dataframe_records": [{"a": 1, "b": 2.5}, {"a": 3, "b": 4}]}), "application/json")
-    pd.testing.assert_frame_equal(split.data, records.data, check_dtype=False)
+    split, split_data = parse({"dataframe_split": {"columns": ["a", "b"], "data": [[1, 2.5], [3, 4]]}})
+    records, records_data = parse({"dataframe_records": [{"a": 1, "b": 2.5}, {"a": 3, "b": 4}]}, "application/json")
+    pd.testing.assert_frame_equal(split_data, records_data, check_dtype=False)
     assert split.rows == records.rows == 2
+    assert split.group == ("dataframe_split", ("a", "b")) and records.group == ("dataframe_records", ("a", "b"))
     for key in ("instances", "inputs"):
-        parsed = parse_body(body({key: [[1, 2], [3, 4], [5, 6]]}), "application/json; charset=utf-8")
-        assert isinstance(parsed.data, np.ndarray) and parsed.data.tolist() == [[1, 2], [3, 4], [5, 6]]
-        assert parsed.rows == 3 and parsed.params is None
-    with_params = parse_body(body({"instances": [[1]], "params": {"k": 2}}), None)
-    assert with_params.params == {"k": 2}
-    csv = parse_body(b"a,b\n1,2\n3,4\n", "text/csv")
-    assert csv.data.to_numpy().tolist() == [[1, 2], [3, 4]]
+        request, data = parse({key: [[1, 2], [3, 4], [5, 6]]}, "application/json; charset=utf-8")
+        assert isinstance(data, np.ndarray) and data.tolist() == [[1, 2], [3, 4], [5, 6]]
+        assert request.rows == 3 and request.params is None and request.group == (key,)
+    with_params, _ = parse({"instances": [[1]], "params": {"k": 2}})
+    assert with_params.params == {"k": 2} and with_params.group is None  # predicted alone, with its params
+    csv, csv_data = parse(b"a,b\n1,2\n3,4\n", "text/csv")
+    assert csv.rows == 2 and csv_data.to_numpy().tolist() == [[1, 2], [3, 4]]
+
+
+def test_requests_of_one_group_merge_into_one_input_that_mlflow_parses() -> None:
+    one, _ = parse({"dataframe_split": {"columns": ["a", "b"], "data": [[1, 2]]}})
+    two, _ = parse({"dataframe_split": {"columns": ["a", "b"], "data": [[3, 4], [5, 6]]}})
+    merged = protocol.model_input(one.fmt, protocol.merge([one, two]))
+    assert merged.to_numpy().tolist() == [[1, 2], [3, 4], [5, 6]] and list(merged.columns) == ["a", "b"]
+    rows = [parse({"instances": [[i, i]]})[0] for i in range(3)]
+    assert protocol.model_input("instances", protocol.merge(rows)).tolist() == [[0, 0], [1, 1], [2, 2]]
+    mixed, _ = parse({"dataframe_records": [{"a": 1}, {"b": 2}]})
+    assert mixed.group is None  # records with different keys would fill gaps with NaN if merged
+
+
+def test_a_payload_mlflow_cannot_read_says_why() -> None:
+    request = read_request(body({"dataframe_split": {"columns": ["a"], "data": [[1, 2]]}}), None)
+    with pytest.raises(BadInput) as caught:
+        protocol.model_input(request.fmt, request.payload)
+    assert "could not be read" in caught.value.message and "1 columns passed" in caught.value.message
 
 
 @pytest.mark.parametrize(("raw", "content_type", "status", "fragment"), [
@@ -57,14 +81,13 @@ def test_mlflows_scoring_parser_is_public_and_reads_the_four_formats() -> None:
     (b'{"params": {}}', None, 400, "it has none of them"),
     (b'{"instances": [[1]], "dataframe_records": []}', None, 400, "both"),
     (b'{"instances": [[1]], "params": 3}', None, 400, "'params' must be"),
-    (b'{"dataframe_split": {"columns": ["a"], "data": [[1, 2]]}}', None, 400, "could not be read"),
     (b'{"dataframe_records": []}', None, 400, "no rows"),
     (b"<xml/>", "application/xml", 415, "unsupported content type"),
 ])
 def test_a_malformed_body_says_what_was_wrong(raw: bytes, content_type: str | None, status: int,
                                               fragment: str) -> None:
     with pytest.raises(BadInput) as caught:
-        parse_body(raw, content_type)
+        read_request(raw, content_type)
     assert caught.value.status == status and fragment in caught.value.message
 
 
@@ -124,23 +147,27 @@ def test_observer_gauge_names_are_made_valid_for_prometheus() -> None:
 
 # --- the micro-batcher --------------------------------------------------------------------------
 
+def row(value: int) -> Request:
+    return Request("instances", value, None, 1, ("instances",))
+
+
 def test_requests_arriving_during_a_predict_are_grouped_into_the_next_one() -> None:
     release = threading.Event()
     batches: list[list[Any]] = []
 
     def run_batch(jobs: list[Job]) -> list[Outcome]:
-        batches.append([job.data for job in jobs])
+        batches.append([job.request.payload for job in jobs])
         if len(batches) == 1:
             release.wait(10)  # the first predict is slow: the others queue meanwhile
-        return [Outcome(predictions=[job.data]) for job in jobs]
+        return [Outcome(predictions=[job.request.payload]) for job in jobs]
 
     async def scenario() -> list[Outcome]:
         batcher = MicroBatcher(run_batch, max_rows=256, max_wait_s=0.002)
         await batcher.start()
-        first = asyncio.create_task(batcher.submit(0, None, 1))
+        first = asyncio.create_task(batcher.submit(row(0)))
         while not batches:  # the worker has taken the first request
             await asyncio.sleep(0.001)
-        rest = [asyncio.create_task(batcher.submit(i, None, 1)) for i in range(1, 20)]
+        rest = [asyncio.create_task(batcher.submit(row(i))) for i in range(1, 20)]
         while batcher._queue.qsize() < 19:
             await asyncio.sleep(0)
         release.set()
@@ -165,7 +192,7 @@ def test_a_batch_stops_at_the_row_limit() -> None:
     async def scenario() -> None:
         batcher = MicroBatcher(run_batch, max_rows=10, max_wait_s=0.0)
         await batcher.start()
-        tasks = [asyncio.create_task(batcher.submit(i, None, 4)) for i in range(6)]
+        tasks = [asyncio.create_task(batcher.submit(Request("inputs", [i] * 4, None, 4, ("inputs",)))) for i in range(6)]
         while not batches:
             await asyncio.sleep(0.001)
         gate.set()
@@ -229,20 +256,23 @@ def test_a_bad_request_fails_alone_and_its_batch_mates_are_answered(sklearn_mode
     observer = RecordingObserver()
     errors: list[str] = []
     predictor = BatchPredictor(ModelHolder(Target("m"), current=sklearn_model), observer, on_error=errors.append)
-    bad = x[:1].copy()
-    bad[0, 0] = np.nan  # same shape, so it joins the batch; the model refuses it
+    bad = x[:1].tolist()
+    bad[0][0] = float("nan")  # same shape, so it joins the batch; the model refuses it
     loop = asyncio.new_event_loop()
-    jobs = [Job(x[:2], None, 2, loop.create_future()), Job(bad, None, 1, loop.create_future()),
-            Job(x[2:5], None, 3, loop.create_future())]
+    jobs = [Job(Request("instances", part, None, len(part), ("instances",)), loop.create_future())
+            for part in (x[:2].tolist(), bad, x[2:5].tolist())]
     outcomes = predictor(jobs)
+    good = predictor([Job(Request("instances", part, None, len(part), ("instances",)), loop.create_future())
+                      for part in (x[:2].tolist(), x[2:5].tolist())])
     loop.close()
+    assert [o.predictions for o in good] == [expected[:2], expected[2:5]]
     assert [o.status for o in outcomes] == [200, 400, 200]
     assert outcomes[0].predictions == expected[:2] and outcomes[2].predictions == expected[2:5]
     assert outcomes[1].error is not None and "NaN" in outcomes[1].error
     assert errors == ["bad_input"]
     assert outcomes[0].ids == ["p0", "p1"] and outcomes[2].ids == ["p2", "p3", "p4"]
     assert [(v, len(frame), preds) for v, frame, preds in observer.batches] == \
-           [("7", 2, expected[:2]), ("7", 3, expected[2:5])]
+           [("7", 2, expected[:2]), ("7", 3, expected[2:5]), ("7", 5, expected)]  # the good batch: one call
 
 
 def test_the_app_answers_predictions_with_ids_and_exports_the_observers_state(sklearn_model: LoadedModel) -> None:

@@ -35,7 +35,7 @@ from mlchain.serving.batching import BatchPredictor, MicroBatcher
 from mlchain.serving.metrics import ServeMetrics
 from mlchain.serving.model import AliasWatcher, ModelHolder
 from mlchain.serving.observer_api import Observer
-from mlchain.serving.protocol import BadInput, input_problem, parse_body
+from mlchain.serving.protocol import BadInput, read_request
 
 log = logging.getLogger("mlchain.serving")
 
@@ -94,19 +94,15 @@ def create_app(holder: ModelHolder, observer: Observer, options: ServeOptions,
 
     async def invocations(request: Request) -> Response:
         started = time.perf_counter()
-        model = holder.current
-        if model is None:
+        if holder.current is None:
             metrics.error("unavailable")
             return answer("/invocations", {"error_code": "UNAVAILABLE",
                                            "message": f"no model loaded yet: waiting for {holder.target.uri}"}, 503)
         try:
-            parsed = parse_body(await read_body(request), request.headers.get("content-type"))
-            problem = input_problem(parsed.data, model.spec)
-            if problem is not None:
-                raise BadInput(problem)
+            parsed = read_request(await read_body(request), request.headers.get("content-type"))
         except BadInput as exc:
             return refuse("/invocations", exc)
-        outcome = await batcher.submit(parsed.data, parsed.params, parsed.rows)
+        outcome = await batcher.submit(parsed)
         if outcome.error is not None:
             code = "BAD_REQUEST" if outcome.status < 500 else "INTERNAL_ERROR"
             response = answer("/invocations", {"error_code": code, "message": outcome.error}, outcome.status)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mlchain.serving import protocol
+from mlchain.serving.protocol import BadInput, Request
 
 if TYPE_CHECKING:
     from mlchain.serving.model import LoadedModel, ModelHolder
@@ -31,10 +32,12 @@ log = logging.getLogger("mlchain.serving")
 
 @dataclass
 class Job:
-    data: Any
-    params: dict[str, Any] | None
-    rows: int
+    request: Request
     future: asyncio.Future[Outcome] = field(repr=False)
+
+    @property
+    def rows(self) -> int:
+        return self.request.rows
 
 
 @dataclass(frozen=True)
@@ -81,9 +84,9 @@ class MicroBatcher:
             self._worker = None
         self._executor.shutdown(wait=True)
 
-    async def submit(self, data: Any, params: dict[str, Any] | None, rows: int) -> Outcome:
+    async def submit(self, request: Request) -> Outcome:
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        await self._queue.put(Job(data, params, rows, future))
+        await self._queue.put(Job(request, future))
         return await future
 
     async def _work(self) -> None:
@@ -144,8 +147,8 @@ class BatchPredictor:
         outcomes: list[Outcome | None] = [None] * len(jobs)
         groups: dict[Any, list[int]] = defaultdict(list)
         for index, job in enumerate(jobs):
-            key = protocol.batch_key(job.data)
-            groups[(key, _params_key(job.params)) if key is not None else ("alone", index)].append(index)
+            group = job.request.group
+            groups[group if group is not None else ("alone", index)].append(index)
         for indexes in groups.values():
             members = [jobs[i] for i in indexes]
             for i, outcome in zip(indexes, self._predict_group(model, members), strict=True):
@@ -153,17 +156,24 @@ class BatchPredictor:
         return [o if o is not None else Outcome(error="not predicted", status=500) for o in outcomes]
 
     def _predict_group(self, model: LoadedModel, jobs: Sequence[Job]) -> list[Outcome]:
-        data = protocol.concat([job.data for job in jobs])
-        started = time.perf_counter()
+        """One predict call for requests of one group; when it fails, each request alone, so
+        that the one at fault gets its own error and the others their predictions."""
+        requests = [job.request for job in jobs]
+        total = sum(r.rows for r in requests)
         try:
-            predictions = model.predict(data, jobs[0].params)
-        except Exception as exc:  # noqa: BLE001 - classified in _failure: 400 or 500
-            if len(jobs) > 1:  # find the request that broke the batch: each one alone
+            data = protocol.model_input(requests[0].fmt, protocol.merge(requests), model.schema)
+            problem = protocol.input_problem(data, model.spec)
+            if problem is not None:
+                raise BadInput(problem)
+            if len(jobs) > 1 and protocol.rows_of(data) != total:
+                raise BadInput("the merged rows do not add up")  # never shown: each is predicted alone
+            started = time.perf_counter()
+            predictions = model.predict(protocol.positional(data, model.spec), requests[0].params)
+        except Exception as exc:  # noqa: BLE001 - classified below: the input's fault (400) or the model's (500)
+            if len(jobs) > 1:
                 return [self._predict_group(model, [job])[0] for job in jobs]
             return [self._failure(exc)]
-        self.on_batch(BatchStats(rows=sum(j.rows for j in jobs), requests=len(jobs),
-                                 seconds=time.perf_counter() - started))
-        total = sum(job.rows for job in jobs)
+        self.on_batch(BatchStats(rows=total, requests=len(jobs), seconds=time.perf_counter() - started))
         values = protocol.jsonable(predictions)
         if not (isinstance(values, list) and len(values) == total):
             if len(jobs) > 1:  # not one prediction per row: the rows cannot be told apart
@@ -192,6 +202,9 @@ class BatchPredictor:
     def _failure(self, exc: BaseException) -> Outcome:
         from mlflow.exceptions import MlflowException
 
+        if isinstance(exc, BadInput):
+            self.on_error("bad_input")
+            return Outcome(error=exc.message, status=exc.status)
         reason = _reason(exc)
         if isinstance(exc, INPUT_ERRORS) or (isinstance(exc, MlflowException) and exc.get_http_status_code() < 500):
             self.on_error("bad_input")
@@ -199,12 +212,6 @@ class BatchPredictor:
         log.error("the model failed: %s", reason)
         self.on_error("model")
         return Outcome(error=f"the model failed: {reason}", status=500)
-
-
-def _params_key(params: dict[str, Any] | None) -> Any:
-    if not params:
-        return None
-    return repr(sorted(params.items()))
 
 
 def _reason(exc: BaseException) -> str:

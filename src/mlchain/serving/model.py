@@ -59,6 +59,7 @@ class LoadedModel:
     pyfunc: Any
     spec: InputSpec
     loaded_at: float
+    schema: Any = None  # the signature's input schema (MLflow's parser casts by it), if any
     files: Path | None = None  # the downloaded copy, removed once replaced
 
     def predict(self, data: Any, params: dict[str, Any] | None = None) -> Any:
@@ -190,16 +191,20 @@ class Registry:
                                  hint="register a version whose files are an MLflow model "
                                       "(sdk.save_model writes one)") from None
         return LoadedModel(name=name, version=str(version), run_id=record.run_id, tags=tags, pyfunc=pyfunc,
-                           spec=input_spec(pyfunc), loaded_at=time.time(), files=files)
+                           spec=input_spec(pyfunc), loaded_at=time.time(), files=files,
+                           schema=input_schema(pyfunc))
+
+
+def input_schema(pyfunc: Any) -> Any:
+    try:
+        return pyfunc.metadata.get_input_schema()
+    except Exception:  # noqa: BLE001 - an unreadable signature: the raw model may say
+        return None
 
 
 def input_spec(pyfunc: Any) -> InputSpec:
     """What the model takes: its signature when it has one, else what the raw model says."""
-    schema = None
-    try:
-        schema = pyfunc.metadata.get_input_schema()
-    except Exception:  # noqa: BLE001 - an unreadable signature: the raw model may say
-        schema = None
+    schema = input_schema(pyfunc)
     if schema is not None:
         if schema.is_tensor_spec():
             specs = schema.inputs

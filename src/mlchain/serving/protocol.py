@@ -47,24 +47,35 @@ class InputSpec:
     numeric: bool = False
 
 
+CSV = "csv"  # a request's format when its body was CSV (parsed already)
+
+
 @dataclass(frozen=True)
-class Parsed:
-    data: Any  # pandas.DataFrame, numpy.ndarray, or a dict of arrays (named tensors)
+class Request:
+    """A request read as far as the event loop needs: its format, the JSON value under that key
+    (parsed into the model's input later, in the batch), its rows, and the group of requests it
+    can be merged with (None: predicted alone)."""
+
+    fmt: str
+    payload: Any
     params: dict[str, Any] | None
     rows: int
+    group: tuple[Any, ...] | None
 
 
-def parse_body(body: bytes, content_type: str | None, schema: Any = None) -> Parsed:
-    """The model input of a request body, or :class:`BadInput` saying what was wrong."""
-    from mlflow.pyfunc.scoring_server import infer_and_parse_data, parse_csv_input
+def read_request(body: bytes, content_type: str | None) -> Request:
+    """The request in a body, or :class:`BadInput` saying what was wrong."""
+    from mlflow.pyfunc.scoring_server import parse_csv_input
 
     media = (content_type or "").split(";")[0].strip().lower()
     if media == CSV_TYPE:
         try:
-            frame = parse_csv_input(io.StringIO(body.decode("utf-8")), schema=schema)
+            frame = parse_csv_input(io.StringIO(body.decode("utf-8")))
         except Exception as exc:  # noqa: BLE001 - MLflow wraps pandas' error: any failure here is the body's
             raise BadInput(f"the CSV body could not be read: {_reason(exc)}") from None
-        return Parsed(frame, None, _rows(frame))
+        if frame.empty:
+            raise BadInput("the CSV body holds no rows: send a header line and at least one row")
+        return Request(CSV, frame, None, len(frame), None)
     if media not in JSON_TYPES:
         raise BadInput(f"unsupported content type {media!r}: send application/json (MLflow's scoring "
                        f"protocol, e.g. {EXAMPLE}) or text/csv", status=415)
@@ -91,15 +102,65 @@ def parse_body(body: bytes, content_type: str | None, schema: Any = None) -> Par
     params = decoded.get(PARAMS_KEY)
     if params is not None and not isinstance(params, dict):
         raise BadInput(f"{PARAMS_KEY!r} must be a JSON object of parameter names to values")
-    key = formats[0]
-    try:
-        data = infer_and_parse_data({key: decoded[key]}, schema)
-    except Exception as exc:  # noqa: BLE001 - MLflow's and pandas' parse errors: the body's shape was wrong
-        raise BadInput(f"{key!r} could not be read as the model's input: {_reason(exc)}") from None
-    rows = _rows(data)
+    fmt = formats[0]
+    payload = decoded[fmt]
+    rows, group = _rows_and_group(fmt, payload)
     if rows == 0:
-        raise BadInput(f"{key!r} holds no rows: send at least one")
-    return Parsed(data, params, rows)
+        raise BadInput(f"{fmt!r} holds no rows: send at least one")
+    return Request(fmt, payload, params or None, rows, None if params else group)
+
+
+def _rows_and_group(fmt: str, payload: Any) -> tuple[int, tuple[Any, ...] | None]:
+    """How many rows a payload holds and which requests it can merge with, read from its shape
+    alone; a payload of another shape is predicted alone (MLflow's parser then says what is wrong)."""
+    if fmt == "dataframe_split":
+        if isinstance(payload, dict) and isinstance(payload.get("data"), list) and set(payload) <= {"columns", "data"}:
+            columns = payload.get("columns")
+            if columns is None or (isinstance(columns, list) and all(isinstance(c, str) for c in columns)):
+                return len(payload["data"]), (fmt, tuple(columns) if columns is not None else None)
+            return len(payload["data"]), None
+        return 1, None
+    if isinstance(payload, list):
+        if fmt == "dataframe_records":
+            keys = tuple(payload[0]) if payload and isinstance(payload[0], dict) else None
+            same = keys is not None and all(isinstance(r, dict) and tuple(r) == keys for r in payload)
+            return len(payload), (fmt, keys) if same else None
+        return len(payload), (fmt,)
+    return 1, None  # a scalar, or named tensors: as MLflow reads them, alone
+
+
+def merge(requests: Sequence[Request]) -> Any:
+    """The payload of requests of one group, as one request of the same format."""
+    first = requests[0]
+    if len(requests) == 1:
+        return first.payload
+    if first.fmt == "dataframe_split":
+        merged: dict[str, Any] = {"data": [row for r in requests for row in r.payload["data"]]}
+        if "columns" in first.payload:
+            merged["columns"] = first.payload["columns"]
+        return merged
+    return [row for r in requests for row in r.payload]
+
+
+def model_input(fmt: str, payload: Any, schema: Any = None) -> Any:
+    """A payload parsed into the model's input by MLflow's own parser, or BadInput."""
+    from mlflow.pyfunc.scoring_server import infer_and_parse_data
+
+    if fmt == CSV:
+        return payload
+    try:
+        return infer_and_parse_data({fmt: payload}, schema)
+    except Exception as exc:  # noqa: BLE001 - MLflow's and pandas' parse errors: the body's shape was wrong
+        raise BadInput(f"{fmt!r} could not be read as the model's input: {_reason(exc)}") from None
+
+
+def positional(data: Any, spec: InputSpec) -> Any:
+    """A numeric frame as the plain array a model fitted without column names reads anyway
+    (positionally): the same predictions, without a warning per call."""
+    if (isinstance(data, pd.DataFrame) and spec.columns is None and spec.n_features is not None
+            and all(dtype.kind in "biuf" for dtype in data.dtypes)):
+        return data.to_numpy()
+    return data
 
 
 def input_problem(data: Any, spec: InputSpec) -> str | None:
@@ -146,23 +207,6 @@ def _array_problem(array: np.ndarray, spec: InputSpec) -> str | None:
     return None
 
 
-def batch_key(data: Any) -> tuple[Any, ...] | None:
-    """Inputs with the same key can be concatenated into one predict call; None: predict alone."""
-    if isinstance(data, pd.DataFrame):
-        return ("frame", tuple(map(str, data.columns)), tuple(str(t) for t in data.dtypes))
-    if isinstance(data, np.ndarray):
-        return ("array", tuple(data.shape[1:]), data.dtype.str)
-    return None
-
-
-def concat(parts: Sequence[Any]) -> Any:
-    if len(parts) == 1:
-        return parts[0]
-    if isinstance(parts[0], pd.DataFrame):
-        return pd.concat(parts, ignore_index=True)
-    return np.concatenate(parts)
-
-
 def jsonable(predictions: Any) -> Any:
     """Predictions as JSON values (a DataFrame as records, as MLflow's server answers)."""
     if isinstance(predictions, pd.DataFrame):
@@ -170,6 +214,8 @@ def jsonable(predictions: Any) -> Any:
     if isinstance(predictions, pd.Series):
         return [_scalar(v) for v in predictions.tolist()]
     if isinstance(predictions, np.ndarray):
+        if predictions.dtype.kind in "biu" or (predictions.dtype.kind == "f" and np.isfinite(predictions).all()):
+            return predictions.tolist()  # nothing to replace: numpy converts it whole
         return _finite(predictions.tolist())
     if isinstance(predictions, Mapping):
         return {str(k): jsonable(v) for k, v in predictions.items()}
@@ -205,7 +251,8 @@ def _finite(value: Any) -> Any:
     return _scalar(value)
 
 
-def _rows(data: Any) -> int:
+def rows_of(data: Any) -> int:
+    """How many rows a parsed model input holds."""
     if isinstance(data, (pd.DataFrame, np.ndarray)):
         return int(data.shape[0]) if data.ndim else 1
     if isinstance(data, Mapping):
