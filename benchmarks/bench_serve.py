@@ -174,8 +174,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def report(results: dict[tuple[str, int], list[dict[str, float]]], args: Any) -> str:
-    lines = [f"one row per request (dataframe_split, 64 columns); wrk, {args.duration:.0f} s x {args.rounds} "
-             "rounds per cell, medians; both servers up at once, measured in turn",
+    lines = [(f"one row per request (dataframe_split, 64 columns); wrk, {args.duration:.0f} s x {args.rounds} "
+              "rounds per cell, medians; both servers up at once, measured in turn"),
              f"{'clients':>7}  {'server':<8} {'pred/s':>9} {'p99 ms':>8} {'failed':>6}"]
     for clients in CONCURRENCY:
         med = {}
