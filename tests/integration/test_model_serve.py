@@ -264,3 +264,49 @@ def test_a_version_that_fails_to_load_leaves_the_old_one_serving(served: Served,
     served.move_alias(serving)  # the alias moves back: the failure is cleared
     wait_for(lambda: served.version()["load_error"] is None, 60, "the failure to clear")
     assert "mlchain_serve_model_load_failed 0.0" in httpx.get(f"{served.url}/metrics", timeout=10).text
+
+
+def test_with_wait_the_server_starts_before_the_model_exists_and_loads_it_when_it_appears(served: Served) -> None:
+    later = "digits-later"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = served.log.with_name("serve-wait.log")
+    with log.open("wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "mlchain.cli", "--home", str(served.settings.home), "model",
+                                    "serve", later, "--port", str(port), "--poll-s", "0.2", "--wait"],
+                                   stdout=out, stderr=subprocess.STDOUT)
+    try:
+        def status() -> int:
+            assert process.poll() is None, log.read_text()
+            try:
+                return httpx.get(f"{url}/ping", timeout=2).status_code
+            except httpx.TransportError:
+                return 0
+
+        assert wait_for(status, 120, "the waiting server to answer") == 503
+        answer = invoke(url, {"instances": [ROW]})
+        assert answer.status_code == 503 and f"models:/{later}@champion" in answer.json()["message"]
+        source = f"{served.client.get_run(served.good_runs[0]).info.artifact_uri}/model"
+        served.client.create_registered_model(later)
+        version = str(served.client.create_model_version(later, source, run_id=served.good_runs[0]).version)
+        served.client.set_registered_model_alias(later, "champion", version)
+        wait_for(lambda: status() == 200, 60, "the server to load the new model")
+        answer = invoke(url, {"instances": [ROW]})
+        assert answer.status_code == 200 and answer.headers["mlchain-model-version"] == version
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert "Traceback" not in log.read_text()
+
+
+def test_a_model_that_does_not_exist_ends_the_command_with_its_reason(served: Served) -> None:
+    done = subprocess.run([sys.executable, "-m", "mlchain.cli", "--home", str(served.settings.home), "model",
+                           "serve", "no-such-model", "--port", str(free_port())],
+                          check=False, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 9, done.stderr
+    assert "models:/no-such-model@champion does not exist" in done.stderr and "fix:" in done.stderr
+    assert "Traceback" not in done.stderr
+    both = subprocess.run([sys.executable, "-m", "mlchain.cli", "--home", str(served.settings.home), "model",
+                           "serve", NAME, "--alias", "champion", "--version", "1"],
+                          check=False, capture_output=True, text=True, timeout=300)
+    assert both.returncode == 3 and "--alias and --version" in both.stderr
