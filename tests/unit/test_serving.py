@@ -79,6 +79,7 @@ def test_a_payload_mlflow_cannot_read_says_why() -> None:
     (b'"text"', None, 400, "JSON str, not an object"),
     (b'{"instances": [[1]], "extra": 1}', None, 400, "unknown key(s) 'extra'"),
     (b'{"params": {}}', None, 400, "it has none of them"),
+    (b'{"instances": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", None, 400, "nested too deeply"),
     (b'{"instances": [[1]], "dataframe_records": []}', None, 400, "both"),
     (b'{"instances": [[1]], "params": 3}', None, 400, "'params' must be"),
     (b'{"dataframe_records": []}', None, 400, "no rows"),

@@ -168,7 +168,7 @@ def _feedback_labels(body: bytes) -> Mapping[str, Any]:
     example = '{"labels": {"<id from a prediction>": 3}}'
     try:
         decoded = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise BadInput(f"the body is not valid JSON ({exc}): send {example}") from None
     if not isinstance(decoded, dict) or set(decoded) != {"labels"} or not isinstance(decoded["labels"], dict):
         raise BadInput(f"the body must be exactly {{\"labels\": {{id: label, ...}}}}, e.g. {example}")

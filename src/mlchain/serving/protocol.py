@@ -88,6 +88,8 @@ def read_request(body: bytes, content_type: str | None) -> Request:
     except json.JSONDecodeError as exc:
         raise BadInput(f"the body is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}): "
                        f"send a JSON object such as {EXAMPLE}") from None
+    except RecursionError:
+        raise BadInput("the body's JSON is nested too deeply: send rows of values") from None
     if not isinstance(decoded, dict):
         raise BadInput(f"the body is a JSON {type(decoded).__name__}, not an object: wrap the rows in one "
                        f"of {', '.join(FORMATS)}, e.g. {EXAMPLE}")
