@@ -267,11 +267,11 @@ def model() -> None:
 @click.option("--alias", default=None, help="Serve the version this alias names, following it (default: champion).")
 @click.option("--version", "version", default=None, help="Serve this fixed version instead of an alias.")
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=5001, show_default=True)
-@click.option("--poll-s", type=float, default=None,
+@click.option("--port", type=click.IntRange(min=0, max=65535), default=5001, show_default=True)
+@click.option("--poll-s", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Seconds between registry checks for a moved alias (MLCHAIN_SERVE_POLL_S; default 5).")
-@click.option("--max-batch-rows", type=int, default=None, help="Rows per predict call at most (default 256).")
-@click.option("--max-wait-ms", type=float, default=None,
+@click.option("--max-batch-rows", type=click.IntRange(min=1), default=None, help="Rows per predict call at most (default 256).")
+@click.option("--max-wait-ms", type=click.FloatRange(min=0), default=None,
               help="How long a batch may wait for more requests under load (default 2).")
 @click.option("--wait", "wait_for_model", is_flag=True,
               help="Start even if the model does not exist yet: answer 503 until it does.")
