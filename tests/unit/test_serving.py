@@ -310,3 +310,29 @@ def test_with_no_model_yet_the_server_says_so(tmp_path: Path) -> None:
         assert http.get("/ping").status_code == 503
         answer = http.post("/invocations", json={"instances": [[1]]})
         assert answer.status_code == 503 and "models:/m@champion" in answer.json()["message"]
+
+
+@pytest.mark.slow
+def test_a_keras_model_is_batched_by_its_row_shape(tmp_path: Path) -> None:
+    import keras
+    import mlflow.keras
+    import mlflow.pyfunc
+
+    from mlchain.serving.observer_api import NullObserver
+
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
+    mlflow.keras.save_model(model, str(tmp_path / "model"))
+    pyfunc = mlflow.pyfunc.load_model(str(tmp_path / "model"))
+    loaded = LoadedModel(name="k", version="1", run_id=None, tags={}, pyfunc=pyfunc, spec=input_spec(pyfunc),
+                         loaded_at=time.time())
+    assert loaded.spec == InputSpec(row_shape=(8, 8, 1), numeric=True)
+    x = np.random.default_rng(0).random((3, 8, 8, 1))
+    loop = asyncio.new_event_loop()
+    predictor = BatchPredictor(ModelHolder(Target("k"), current=loaded), NullObserver())
+    outcomes = predictor([Job(read_request(body({"instances": x[i:i + 1].tolist()}), None), loop.create_future())
+                          for i in range(3)] +
+                         [Job(read_request(body({"instances": [[1, 2, 3]]}), None), loop.create_future())])
+    loop.close()
+    assert [o.status for o in outcomes] == [200, 200, 200, 400]
+    np.testing.assert_allclose([o.predictions[0] for o in outcomes[:3]], pyfunc.predict(x), rtol=1e-5)
+    assert outcomes[3].error is not None and "rows of shape (8, 8, 1)" in outcomes[3].error
