@@ -96,12 +96,15 @@ def check_same_answer(urls: dict[str, str], body: bytes) -> None:
         raise SystemExit(f"the servers disagree on the same payload: {answers}")
 
 
-_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
 
 
 def _ms(text: str) -> float:
-    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text.strip()).groups()  # type: ignore[union-attr]
-    return float(number) * _UNITS[unit]
+    """wrk's duration ('812.00us', '3.21ms', '1.07s', '1.00m') in milliseconds."""
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text.strip())
+    if match is None:
+        raise ValueError(f"not a wrk duration: {text!r}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
 
 
 def wrk(url: str, clients: int, duration: float, script: Path) -> dict[str, float]:
@@ -110,12 +113,14 @@ def wrk(url: str, clients: int, duration: float, script: Path) -> dict[str, floa
                            "--latency", "-s", str(script), f"{url}/invocations"],
                           capture_output=True, text=True, check=True)
     out = done.stdout
+    if "99%" not in out or "requests in" not in out:
+        raise SystemExit(f"wrk gave no latency distribution for {url}:\n{out}\n{done.stderr}")
     total = int(re.search(r"(\d+) requests in ([\d.]+)(\w+)", out).group(1))  # type: ignore[union-attr]
-    seconds = _ms(re.search(r"requests in ([\d.]+\w+)", out).group(1)) / 1000  # type: ignore[union-attr]
+    seconds = _ms(re.search(r"requests in ([\d.]+\w+),", out).group(1)) / 1000  # type: ignore[union-attr]
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     failed = (int(bad.group(1)) if bad else 0) + (sum(map(int, errors.groups())) if errors else 0)
-    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"^\s*99%\s+(\S+)", out, re.MULTILINE).group(1))  # type: ignore[union-attr]
     return {"rps": (total - failed) / seconds, "p99_ms": p99, "failed": failed}
 
 

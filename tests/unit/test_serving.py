@@ -201,7 +201,7 @@ def test_a_batch_stops_at_the_row_limit() -> None:
         await batcher.stop()
 
     asyncio.run(scenario())
-    assert batches == [12, 12]  # three requests of 4 rows reach the limit of 10: the batch stops there
+    assert batches == [8, 8, 8]  # a third request of 4 rows would pass the limit of 10: it opens the next batch
 
 
 # --- a real model ----------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 Each request puts a :class:`Job` on a queue and awaits its future. One worker takes whatever is
 queued, and, only when the last batch held more than one request (there is concurrency to wait
 for), waits up to ``max_wait_s`` for as many requests as that batch held; one client alone never
-waits. The batch is predicted in one worker thread (:class:`BatchPredictor`): it reads the
+waits. A batch holds at most ``max_rows`` rows (a larger request is a batch of its own). The batch is predicted in one worker thread (:class:`BatchPredictor`): it reads the
 serving model once, so a swap falls between batches; inputs that can be concatenated (same
 columns and types, or the same row shape) go to the model as one call, and a failing call is
 retried request by request, so that one bad request fails alone.
@@ -72,6 +72,7 @@ class MicroBatcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlchain-predict")
         self._worker: asyncio.Task[None] | None = None
         self._last_requests = 0
+        self._carried: Job | None = None  # taken from the queue, too many rows for the last batch
 
     async def start(self) -> None:
         self._worker = asyncio.create_task(self._work(), name="mlchain-batcher")
@@ -92,7 +93,8 @@ class MicroBatcher:
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            first = await self._queue.get()
+            first = self._carried if self._carried is not None else await self._queue.get()
+            self._carried = None
             if first is None:
                 return
             batch, rows, stopping = [first], first.rows, False
@@ -112,6 +114,9 @@ class MicroBatcher:
                 if job is None:
                     stopping = True
                     break
+                if rows + job.rows > self.max_rows:  # it opens the next batch
+                    self._carried = job
+                    break
                 batch.append(job)
                 rows += job.rows
             self._last_requests = len(batch)
@@ -123,7 +128,7 @@ class MicroBatcher:
             for job, outcome in zip(batch, outcomes, strict=True):
                 if not job.future.done():  # the client may have gone
                     job.future.set_result(outcome)
-            if stopping:
+            if stopping:  # (a carried job and the stop are never taken in one batch)
                 return
 
 
