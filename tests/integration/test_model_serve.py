@@ -310,3 +310,70 @@ def test_a_model_that_does_not_exist_ends_the_command_with_its_reason(served: Se
                            "serve", NAME, "--alias", "champion", "--version", "1"],
                           check=False, capture_output=True, text=True, timeout=300)
     assert both.returncode == 3 and "--alias and --version" in both.stderr
+
+
+def test_a_champion_on_an_mlflow_server_is_served_as_the_compose_service_does(tmp_path: Path) -> None:
+    """The team stack's path: the registry and the artifacts behind `mlflow server --serve-artifacts`
+    (mlflow-artifacts:/ URIs), reached through MLFLOW_TRACKING_URI alone."""
+    import mlflow.sklearn
+    from mlflow.tracking import MlflowClient
+    from sklearn.datasets import load_digits
+    from sklearn.linear_model import LogisticRegression
+
+    mlflow_port, port = free_port(), free_port()
+    tracking = f"http://127.0.0.1:{mlflow_port}"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+    with (tmp_path / "mlflow.log").open("wb") as out:
+        server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
+                                   f"sqlite:///{tmp_path / 'mlflow.db'}", "--artifacts-destination",
+                                   str(tmp_path / "artifacts"), "--serve-artifacts", "--host", "127.0.0.1",
+                                   "--port", str(mlflow_port), "--workers", "1"],
+                                  stdout=out, stderr=subprocess.STDOUT, env=env)
+    serving: subprocess.Popen[bytes] | None = None
+    try:
+        def mlflow_up() -> bool:
+            assert server.poll() is None, (tmp_path / "mlflow.log").read_text()
+            try:
+                return httpx.get(f"{tracking}/health", timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for(mlflow_up, 180, "the MLflow server")
+        x, y = load_digits(return_X_y=True)
+        mlflow.sklearn.save_model(LogisticRegression(max_iter=300).fit(x, y), str(tmp_path / "model"))
+        client = MlflowClient(tracking_uri=tracking)
+        run = client.create_run(client.create_experiment("team"), tags={"mlchain.commit": "a" * 40,
+                                                                         "mlchain.remote": "https://git/team/digits"})
+        client.log_artifacts(run.info.run_id, str(tmp_path / "model"), "model")
+        assert run.info.artifact_uri.startswith("mlflow-artifacts:")
+        client.create_registered_model("team-digits")
+        version = client.create_model_version("team-digits", f"{run.info.artifact_uri}/model",
+                                              run_id=run.info.run_id).version
+        client.set_registered_model_alias("team-digits", "champion", str(version))
+        log = tmp_path / "serve.log"
+        with log.open("wb") as out:
+            serving = subprocess.Popen([sys.executable, "-m", "mlchain.cli", "--home", str(tmp_path / "home"),
+                                        "model", "serve", "team-digits", "--port", str(port), "--wait"],
+                                       stdout=out, stderr=subprocess.STDOUT,
+                                       env={**os.environ, "MLFLOW_TRACKING_URI": tracking})
+        url = f"http://127.0.0.1:{port}"
+
+        def model_up() -> bool:
+            assert serving is not None and serving.poll() is None, log.read_text()
+            try:
+                return httpx.get(f"{url}/ping", timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for(model_up, 180, "the model server to load the champion from the MLflow server")
+        about = httpx.get(f"{url}/version", timeout=10).json()
+        assert about["version"] == str(version) and about["commit"] == "a" * 40
+        assert about["repository"] == "https://git/team/digits"
+        answer = invoke(url, {"instances": x[:5].tolist()})
+        expected = mlflow.pyfunc.load_model(str(tmp_path / "model")).predict(x[:5]).tolist()
+        assert answer.status_code == 200 and answer.json()["predictions"] == expected
+    finally:
+        for process in (serving, server):
+            if process is not None:
+                process.terminate()
+                process.wait(timeout=30)
