@@ -146,16 +146,17 @@ class Registry:
         """The version the target names now; NotFound when the model or alias does not exist."""
         from mlflow.exceptions import MlflowException
 
-        if target.version is not None:
-            return target.version
         try:
+            if target.version is not None:
+                return str(self.client.get_model_version(target.name, target.version).version)
             return str(self.client.get_model_version_by_alias(target.name, str(target.alias)).version)
         except MlflowException as exc:
-            raise NotFound(f"{target.uri} does not exist in the registry "
-                           f"({self.settings.registry_uri or self.settings.resolved_tracking_uri}): "
-                           f"{_first_line(exc)}",
+            # The registry is named by its setting, never by its URI: that may hold a password.
+            raise NotFound(f"{target.uri} does not exist in the registry (MLFLOW_REGISTRY_URI, else "
+                           f"MLFLOW_TRACKING_URI): {_first_line(exc)}",
                            hint=f"register a model named {target.name!r} with the alias {target.alias!r} "
-                                f"(a chain run whose gate passes does), or pass --version") from None
+                                f"(a chain run whose gate passes does), or pass --version"
+                           if target.version is None else "pass a version that is registered") from None
 
     def load(self, name: str, version: str) -> LoadedModel:
         """Download and load one version; ModelLoadError (with the reason) when it cannot be."""
