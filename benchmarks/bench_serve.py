@@ -10,6 +10,9 @@ them in turn, --rounds times, alternating (the median is printed), so that the m
 work falls on both. Only status 200 counts as a prediction.
 
 Targets: at 32 clients, at least 2x MLflow's predictions per second; p99 no worse at 1 and 32.
+At 32 clients mlchain's p99 is set by the interpreter's full (generation 2) garbage collections:
+at thousands of requests per second, objects of requests in flight are promoted often enough
+to start one every few seconds, and each walks the whole heap of MLflow, pandas and the model.
 
     .venv/bin/python benchmarks/bench_serve.py [--duration 10] [--rounds 3] [--home DIR --name NAME]
 """
