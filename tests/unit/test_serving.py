@@ -153,11 +153,12 @@ def row(value: int) -> Request:
 
 
 def test_requests_arriving_during_a_predict_are_grouped_into_the_next_one() -> None:
-    release = threading.Event()
+    release, started = threading.Event(), threading.Event()
     batches: list[list[Any]] = []
 
     def run_batch(jobs: list[Job]) -> list[Outcome]:
         batches.append([job.request.payload for job in jobs])
+        started.set()
         if len(batches) == 1:
             release.wait(10)  # the first predict is slow: the others queue meanwhile
         return [Outcome(predictions=[job.request.payload]) for job in jobs]
@@ -166,10 +167,9 @@ def test_requests_arriving_during_a_predict_are_grouped_into_the_next_one() -> N
         batcher = MicroBatcher(run_batch, max_rows=256, max_wait_s=0.002)
         await batcher.start()
         first = asyncio.create_task(batcher.submit(row(0)))
-        while not batches:  # the worker has taken the first request
-            await asyncio.sleep(0.001)
+        assert await asyncio.to_thread(started.wait, 10)  # the worker is predicting the first request
         rest = [asyncio.create_task(batcher.submit(row(i))) for i in range(1, 20)]
-        while batcher._queue.qsize() < 19:
+        while batcher._queue.qsize() < 19:  # each submit queues its request when it first runs
             await asyncio.sleep(0)
         release.set()
         outcomes = await asyncio.gather(first, *rest)
@@ -183,10 +183,11 @@ def test_requests_arriving_during_a_predict_are_grouped_into_the_next_one() -> N
 
 def test_a_batch_stops_at_the_row_limit() -> None:
     batches: list[int] = []
-    gate = threading.Event()
+    gate, started = threading.Event(), threading.Event()
 
     def run_batch(jobs: list[Job]) -> list[Outcome]:
         batches.append(sum(job.rows for job in jobs))
+        started.set()
         gate.wait(10)
         return [Outcome(predictions=[]) for _ in jobs]
 
@@ -194,8 +195,7 @@ def test_a_batch_stops_at_the_row_limit() -> None:
         batcher = MicroBatcher(run_batch, max_rows=10, max_wait_s=0.0)
         await batcher.start()
         tasks = [asyncio.create_task(batcher.submit(Request("inputs", [i] * 4, None, 4, ("inputs",)))) for i in range(6)]
-        while not batches:
-            await asyncio.sleep(0.001)
+        assert await asyncio.to_thread(started.wait, 10)
         gate.set()
         await asyncio.gather(*tasks)
         await batcher.stop()
