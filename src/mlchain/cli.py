@@ -282,6 +282,37 @@ def drift_status(ctx: Context, as_json: bool, limit: int) -> None:
 
 
 @cli.group()
+def model() -> None:
+    """Serve a registered model."""
+
+
+@model.command(name="serve")
+@click.argument("name")
+@click.option("--alias", default=None, help="Serve the version this alias names, following it (default: champion).")
+@click.option("--version", "version", default=None, help="Serve this fixed version instead of an alias.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(min=0, max=65535), default=5001, show_default=True)
+@click.option("--poll-s", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Seconds between registry checks for a moved alias (MLCHAIN_SERVE_POLL_S; default 5).")
+@click.option("--max-batch-rows", type=click.IntRange(min=1), default=None, help="Rows per predict call at most (default 256).")
+@click.option("--max-wait-ms", type=click.FloatRange(min=0), default=None,
+              help="How long a batch may wait for more requests under load (default 2).")
+@click.option("--wait", "wait_for_model", is_flag=True,
+              help="Start even if the model does not exist yet: answer 503 until it does.")
+@pass_ctx
+def model_serve(ctx: Context, name: str, alias: str | None, version: str | None, host: str, port: int,
+                poll_s: float | None, max_batch_rows: int | None, max_wait_ms: float | None,
+                wait_for_model: bool) -> None:
+    """Serve NAME's champion (MLflow's scoring protocol on /invocations), following the alias."""
+    from mlchain.serving.server import serve as serve_model
+    from mlchain.serving.server import target_of
+
+    settings = ctx.settings(serve_poll_s=poll_s, serve_max_batch_rows=max_batch_rows,
+                            serve_max_wait_ms=max_wait_ms)
+    serve_model(settings, target_of(name, alias, version), host=host, port=port, wait=wait_for_model)
+
+
+@cli.group()
 def jenkins() -> None:
     """Render and deploy jobs/ to a Jenkins controller."""
 

@@ -135,6 +135,11 @@ class Settings(BaseModel):
     jenkins_token: SecretStr | None = None
     # Links in emails and summaries
     mlflow_ui_url: str | None = None
+    # Model serving (mlchain model serve)
+    serve_poll_s: Seconds = 5.0  # how often the registry is asked where the alias points
+    serve_max_batch_rows: Annotated[int, Field(ge=1)] = 256
+    serve_max_wait_ms: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 2.0
+    serve_max_body: Annotated[int, Field(ge=1)] = 32 * 1024 * 1024
     # Serving: feedback store, drift, retraining on drift
     serving_db_url: str | None = None  # any SQLAlchemy URL; default SQLite serving.db under home
     feedback_max_rows: Annotated[int, Field(ge=1)] = 1_000_000
