@@ -54,9 +54,8 @@ def build_app(settings: Settings, target: Target, *, wait: bool = False,
 def serve(settings: Settings, target: Target, *, host: str, port: int, wait: bool = False) -> None:
     import uvicorn
 
-    from mlchain.webhook.server import log_config
-
     from mlchain.serving.observe import DriftObserver
+    from mlchain.webhook.server import log_config
 
     # Every prediction is kept for feedback and watched for drift (the store, the detectors and
     # retraining on drift are the observer's: serving/observe.py).
