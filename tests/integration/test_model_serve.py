@@ -171,7 +171,9 @@ def test_malformed_input_gets_a_4xx_saying_what_was_wrong(served: Served, body: 
 def test_feedback_route_answers_how_many_labels_were_accepted(served: Served) -> None:
     ids = invoke(served.url, {"instances": [ROW]}).json()["ids"]
     response = httpx.post(f"{served.url}/feedback", json={"labels": {ids[0]: 3}}, timeout=10)
-    assert response.status_code == 200 and response.json() == {"accepted": 0}  # no observer keeps them
+    assert response.status_code == 200 and response.json() == {"accepted": 1}  # the server keeps its rows
+    unknown = httpx.post(f"{served.url}/feedback", json={"labels": {"0" * 32: 3}}, timeout=10)
+    assert unknown.status_code == 200 and unknown.json() == {"accepted": 0}  # never served: not accepted
     bad = httpx.post(f"{served.url}/feedback", json={"ids": ids}, timeout=10)
     assert bad.status_code == 400 and "labels" in bad.json()["message"]
 
