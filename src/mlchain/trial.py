@@ -14,6 +14,7 @@ from typing import Any
 
 from mlchain import contract, outputs, tracking
 from mlchain.config import Settings
+from mlchain.errors import ContractError
 from mlchain.failures import Verdict, classify_exit
 from mlchain.repo_config import RepoConfig
 from mlchain.repo_config import data_dir as repo_data_dir
@@ -31,6 +32,9 @@ def trial_dir(settings: Settings, run_id: str, trial: int) -> Path:
 def make_spec(settings: Settings, *, run_id: str, trial: int, framework: str, repo_dir: Path,
               cfg: RepoConfig, params: Mapping[str, Any], attempt: int = 1, image: str | None = None,
               job: str = "classify") -> TrialSpec:
+    if cfg.entry is None:
+        raise ContractError("no entry was decided for this trial",
+                            hint="job2 (or `mlchain train`) finds it; or set `entry:` in mlchain.yaml")
     base = trial_dir(settings, run_id, trial)
     data_dir = repo_data_dir(repo_dir, cfg) or base / "data"  # inside the repository, existing
     return TrialSpec(run_id=run_id, trial=trial, framework=framework, repo_dir=repo_dir.resolve(),

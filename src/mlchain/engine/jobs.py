@@ -131,7 +131,7 @@ def job_pull(settings: Settings, env: BuildEnv, echo: Echo) -> int:
 # --- job2 ---------------------------------------------------------------------------
 
 def job_classify(settings: Settings, env: BuildEnv, echo: Echo) -> int:
-    from mlchain.detect import classify_repo
+    from mlchain.detect import classify_entry
 
     store = StateStore(settings.state_db)
     run_id, number = env.run_id, env.trial
@@ -139,9 +139,12 @@ def job_classify(settings: Settings, env: BuildEnv, echo: Echo) -> int:
     cfg, src = run_config(run), run.source_dir
     framework = run.framework
     if not framework:
-        classification = classify_repo(src)
+        choice, classification = classify_entry(src, cfg.entry)
         framework = classification.framework
-        store.update_run(run_id, framework=framework, classification=classification.to_dict(max_reasons=50))
+        cfg = cfg.model_copy(update={"entry": choice.entry})  # later trials run the same entry
+        store.update_run(run_id, framework=framework, config=cfg.model_dump(mode="json"),
+                         classification={**classification.to_dict(max_reasons=50), "entry": choice.to_dict()})
+        echo(choice.explain())
         echo(classification.explain(max_reasons=6))
     row = store.get_trial(run_id, number)
     if row is None:
