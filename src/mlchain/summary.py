@@ -16,6 +16,7 @@ from mlchain.errors import (
 )
 from mlchain.fileio import last_lines
 from mlchain.gate import NOTHING_TO_TUNE
+from mlchain.provenance import read_provenance
 
 if TYPE_CHECKING:
     from mlchain.config import Settings
@@ -84,6 +85,8 @@ class TrialRecord:
     failure_log: str | None = None
     duration_s: float | None = None
     history: list[dict[str, Any]] = field(default_factory=list)  # per-epoch progress lines
+    metric_source: str | None = None  # where its metric came from ("accuracy 0.93 from ... at mnist.py:41")
+    model_files: list[str] = field(default_factory=list)  # model files the code wrote, kept as artifacts
 
 
 @dataclass
@@ -111,6 +114,8 @@ class RunSummary:
     branch: str | None = None  # where ``ref`` came from (the webhook builds a commit of a branch)
     error: dict[str, Any] | None = None     # the error that stopped the run (job, message, hint, exit_code)
     notes: list[str] = field(default_factory=list)  # what the run could not do (say, register a model)
+    entry: str | None = None  # the file that trained
+    entry_why: str | None = None  # why that file (found by job2, or named in mlchain.yaml)
 
     @property
     def source(self) -> str:
@@ -172,6 +177,8 @@ class RunSummary:
         }.get(self.status, self.status.upper())
         lines = [f"run {self.run_id}: {head}" + (f" — {self.stop_reason}" if self.stop_reason else "")]
         lines.append(f"  repository {self.repo_url} @ {self.source}, framework {self.framework or '?'}")
+        if self.entry:
+            lines.append(f"  entry {self.entry}" + (f" ({self.entry_why})" if self.entry_why else ""))
         lines.append(f"  {'trial':>5}  {'status':<10} {self.metric_name:>10}  restarts  params")
         for t in self.trials:
             metric = f"{t.metric:.4f}" if t.metric is not None else "-"
@@ -183,6 +190,8 @@ class RunSummary:
             lines.append(f"{mark}{t.number:>5}  {status:<10} {metric:>10}  {t.restarts:>8}  {params}")
         if self.best is not None and self.best.metric is not None:
             lines.append(f"  best: trial {self.best.number}, {self.metric_name} = {self.best.metric:.4f}")
+            if self.best.metric_source:
+                lines.append(f"  metric: {self.best.metric_source}")
         for ev in self.events:
             if ev.kind in ("restart", "give_up"):
                 lines.append(f"  monitor: trial {ev.trial}: {ev.message}")
@@ -235,12 +244,15 @@ def trial_record(row: TrialRow) -> TrialRecord:
     duration = None
     if row.started_at and row.finished_at:
         duration = row.finished_at - row.started_at
+    provenance = read_provenance(Path(spec["output_dir"])) if spec.get("output_dir") else None
+    source = (provenance or {}).get("text") if row.status == "succeeded" else None
     return TrialRecord(
         number=row.number, params=row.params, status=row.status, metric=row.metric,
         metrics=row.metrics or {}, mlflow_run_id=row.mlflow_run_id, runner=row.runner,
         image=row.image, image_id=row.image_id, restarts=row.restarts,
         failure_kind=row.failure_kind, failure_log=row.failure_log, duration_s=duration,
         history=read_history(spec.get("output_dir")),
+        metric_source=source, model_files=list((provenance or {}).get("model_files") or []),
     )
 
 
@@ -264,6 +276,7 @@ def build_summary(store: StateStore, run_id: str, settings: Settings) -> RunSumm
         events=events, tracking_uri=settings.resolved_tracking_uri,
         mlflow_ui_url=settings.mlflow_ui_url, error=recorded_error(events), branch=run.branch,
         notes=[e.message for e in events if e.kind == NOTE_EVENT],
+        entry=cfg.get("entry"), entry_why=((run.classification or {}).get("entry") or {}).get("why"),
     )
 
 

@@ -72,7 +72,7 @@ def start_run(settings: Settings, experiment: str, run_name: str, tags: Mapping[
 
 def log_trial(settings: Settings, run_id: str, *, params: Mapping[str, Any], metrics: Mapping[str, float],
               history: Sequence[Mapping[str, Any]], tags: Mapping[str, str], model_dir: Path | None,
-              status: str) -> None:
+              status: str, artifacts_dir: Path | None = None) -> None:
     """Everything a finished trial has, in one go (a restarted trial logs into the same run)."""
     from mlflow.entities import Metric, Param, RunTag
 
@@ -99,6 +99,13 @@ def log_trial(settings: Settings, run_id: str, *, params: Mapping[str, Any], met
             raise outputs.UnsafeOutput(f"refused to log {model_dir}: " + "; ".join(problems[:10]),
                                        hint=outputs.HINT)
         c.log_artifacts(run_id, str(model_dir), "model")
+    if artifacts_dir is not None and artifacts_dir.is_dir():
+        # the executed notebook, the model files the code wrote (checked as the model is)
+        problems = outputs.tree_problems(artifacts_dir)
+        if problems:
+            raise outputs.UnsafeOutput(f"refused to log {artifacts_dir}: " + "; ".join(problems[:10]),
+                                       hint=outputs.HINT)
+        c.log_artifacts(run_id, str(artifacts_dir))
     c.set_terminated(run_id, status=status)
 
 
