@@ -223,11 +223,14 @@ def _sklearn_metric(function: str) -> Callable[[FrameType, Any, tuple[Any, ...],
 
 
 def _wrap_estimator_class(cls: type) -> None:
-    """Wrap ``fit`` and ``score`` where the class defines them itself."""
+    """Wrap ``fit`` and ``score`` where the class defines them itself (a method offered only
+    when the final step has it, as ``Pipeline.score``, is a descriptor: its function is wrapped)."""
     for method, hook in (("fit", _on_sklearn_fit), ("score", _on_sklearn_score)):
         original = cls.__dict__.get(method)
         if callable(original):
             setattr(cls, method, _recorded(method, hook, original))
+        elif callable(getattr(original, "fn", None)):  # sklearn.utils._available_if
+            original.fn = _recorded(method, hook, original.fn)
 
 
 def hook_sklearn_base(module: ModuleType) -> None:

@@ -61,9 +61,7 @@ def working_folder(repo: Path) -> Path:
     that writes ``model.h5`` beside itself must still run). Symlinks stay links."""
     if os.access(repo, os.W_OK):
         return repo
-    work = Path(tempfile.gettempdir()) / "mlchain-work"
-    if work.exists():
-        shutil.rmtree(work)
+    work = Path(tempfile.mkdtemp(prefix="mlchain-work-")) / repo.name
     shutil.copytree(repo, work, symlinks=True)
     return work
 
