@@ -112,6 +112,17 @@ def _take_metric(output: Path, metric: str) -> tuple[str | None, dict[str, objec
     return None, record
 
 
+def _savable(model: object) -> list[object]:
+    """What to try to save for a captured model, best first: a search's best estimator (the
+    search itself holds every fold's state), then a Keras model an estimator wraps (a
+    hand-written scikit-learn wrapper may not pickle; its network does save)."""
+    found = [getattr(model, "best_estimator_", None) or model]
+    for value in list(vars(found[0]).values()) if hasattr(found[0], "__dict__") else []:
+        if any(c.__module__.split(".")[0] in ("keras", "tf_keras") for c in type(value).__mro__):
+            found.append(value)
+    return found
+
+
 def _save_captured_model(model: object) -> str | None:
     """Save the model the metric is of, as sdk.save_model does; a model that cannot be saved
     is said, and the trial goes on (it is then not registered)."""
@@ -120,14 +131,20 @@ def _save_captured_model(model: object) -> str | None:
     if model is None:
         print("mlchain-train: no fitted model was seen: nothing to save", flush=True)
         return None
-    try:
-        sdk.save_model(model)
-    except Exception as exc:  # noqa: BLE001 - the metric stands without a registrable model
-        print(f"mlchain-train: could not save the {type(model).__name__} automatically"
-              f" ({type(exc).__name__}: {exc}); call sdk.save_model(model) to choose what to save", flush=True)
-        return None
-    print(f"mlchain-train: saved the {type(model).__name__} the metric is of (as sdk.save_model does)", flush=True)
-    return type(model).__name__
+    problems = []
+    for candidate in _savable(model):
+        try:
+            sdk.save_model(candidate)
+        except Exception as exc:  # noqa: BLE001 - the metric stands without a registrable model
+            problems.append(f"{type(candidate).__name__}: {type(exc).__name__}: {exc}")
+            continue
+        print(f"mlchain-train: saved the {type(candidate).__name__} the metric is of"
+              " (as sdk.save_model does)", flush=True)
+        return type(candidate).__name__
+    shutil.rmtree(sdk.output_dir() / contract.MODEL_DIR, ignore_errors=True)  # no half-written model
+    print(f"mlchain-train: could not save the model automatically ({'; '.join(problems)});"
+          " call sdk.save_model(model) to choose what to save", flush=True)
+    return None
 
 
 def keep_model_files(work: Path, output: Path, since: float, max_depth: int = 3) -> list[str]:
