@@ -229,7 +229,7 @@ def _wrap_estimator_class(cls: type) -> None:
         original = cls.__dict__.get(method)
         if callable(original):
             setattr(cls, method, _recorded(method, hook, original))
-        elif callable(getattr(original, "fn", None)):  # sklearn.utils._available_if
+        elif original is not None and callable(getattr(original, "fn", None)):  # sklearn.utils._available_if
             original.fn = _recorded(method, hook, original.fn)
 
 
