@@ -339,6 +339,9 @@ class _HookedLoader(importlib.abc.Loader):
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
         return self.loader.create_module(spec)
 
+    def __getattr__(self, name: str) -> Any:  # get_resource_reader, is_package ...: the real loader's
+        return getattr(self.loader, name)
+
     def exec_module(self, module: ModuleType) -> None:
         self.loader.exec_module(module)
         hook = self.finder.hooks.pop(module.__name__, None)
