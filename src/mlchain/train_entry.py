@@ -5,9 +5,11 @@ notebook's code cells: :mod:`mlchain.notebook`) as ``__main__`` with this trial'
 params, and takes the gate metric: the one the entry reported with ``sdk.report``,
 else the held-out metric the framework hooks captured (:mod:`mlchain.capture`),
 whose model it then saves as ``sdk.save_model`` would. Where the metric came from
-goes into provenance.json; model files the code wrote go into the artifacts. Exit codes: 0 trained, 1 the training code raised, 2 the contract
-environment is incomplete, 3 the entry broke the contract (no metrics.json, or
-no gate metric in it).
+goes into provenance.json; model files the code wrote go into the artifacts.
+
+Exit codes: 0 trained, 1 the training code raised, 2 the contract environment is
+incomplete, 3 the entry broke the contract (no held-out metric reported or found,
+or a metrics.json without the gate metric).
 """
 
 from __future__ import annotations
