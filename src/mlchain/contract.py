@@ -24,6 +24,7 @@ ENV_DATA_DIR = "MLCHAIN_DATA_DIR"
 ENV_METRIC = "MLCHAIN_METRIC"
 ENV_TRIAL_KEY = "MLCHAIN_TRIAL_KEY"
 
+DEFAULT_ENTRY = "train.py"  # the entry preferred when it trains, and taken when no file is seen to train
 DEFAULT_METRIC = "accuracy"  # the gate metric when mlchain.yaml names none
 METRICS_FILE = "metrics.json"
 PROGRESS_FILE = "progress.jsonl"

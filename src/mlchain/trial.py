@@ -14,7 +14,6 @@ from typing import Any
 
 from mlchain import contract, outputs, tracking
 from mlchain.config import Settings
-from mlchain.errors import ContractError
 from mlchain.failures import Verdict, classify_exit
 from mlchain.provenance import read_provenance
 from mlchain.repo_config import RepoConfig
@@ -33,13 +32,10 @@ def trial_dir(settings: Settings, run_id: str, trial: int) -> Path:
 def make_spec(settings: Settings, *, run_id: str, trial: int, framework: str, repo_dir: Path,
               cfg: RepoConfig, params: Mapping[str, Any], attempt: int = 1, image: str | None = None,
               job: str = "classify") -> TrialSpec:
-    if cfg.entry is None:
-        raise ContractError("no entry was decided for this trial",
-                            hint="job2 (or `mlchain train`) finds it; or set `entry:` in mlchain.yaml")
     base = trial_dir(settings, run_id, trial)
     data_dir = repo_data_dir(repo_dir, cfg) or base / "data"  # inside the repository, existing
     return TrialSpec(run_id=run_id, trial=trial, framework=framework, repo_dir=repo_dir.resolve(),
-                     entry=cfg.entry, params=dict(params), output_dir=base / "output",
+                     entry=cfg.entry or contract.DEFAULT_ENTRY, params=dict(params), output_dir=base / "output",
                      checkpoint_dir=base / "checkpoints", data_dir=data_dir, metric=cfg.metric,
                      attempt=attempt, image=image, job=job)
 

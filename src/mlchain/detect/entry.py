@@ -28,13 +28,12 @@ import ast
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from mlchain.contract import CONFIG_FILE, FRAMEWORKS
+from mlchain.contract import CONFIG_FILE, DEFAULT_ENTRY, FRAMEWORKS
 from mlchain.detect.decision import leading_framework
 from mlchain.detect.evidence import Reason
 from mlchain.detect.parsing import ParsedSource
 from mlchain.errors import ContractError
 
-DEFAULT_ENTRY = "train.py"
 TRAINING_METHODS = frozenset({"fit", "fit_generator", "train_on_batch", "partial_fit", "evaluate"})
 _NOT_ENTRIES = frozenset({"setup.py", "conftest.py", "noxfile.py", "fabfile.py"})
 _TEST_FOLDERS = frozenset({"test", "tests", "testing"})
