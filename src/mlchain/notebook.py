@@ -89,11 +89,18 @@ def _teed() -> Iterator[tuple[_Tee, _Tee]]:
         sys.stdout, sys.stderr = saved
 
 
+def display(*objects: Any, **_options: Any) -> None:
+    """IPython's ``display``, which notebooks call without importing it: each object's repr, printed."""
+    for obj in objects:
+        print(repr(obj))
+
+
 def run(path: Path, notebook: str, namespace: dict[str, Any], executed: Path) -> None:
     """Run the notebook's code cells in ``namespace``; write the executed notebook to ``executed``
     whatever happens (a cell that raises stops the run, and the error is re-raised)."""
     nb = load(path.read_bytes())
     cells = code_cells(nb, notebook)
+    namespace.setdefault("display", display)
     outputs: dict[int, list[dict[str, Any]]] = {}
     try:
         for count, cell in enumerate(cells, start=1):

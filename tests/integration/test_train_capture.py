@@ -167,7 +167,7 @@ def test_a_notebook_runs_cell_by_cell_and_is_kept_with_its_outputs(tmp_path: Pat
 
 
 def test_a_notebook_cell_that_raises_is_kept_with_its_error(tmp_path: Path) -> None:
-    cells = ["x = 1", "print('before')\nraise ValueError('bad cell')"]
+    cells = ["x = 1\ndisplay(x)", "print('before')\nraise ValueError('bad cell')"]
     nb = {"cells": [{"cell_type": "code", "source": c, "metadata": {}, "outputs": []} for c in cells],
           "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
     run = train(tmp_path, repo_of(tmp_path, {"nb.ipynb": json.dumps(nb)}), "nb.ipynb")
@@ -175,6 +175,7 @@ def test_a_notebook_cell_that_raises_is_kept_with_its_error(tmp_path: Path) -> N
     assert run.done.returncode == 1
     assert 'File "nb.ipynb[cell 2]", line 2' in run.done.stderr
     executed = json.loads((run.output / "artifacts" / "notebook" / "nb.ipynb").read_text())
+    assert executed["cells"][0]["outputs"] == [{"output_type": "stream", "name": "stdout", "text": "1\n"}]
     outputs = executed["cells"][1]["outputs"]
     assert outputs[0] == {"output_type": "stream", "name": "stdout", "text": "before\n"}
     assert (outputs[1]["ename"], outputs[1]["evalue"]) == ("ValueError", "bad cell")
