@@ -179,3 +179,33 @@ def test_a_notebook_cell_that_raises_is_kept_with_its_error(tmp_path: Path) -> N
     outputs = executed["cells"][1]["outputs"]
     assert outputs[0] == {"output_type": "stream", "name": "stdout", "text": "before\n"}
     assert (outputs[1]["ename"], outputs[1]["evalue"]) == ("ValueError", "bad cell")
+
+
+KERAS_TRAIN_EVALUATE = """\
+import numpy as np
+import keras
+from sklearn.datasets import load_digits
+X, y = load_digits(return_X_y=True)
+X = (X / 16.0).astype("float32")
+x_train, y_train, x_val, y_val = X[:1400], y[:1400], X[1400:], y[1400:]
+model = keras.Sequential([keras.Input(shape=(64,)), keras.layers.Dense(32, activation="relu"),
+                          keras.layers.Dense(10, activation="softmax")])
+model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+history = model.fit(x_train, y_train, epochs=3, validation_data=(x_val, y_val), verbose=0)
+print("train", model.evaluate(x_train, y_train, verbose=0))
+print("last val", history.history["val_accuracy"][-1])
+"""
+
+
+@pytest.mark.slow
+def test_keras_validation_beats_an_evaluation_on_the_training_data(tmp_path: Path) -> None:
+    run = train(tmp_path, repo_of(tmp_path, {"net.py": KERAS_TRAIN_EVALUATE}), "net.py")
+
+    assert run.done.returncode == 0, run.log
+    provenance = run.json("provenance.json")
+    assert provenance["source"] == "validation"
+    assert provenance["where"] == "net.py:10"
+    assert provenance["call"].startswith("the last epoch's val_accuracy of model.fit(x_train, y_train, epochs=3")
+    printed = next(line for line in run.done.stdout.splitlines() if line.startswith("last val "))
+    assert run.json("metrics.json")["accuracy"] == pytest.approx(float(printed.split()[-1]), abs=1e-9)
+    assert provenance["model"] == "Sequential"
