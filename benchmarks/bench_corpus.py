@@ -77,8 +77,9 @@ def main() -> int:
     named = [r for r in unsupported if r["status"] == "failed" and UNSUPPORTED[str(r["name"])] in str(r["said"])]
     print(f"supported repositories reaching a gate verdict unmodified: {len(verdicts)}/{len(supported)}"
           f" = {len(verdicts) / max(len(supported), 1):.2f} (target 1.00)")
-    print(f"unsupported repositories failing with what was found: {len(named)}/{len(unsupported)}"
-          f" = {len(named) / max(len(unsupported), 1):.2f} (target 1.00)")
+    if unsupported:
+        print(f"unsupported repositories failing with what was found: {len(named)}/{len(unsupported)}"
+              f" = {len(named) / len(unsupported):.2f} (target 1.00)")
     weak = [r for r in rows if r["name"] in WEAK and r["status"] == "passed"]
     if weak:
         print(f"trials the weak repositories needed to pass: median {statistics.median(r['trials'] for r in weak)}"
