@@ -30,11 +30,13 @@ import linecache
 import math
 import os
 import sys
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import FrameType, ModuleType
 from typing import Any
 
+MAX_KEPT = 1000
 SDK_REPORT = "sdk.report"
 HELD_OUT = "held-out"
 VALIDATION = "validation"
@@ -88,8 +90,9 @@ class Recorder:
 
     roots: tuple[str, ...] = ()  # folders of the training code (absolute)
     files: set[str] = field(default_factory=set)  # other file names that are training code (notebook cells)
-    observations: list[Observation] = field(default_factory=list)
-    fitted: list[tuple[Any, Any, Any]] = field(default_factory=list)  # (model, x, y) of each outermost fit
+    # Bounded: a loop that fits or scores per epoch keeps only the latest (and the data they hold).
+    observations: deque[Observation] = field(default_factory=lambda: deque(maxlen=MAX_KEPT))
+    fitted: deque[tuple[Any, Any, Any]] = field(default_factory=lambda: deque(maxlen=MAX_KEPT))  # (model, x, y)
     depth: int = 0
 
     def user_frame(self, frame: FrameType | None) -> FrameType | None:
