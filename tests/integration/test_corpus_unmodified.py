@@ -143,6 +143,20 @@ def test_an_unsupported_repository_ends_in_a_failure_email_naming_what_was_found
         assert word in text, text
 
 
+def test_two_scripts_that_train_end_in_a_failure_email_with_the_entry_line_to_add(tmp_path: Path) -> None:
+    forest = (CORPUS / "sklearn_print_accuracy" / "forest.py").read_text()
+    repo = make_git_repo(tmp_path / "two", files={"forest.py": forest, "forest_v2.py": forest})
+    settings = process_settings(tmp_path / "home")
+    summary = run(settings, repo)
+
+    assert (summary.status, summary.failed_job, summary.exit_code) == ("failed", "job2-classify", 5)
+    assert summary.trials == []
+    text = email_text(summary)
+    assert "2 files train a model; which one is the entry?" in text
+    assert "forest_v2.py (calls main() at forest_v2.py:22, which calls clf.fit() at forest_v2.py:14)" in text
+    assert "How to fix  name it in mlchain.yaml: `entry: forest.py` (or another of those above)" in text
+
+
 # --- Keras, in the keras image ----------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
