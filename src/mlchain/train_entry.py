@@ -64,7 +64,12 @@ def working_folder(repo: Path) -> Path:
     if os.access(repo, os.W_OK):
         return repo
     work = Path(tempfile.mkdtemp(prefix="mlchain-work-")) / repo.name
-    shutil.copytree(repo, work, symlinks=True)
+    try:
+        shutil.copytree(repo, work, symlinks=True)
+    except OSError as exc:  # /tmp too small for it, say: run in place, where writes beside the code fail
+        print(f"mlchain-train: running in the read-only repository (no copy: {exc})", flush=True)
+        shutil.rmtree(work.parent, ignore_errors=True)
+        return repo
     return work
 
 
