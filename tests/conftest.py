@@ -15,6 +15,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/ helpers (dock
 
 from helpers import free_port, make_git_repo
 
+# The corpus holds other people's training repositories (their own tests included): input, not tests.
+collect_ignore = ["corpus"]
+
 
 @pytest.fixture(autouse=True)
 def _secrets_taken_per_test(monkeypatch: pytest.MonkeyPatch) -> None:

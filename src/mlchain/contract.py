@@ -24,10 +24,19 @@ ENV_DATA_DIR = "MLCHAIN_DATA_DIR"
 ENV_METRIC = "MLCHAIN_METRIC"
 ENV_TRIAL_KEY = "MLCHAIN_TRIAL_KEY"
 
+DEFAULT_ENTRY = "train.py"  # the entry preferred when it trains, and taken when no file is seen to train
 DEFAULT_METRIC = "accuracy"  # the gate metric when mlchain.yaml names none
 METRICS_FILE = "metrics.json"
 PROGRESS_FILE = "progress.jsonl"
 MODEL_DIR = "model"
+# Where the metric came from (written by mlchain-train, read by the host through outputs.py).
+PROVENANCE_FILE = "provenance.json"
+# Files kept as MLflow artifacts of the trial: the executed notebook, model files the code wrote.
+ARTIFACTS_DIR = "artifacts"
+NOTEBOOK_ARTIFACTS = "notebook"
+MODEL_FILE_ARTIFACTS = "model-files"
+# Model files training code writes itself, kept as artifacts.
+MODEL_FILE_SUFFIXES = (".h5", ".keras", ".joblib", ".pkl")
 PROGRESS_PREFIX = "MLCHAIN_PROGRESS "
 # How mlchain-train says what went wrong (its last such line says how to fix a broken contract).
 ERROR_PREFIX = "mlchain-train: error: "

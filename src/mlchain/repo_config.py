@@ -111,7 +111,7 @@ class RepoConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", defer_build=True)
 
-    entry: str = "train.py"
+    entry: str | None = None  # None: job2 finds the file that trains (mlchain.detect.entry)
     framework: Framework | None = None
     metric: str = DEFAULT_METRIC
     direction: gate.Direction = gate.DEFAULT_DIRECTION
@@ -124,8 +124,8 @@ class RepoConfig(BaseModel):
 
     @field_validator("entry")
     @classmethod
-    def _entry_relative(cls, entry: str) -> str:
-        if not is_relative_inside(entry):
+    def _entry_relative(cls, entry: str | None) -> str | None:
+        if entry is not None and not is_relative_inside(entry):
             raise ValueError("entry must be a path inside the repository")
         return entry
 

@@ -16,6 +16,7 @@ from mlchain.errors import (
 )
 from mlchain.fileio import last_lines
 from mlchain.gate import NOTHING_TO_TUNE
+from mlchain.provenance import read_provenance
 
 if TYPE_CHECKING:
     from mlchain.config import Settings
@@ -86,6 +87,8 @@ class TrialRecord:
     history: list[dict[str, Any]] = field(default_factory=list)  # per-epoch progress lines
     code_changes: list[str] = field(default_factory=list)  # its rewritten literals, in short form
     code_diff: str = ""                                    # its code's diff against the pushed code
+    metric_source: str | None = None  # where its metric came from ("accuracy 0.93 from ... at mnist.py:41")
+    model_files: list[str] = field(default_factory=list)  # model files the code wrote, kept as artifacts
 
 
 @dataclass
@@ -115,6 +118,8 @@ class RunSummary:
     notes: list[str] = field(default_factory=list)  # what the run could not do (say, register a model)
     reason: str | None = None   # why it ran, when no push asked for it (a retraining on drift)
     dataset: str | None = None  # the dataset version folder it trained on
+    entry: str | None = None  # the file that trained
+    entry_why: str | None = None  # why that file (found by job2, or named in mlchain.yaml)
 
     @property
     def source(self) -> str:
@@ -176,6 +181,8 @@ class RunSummary:
         }.get(self.status, self.status.upper())
         lines = [f"run {self.run_id}: {head}" + (f" — {self.stop_reason}" if self.stop_reason else "")]
         lines.append(f"  repository {self.repo_url} @ {self.source}, framework {self.framework or '?'}")
+        if self.entry:
+            lines.append(f"  entry {self.entry}" + (f" ({self.entry_why})" if self.entry_why else ""))
         lines.append(f"  {'trial':>5}  {'status':<10} {self.metric_name:>10}  restarts  params")
         for t in self.trials:
             metric = f"{t.metric:.4f}" if t.metric is not None else "-"
@@ -189,6 +196,8 @@ class RunSummary:
             lines.append(f"  best: trial {self.best.number}, {self.metric_name} = {self.best.metric:.4f}")
             if self.best.code_changes:
                 lines.append(f"  its code changes: {'; '.join(self.best.code_changes)}")
+            if self.best.metric_source:
+                lines.append(f"  metric: {self.best.metric_source}")
         for ev in self.events:
             if ev.kind in ("restart", "give_up"):
                 lines.append(f"  monitor: trial {ev.trial}: {ev.message}")
@@ -242,12 +251,15 @@ def trial_record(row: TrialRow) -> TrialRecord:
     if row.started_at and row.finished_at:
         duration = row.finished_at - row.started_at
     changes, diff = code_rewrite.kept_changes(Path(spec["output_dir"]).parent) if spec.get("output_dir") else ([], "")
+    provenance = read_provenance(Path(spec["output_dir"])) if spec.get("output_dir") else None
+    source = (provenance or {}).get("text") if row.status == "succeeded" else None
     return TrialRecord(
         number=row.number, params=row.params, status=row.status, metric=row.metric,
         metrics=row.metrics or {}, mlflow_run_id=row.mlflow_run_id, runner=row.runner,
         image=row.image, image_id=row.image_id, restarts=row.restarts,
         failure_kind=row.failure_kind, failure_log=row.failure_log, duration_s=duration,
         history=read_history(spec.get("output_dir")), code_changes=changes, code_diff=diff,
+        metric_source=source, model_files=list((provenance or {}).get("model_files") or []),
     )
 
 
@@ -271,6 +283,7 @@ def build_summary(store: StateStore, run_id: str, settings: Settings) -> RunSumm
         events=events, tracking_uri=settings.resolved_tracking_uri,
         mlflow_ui_url=settings.mlflow_ui_url, error=recorded_error(events), branch=run.branch,
         notes=[e.message for e in events if e.kind == NOTE_EVENT], reason=run.reason, dataset=run.dataset,
+        entry=cfg.get("entry"), entry_why=((run.classification or {}).get("entry") or {}).get("why"),
     )
 
 

@@ -74,9 +74,10 @@ def start_run(settings: Settings, experiment: str, run_name: str, tags: Mapping[
 
 def log_trial(settings: Settings, run_id: str, *, params: Mapping[str, Any], metrics: Mapping[str, float],
               history: Sequence[Mapping[str, Any]], tags: Mapping[str, str], model_dir: Path | None,
-              status: str, files: Sequence[Path] = ()) -> None:
+              status: str, files: Sequence[Path] = (), artifacts_dir: Path | None = None) -> None:
     """Everything a finished trial has, in one go (a restarted trial logs into the same run);
-    ``files`` are the host's own files of the trial (its code's diff), logged at the top."""
+    ``files`` are the host's own files of the trial (its code's diff), logged at the top;
+    ``artifacts_dir`` what the code left besides the model (the executed notebook, model files)."""
     from mlflow.entities import Metric, Param, RunTag
 
     c = client(settings)
@@ -104,6 +105,13 @@ def log_trial(settings: Settings, run_id: str, *, params: Mapping[str, Any], met
         c.log_artifacts(run_id, str(model_dir), "model")
     for file in files:
         c.log_artifact(run_id, str(file))
+    if artifacts_dir is not None and artifacts_dir.is_dir():
+        # checked as the model is: MLflow would follow a link out of the folder
+        problems = outputs.tree_problems(artifacts_dir)
+        if problems:
+            raise outputs.UnsafeOutput(f"refused to log {artifacts_dir}: " + "; ".join(problems[:10]),
+                                       hint=outputs.HINT)
+        c.log_artifacts(run_id, str(artifacts_dir))
     _terminate(c, run_id, status)
 
 

@@ -67,12 +67,15 @@ def repo_name_of(path: Path) -> str:
 def train_once(settings: Settings, path: Path, overrides: dict[str, Any], echo: Echo | None = None) -> TrainResult:
     """One trial of the repository at ``path``, launched and waited for as the chain's job2 and
     job3 do (so a training killed for a transient reason is restarted from its checkpoint)."""
-    from mlchain.detect import classify_repo
+    from mlchain.detect import classify_entry
 
     started = time.monotonic()
     settings.ensure_dirs()
     cfg = load_repo_config(path)
-    classification = classify_repo(path)
+    choice, classification = classify_entry(path, cfg.entry)
+    cfg = cfg.model_copy(update={"entry": choice.entry})
+    if echo is not None:
+        echo(choice.explain())
     params = {**cfg.params, **overrides}
     run_id = new_run_id("train-")
     name = repo_name_of(path)

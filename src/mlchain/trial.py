@@ -15,6 +15,7 @@ from typing import Any
 from mlchain import code_rewrite, contract, outputs, tracking
 from mlchain.config import Settings
 from mlchain.failures import Verdict, classify_exit
+from mlchain.provenance import read_provenance
 from mlchain.repo_config import RepoConfig
 from mlchain.repo_config import data_dir as repo_data_dir
 from mlchain.runners.base import ExitInfo, TrialSpec
@@ -36,7 +37,7 @@ def make_spec(settings: Settings, *, run_id: str, trial: int, framework: str, re
     if data_dir is None:
         data_dir = repo_data_dir(repo_dir, cfg) or base / "data"  # inside the repository, existing
     return TrialSpec(run_id=run_id, trial=trial, framework=framework, repo_dir=repo_dir.resolve(),
-                     entry=cfg.entry, params=dict(params), output_dir=base / "output",
+                     entry=cfg.entry or contract.DEFAULT_ENTRY, params=dict(params), output_dir=base / "output",
                      checkpoint_dir=base / "checkpoints", data_dir=data_dir, metric=cfg.metric,
                      attempt=attempt, image=image, job=job)
 
@@ -49,6 +50,8 @@ class TrialOutcome:
     metrics: dict[str, float]
     failure_log: str | None
     model_dir: Path | None = None    # the host's checked copy of the training's model folder
+    artifacts_dir: Path | None = None  # the host's checked copy of its artifacts (notebook, model files)
+    provenance: dict[str, Any] | None = None  # where the metric came from (provenance.json)
 
     @property
     def succeeded(self) -> bool:
@@ -95,6 +98,10 @@ def collect(spec: TrialSpec, info: ExitInfo, *, hung_after_s: float) -> TrialOut
     metrics: dict[str, float] = {}
     tail = "\n".join(info.last_lines[-LOG_TAIL_LINES:])
     model_dir: Path | None = None
+    artifacts_dir: Path | None = None
+    provenance: dict[str, Any] | None = None
+    if verdict.kind in ("completed", "contract_error"):
+        provenance = read_provenance(spec.output_dir)
     if verdict.kind == "completed":
         try:
             outputs.check_file(spec.output_dir / contract.PROGRESS_FILE, outputs.PROGRESS_BYTES)
@@ -104,6 +111,9 @@ def collect(spec: TrialSpec, info: ExitInfo, *, hung_after_s: float) -> TrialOut
             if metrics.get(spec.metric) is not None and outputs.mtime(spec.output_dir / contract.MODEL_DIR):
                 model_dir = outputs.copy_tree(spec.output_dir / contract.MODEL_DIR,
                                               spec.host_dir / contract.MODEL_DIR)
+            if outputs.mtime(spec.output_dir / contract.ARTIFACTS_DIR):
+                artifacts_dir = outputs.copy_tree(spec.output_dir / contract.ARTIFACTS_DIR,
+                                                  spec.host_dir / contract.ARTIFACTS_DIR)
         except outputs.UnsafeOutput as exc:
             reason = exc.message.splitlines()[0]
             return TrialOutcome("failed", Verdict("contract_error", reason), None, {},
@@ -113,8 +123,8 @@ def collect(spec: TrialSpec, info: ExitInfo, *, hung_after_s: float) -> TrialOut
                                 f"{exc}\nwrite it with sdk.report({{'{spec.metric}': <value>}})\n{tail}".rstrip())
     metric = metrics.get(spec.metric)
     if verdict.kind == "completed" and metric is not None:
-        return TrialOutcome("succeeded", verdict, float(metric), metrics, None, model_dir)
-    return TrialOutcome("failed", verdict, None, metrics, tail or None)
+        return TrialOutcome("succeeded", verdict, float(metric), metrics, None, model_dir, artifacts_dir, provenance)
+    return TrialOutcome("failed", verdict, None, metrics, tail or None, provenance=provenance)
 
 
 def git_info(path: Path) -> dict[str, str]:
@@ -196,9 +206,13 @@ def log_outcome(settings: Settings, mlflow_run_id: str, spec: TrialSpec, outcome
     diff = code_rewrite.diff_file(spec.output_dir.parent)  # the trial's code, when it was rewritten
     if diff is not None:
         tags["mlchain.code_changes"] = "\n".join(code_rewrite.kept_changes(spec.output_dir.parent)[0])
+    if outcome.succeeded and outcome.provenance and outcome.provenance.get("text"):
+        tags["mlchain.metric_source"] = outcome.provenance["text"]
     tracking.log_trial(settings, mlflow_run_id, params=spec.params, metrics=outcome.metrics,
                        history=read_history(spec), tags=tags,
                        model_dir=outcome.model_dir if outcome.succeeded else None,
-                       status="FINISHED" if outcome.succeeded else "FAILED", files=[diff] if diff else [])
-    if outcome.model_dir is not None:
-        shutil.rmtree(outcome.model_dir, ignore_errors=True)  # MLflow holds it now
+                       status="FINISHED" if outcome.succeeded else "FAILED", files=[diff] if diff else [],
+                       artifacts_dir=outcome.artifacts_dir)
+    for copied in (outcome.model_dir, outcome.artifacts_dir):
+        if copied is not None:
+            shutil.rmtree(copied, ignore_errors=True)  # MLflow holds it now

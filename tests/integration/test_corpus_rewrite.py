@@ -2,18 +2,12 @@
 no sdk.params(). Their baseline fails the gate; the chain finds the hyperparameter literals in
 their code, trains each later trial on a rewritten copy, and passes within the budget. The
 user's repository is never modified; each trial's diff is an MLflow artifact and the email
-shows the winning one.
-
-Metric capture without sdk.report is being built beside this (mlchain.capture): until it is
-importable, the test appends ONE line to the pushed copy, the report of the variable the
-script already computes (METRIC_LINE). Once it is, the repositories are pushed unmodified:
-delete METRIC_LINE and its use in ``pushed_copy`` then.
+shows the winning one. The metric is captured from the code's own evaluation (mlchain.capture).
 """
 
 from __future__ import annotations
 
 import email
-import importlib.util
 import re
 import shutil
 from email import policy
@@ -28,7 +22,6 @@ from mlchain.engine.chain import run_chain
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus"
-METRIC_LINE = 'from mlchain import sdk; sdk.report({"accuracy": acc})\n'
 MAX_TRIALS = 8
 
 
@@ -36,8 +29,6 @@ def pushed_copy(name: str, dest: Path) -> tuple[Path, str]:
     """The corpus repository as a fresh git repository (its entry's text, as committed)."""
     shutil.copytree(CORPUS / name, dest)
     entry = dest / "train.py"
-    if importlib.util.find_spec("mlchain.capture") is None:
-        entry.write_text(entry.read_text() + METRIC_LINE)
     git(dest, "init", "-q", "-b", "main")
     git(dest, "add", "-A")
     git(dest, "commit", "-q", "-m", "training code")

@@ -17,7 +17,8 @@ from mlchain.train_entry import check_metrics
 
 def test_defaults() -> None:
     cfg = parse_repo_config("")
-    assert (cfg.entry, cfg.metric, cfg.threshold, cfg.budget.max_trials) == ("train.py", "accuracy", 0.80, 6)
+    # no entry: job2 finds the file that trains (tests/unit/test_entry_finding.py)
+    assert (cfg.entry, cfg.metric, cfg.threshold, cfg.budget.max_trials) == (None, "accuracy", 0.80, 6)
 
 
 def test_every_problem_is_listed_at_once_with_its_key() -> None:

@@ -327,3 +327,20 @@ def test_trial_rows_mark_the_trials_that_meet_the_gate_in_its_direction() -> Non
     assert [r.meets_gate for r in rows] == [True, False, False]  # 0.7412 <= 0.79; 0.7901 and 0.97123 are not
     s.direction = "maximize"
     assert [build_mod._row(t, s, None).meets_gate for t in s.trials] == [False, True, True]
+
+
+def test_the_email_says_which_file_trained_and_where_the_metric_came_from() -> None:
+    best = TrialRecord(1, {}, "succeeded", 0.9312, mlflow_run_id="run0001aaaa",
+                       metric_source=f"accuracy 0.9312 from model.evaluate(x_test, y_test) at mnist.py:41 {HOSTILE}",
+                       model_files=["digits.keras"])
+    run = summary(trials=[best], best=best, entry="mnist.py",
+                  entry_why="the only file that trains with keras: calls model.fit() at mnist.py:30")
+    text, html, _ = parts(build_message(run, Settings(home=Path("/tmp/unused"))))
+
+    assert "Entry       mnist.py (the only file that trains with keras: calls model.fit() at mnist.py:30)" in text
+    assert "Metric      accuracy 0.9312 from model.evaluate(x_test, y_test) at mnist.py:41" in text
+    assert "Model files digits.keras (written by the code, kept in MLflow)" in text
+    assert "model.evaluate(x_test, y_test) at mnist.py:41 &lt;script&gt;" in html and HOSTILE not in html
+    assert "<code>mnist.py</code>" in html
+    assert "  metric: accuracy 0.9312 from model.evaluate(x_test, y_test) at mnist.py:41" in run.explain()
+    assert "  entry mnist.py (the only file that trains with keras" in run.explain()

@@ -10,10 +10,13 @@ in this list:
 - :mod:`~mlchain.detect.requirements`: requirement files into requirements (pure);
 - :mod:`~mlchain.detect.evidence`: trees and requirements into reasons (pure);
 - :mod:`~mlchain.detect.decision`: reasons into a :class:`Classification` (pure);
-- :mod:`~mlchain.detect.scanning`: walking and reading a repository, :func:`classify_repo`.
+- :mod:`~mlchain.detect.entry`: which file trains, the entry (pure);
+- :mod:`~mlchain.detect.scanning`: walking and reading a repository, :func:`classify_repo`,
+  :func:`classify_entry`.
 """
 
-from mlchain.detect.decision import CLOSE_RATIO, Classification, decide, weigh
+from mlchain.detect.decision import CLOSE_RATIO, Classification, decide, leading_framework, weigh
+from mlchain.detect.entry import Candidate, EntryChoice, choose_entry, module_names, named_entry
 from mlchain.detect.evidence import Reason, evidence_in, requirement_reasons
 from mlchain.detect.parsing import (
     ParsedSource,
@@ -54,6 +57,7 @@ from mlchain.detect.scanning import (
     SKIP_DIRS,
     RepoScan,
     RepoScanner,
+    classify_entry,
     classify_repo,
     read_override,
     scan_repo,
@@ -61,9 +65,10 @@ from mlchain.detect.scanning import (
 
 __all__ = [
     "CALLS", "CLOSE_RATIO", "IMPORT", "IMPORTS", "MAX_FILE_BYTES", "MODEL_BUILDING", "MODEL_METHODS",
-    "OVERRIDE", "REQUIREMENT", "REQUIREMENTS", "SKIP_DIRS", "USAGE", "WEAKER_EVIDENCE",
-    "Classification", "ParsedSource", "ParsedUnit", "Reason", "RepoScan", "RepoScanner", "Requirement",
-    "SkippedFile", "canonical", "classify_repo", "decide", "evidence_in", "lookup_call", "mentions_framework",
+    "OVERRIDE", "REQUIREMENT", "REQUIREMENTS", "SKIP_DIRS", "USAGE", "WEAKER_EVIDENCE", "Candidate",
+    "Classification", "EntryChoice", "ParsedSource", "ParsedUnit", "Reason", "RepoScan", "RepoScanner",
+    "Requirement", "SkippedFile", "canonical", "choose_entry", "classify_entry", "classify_repo", "decide",
+    "evidence_in", "leading_framework", "lookup_call", "mentions_framework", "module_names", "named_entry",
     "neutralise_magics", "normalise_dist", "parse_environment_yml", "parse_file", "parse_notebook",
     "parse_pipfile", "parse_pyproject", "parse_python", "parse_requirements_txt", "parse_setup_py",
     "read_override", "requirement_parser", "requirement_reasons", "scan_repo", "weigh",

@@ -133,14 +133,8 @@ def decide(sources: Sequence[ParsedSource], requirements: Sequence[Requirement] 
                  files_parsed=len(sources) if files_parsed is None else files_parsed)
 
 
-_WEIGHT = attrgetter("weight")
-_POSITION = attrgetter("file", "cell", "line")
-
-
-def weigh(reasons: Sequence[Reason], override: str | None = None, *, override_file: str = CONFIG_FILE,
-          override_line: int = 0, skipped: Sequence[SkippedFile] = (), files_scanned: int = 0,
-          files_parsed: int = 0) -> Classification:
-    """The decision over collected evidence (pure); see the module docstring for the rule."""
+def ranking(reasons: Sequence[Reason]) -> tuple[list[str], dict[str, float], dict[str, float]]:
+    """Frameworks ranked by the rule (module docstring), with their total and model-building scores."""
     totals: dict[str, float] = dict.fromkeys(FRAMEWORKS, 0.0)
     building: dict[str, float] = dict.fromkeys(FRAMEWORKS, 0.0)
     for r in reasons:
@@ -155,7 +149,24 @@ def weigh(reasons: Sequence[Reason], override: str | None = None, *, override_fi
         order = -FRAMEWORKS.index(fw) if fw in FRAMEWORKS else -len(FRAMEWORKS)
         return building[fw], totals[fw], fw in FRAMEWORKS, order
 
-    ranked = sorted(totals, key=rank, reverse=True)
+    return sorted(totals, key=rank, reverse=True), totals, building
+
+
+def leading_framework(reasons: Sequence[Reason]) -> str | None:
+    """The framework the evidence ranks first, supported or not; None when there is none."""
+    ranked, totals, _ = ranking(reasons)
+    return ranked[0] if totals[ranked[0]] > 0 else None
+
+
+_WEIGHT = attrgetter("weight")
+_POSITION = attrgetter("file", "cell", "line")
+
+
+def weigh(reasons: Sequence[Reason], override: str | None = None, *, override_file: str = CONFIG_FILE,
+          override_line: int = 0, skipped: Sequence[SkippedFile] = (), files_scanned: int = 0,
+          files_parsed: int = 0) -> Classification:
+    """The decision over collected evidence (pure); see the module docstring for the rule."""
+    ranked, totals, building = ranking(reasons)
     runner_up: str | None = None
     close = False
     if override is not None:

@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlchain.contract import CONFIG_FILE, FRAMEWORKS
-from mlchain.detect.decision import Classification, weigh
+from mlchain.detect.decision import Classification, leading_framework, weigh
+from mlchain.detect.entry import EntryChoice, choose_entry, named_entry, no_entry
 from mlchain.detect.evidence import Reason, evidence_in, requirement_reasons
 from mlchain.detect.parsing import ParsedSource, SkippedFile, parse_file
 from mlchain.detect.requirements import Requirement, RequirementParser, requirement_parser
-from mlchain.detect.rules import mentions_framework
+from mlchain.detect.rules import REQUIREMENT, mentions_framework
 from mlchain.errors import ConfigError, invalid_yaml, not_a_mapping
 
 SKIP_DIRS = frozenset({
@@ -190,3 +191,56 @@ def classify_repo(path: Path | str) -> Classification:
     reasons.extend(requirement_reasons(scanner.requirements))
     return weigh(reasons, override, override_line=override_line, skipped=scanner.skipped,
                  files_scanned=scanner.files_scanned, files_parsed=scanner.files_parsed)
+
+
+def classify_entry(path: Path | str, entry: str | None) -> tuple[EntryChoice, Classification]:
+    """The entry (``entry`` when mlchain.yaml names one, else found: :mod:`mlchain.detect.entry`)
+    and the framework decided from it and the repository modules it imports; the whole
+    repository decides when those hold no framework evidence. ``framework:`` in mlchain.yaml
+    overrides the code, as in :func:`classify_repo`.
+
+    Every Python file and notebook is parsed here (an entry without framework imports may
+    call a module that has them). Raises ClassifyError as classify_repo does, ContractError
+    when no file trains (naming what was found) or when several do and none is preferred."""
+    repo = Path(path)
+    override, override_line = read_override(repo)
+    scanner = RepoScanner(repo)
+    walked = _walk(scanner.root)
+    scanner._read_requirements(walked.requirement_files)
+    sources: list[ParsedSource] = []
+    by_file: dict[str, list[Reason]] = {}
+    parsed = 0
+    for rel, absolute in walked.code:
+        data, problem = _read_code(rel, absolute)
+        if problem is not None:
+            scanner.skipped.append(problem)
+        if data is None:
+            continue
+        source, bad = parse_file(rel, data)
+        scanner.skipped.extend(bad)
+        if source is None:
+            continue
+        sources.append(source)
+        if mentions_framework(data):
+            parsed += 1
+            by_file[rel] = evidence_in(source)
+    scanned = len(walked.code)
+    everything = [r for reasons in by_file.values() for r in reasons]
+    everything += requirement_reasons(scanner.requirements)
+
+    def whole_repo() -> Classification:
+        return weigh(everything, override, override_line=override_line, skipped=scanner.skipped,
+                     files_scanned=scanned, files_parsed=parsed)
+
+    if entry is None:
+        choice = choose_entry(sources, by_file, existing=[rel for rel, _ in walked.code])
+        if choice is None:
+            found = whole_repo()  # an unsupported framework, or none: its error says what was found
+            raise no_entry(scanned, [r for r in found.reasons if r.kind != REQUIREMENT])
+    else:
+        choice = named_entry(entry, sources)
+    mine = [r for file in choice.files for r in by_file.get(file, ())]
+    if override is None and leading_framework(mine) is None:
+        return choice, whole_repo()
+    return choice, weigh(mine, override, override_line=override_line, skipped=scanner.skipped,
+                         files_scanned=scanned, files_parsed=parsed)

@@ -159,7 +159,7 @@ def retrain_facts(settings: Settings, run: RunRow, env: BuildEnv) -> tuple[str |
 
 def job_classify(settings: Settings, env: BuildEnv, echo: Echo) -> int:
     from mlchain import code_rewrite
-    from mlchain.detect import classify_repo
+    from mlchain.detect import classify_entry
 
     store = StateStore(settings.state_db)
     run_id, number = env.run_id, env.trial
@@ -167,15 +167,22 @@ def job_classify(settings: Settings, env: BuildEnv, echo: Echo) -> int:
     cfg, src = run_config(run), run.source_dir
     framework = run.framework
     if not framework:
-        classification = classify_repo(src)
+        choice, classification = classify_entry(src, cfg.entry)
         framework = classification.framework
-        store.update_run(run_id, framework=framework, classification=classification.to_dict(max_reasons=50))
+        cfg = cfg.model_copy(update={"entry": choice.entry})  # later trials run the same entry
+        store.update_run(run_id, framework=framework, config=cfg.model_dump(mode="json"),
+                         classification={**classification.to_dict(max_reasons=50), "entry": choice.to_dict()})
+        echo(choice.explain())
         echo(classification.explain(max_reasons=6))
+    entry = cfg.entry
+    if entry is None:  # recorded with the framework, above, when trial 1 was classified
+        raise EngineError(f"run {run_id} has a framework but no entry recorded",
+                          hint="start the run again (job1-pull)")
     row = store.get_trial(run_id, number)
     if row is None:
         if number != 1:
             raise EngineError(f"trial {number} of run {run_id} has no params (job4 asks for them)")
-        cfg = _tune_literals_found(settings, store, run_id, cfg, framework, src, echo)
+        cfg = _tune_literals_found(settings, store, run_id, cfg, framework, src, entry, echo)
         store.upsert_trial(run_id, 1, cfg.params)
         row = store.get_trial(run_id, 1)
     assert row is not None
@@ -187,7 +194,7 @@ def job_classify(settings: Settings, env: BuildEnv, echo: Echo) -> int:
     echo(f"trial {number} params: {row.params}")
     found = code_rewrite.load_found(settings.runs_dir / run_id)
     if found is not None:  # the trial's values are written into a copy of the code
-        src = code_rewrite.trial_copy(src, cfg.entry, found, row.params, trials.trial_dir(settings, run_id, number))
+        src = code_rewrite.trial_copy(src, entry, found, row.params, trials.trial_dir(settings, run_id, number))
         for change in code_rewrite.kept_changes(trials.trial_dir(settings, run_id, number))[0]:
             echo(f"trial {number} code: {change}")
     row = launch_trial(settings, store, run_id=run_id, number=number, framework=framework, repo_dir=src, cfg=cfg,
@@ -199,7 +206,7 @@ def job_classify(settings: Settings, env: BuildEnv, echo: Echo) -> int:
 
 
 def _tune_literals_found(settings: Settings, store: StateStore, run_id: str, cfg: RepoConfig, framework: str,
-                        src: Path, echo: Echo) -> RepoConfig:
+                        src: Path, entry: str, echo: Echo) -> RepoConfig:
     """The code you have: when the repository gives no params/search of its own and does not read
     sdk.params(), the hyperparameter literals found in its entry (and the modules it imports)
     become the run's params and, with the framework's default ranges, its search space; each
@@ -208,7 +215,7 @@ def _tune_literals_found(settings: Settings, store: StateStore, run_id: str, cfg
 
     if cfg.params or cfg.search:
         return cfg
-    found = code_rewrite.find(src, cfg.entry)
+    found = code_rewrite.find(src, entry)
     if found.uses_sdk_params or not found.literals:
         return cfg
     space = tweak.literal_space(framework, found.kinds())
