@@ -29,6 +29,8 @@ FAILURE_EXIT = {"contract_error": ContractError.exit_code}
 # Run events: the error that stopped a run (JSON: job, message, hint, exit_code), and notes.
 ERROR_EVENT = "error"
 NOTE_EVENT = "note"
+SEARCH_EVENT = "search"  # what the search did that people should know (a warm start across pushes)
+PRUNED_EVENT = "pruned"  # the pruner stopped a trial (the message says at which epoch and why)
 CODE_ERROR_HINT = "fix the training code: the last lines of its log above show where it raised"
 BUDGET_HINT = ("give the search more room (budget: in mlchain.yaml, or --max-trials / --max-minutes /"
                " --patience), widen its 'search:' space, or lower the threshold")
@@ -72,7 +74,7 @@ def stop_hint(status: str, stop_reason: str | None, error: dict[str, Any] | None
 class TrialRecord:
     number: int
     params: dict[str, Any]
-    status: str                       # pending | running | succeeded | failed
+    status: str                       # pending | running | succeeded | failed | pruned
     metric: float | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     mlflow_run_id: str | None = None
@@ -84,6 +86,14 @@ class TrialRecord:
     failure_log: str | None = None
     duration_s: float | None = None
     history: list[dict[str, Any]] = field(default_factory=list)  # per-epoch progress lines
+
+    @property
+    def status_text(self) -> str:
+        """The status as people read it: 'pruned after epoch 3', 'failed: oom', 'succeeded'."""
+        if self.status == "pruned":
+            epoch = self.metrics.get("epoch")
+            return f"pruned after epoch {int(epoch)}" if isinstance(epoch, (int, float)) else "pruned"
+        return f"{self.status}: {self.failure_kind}" if self.failure_kind else self.status
 
 
 @dataclass
@@ -111,6 +121,7 @@ class RunSummary:
     branch: str | None = None  # where ``ref`` came from (the webhook builds a commit of a branch)
     error: dict[str, Any] | None = None     # the error that stopped the run (job, message, hint, exit_code)
     notes: list[str] = field(default_factory=list)  # what the run could not do (say, register a model)
+    search_notes: list[str] = field(default_factory=list)  # what the search did (a warm start)
 
     @property
     def source(self) -> str:
@@ -179,13 +190,16 @@ class RunSummary:
             params = json.dumps(t.params, sort_keys=True)
             if len(params) > 90:
                 params = params[:87] + "..."
-            status = t.status if not t.failure_kind else f"{t.status}:{t.failure_kind}"
-            lines.append(f"{mark}{t.number:>5}  {status:<10} {metric:>10}  {t.restarts:>8}  {params}")
+            lines.append(f"{mark}{t.number:>5}  {t.status_text:<10} {metric:>10}  {t.restarts:>8}  {params}")
         if self.best is not None and self.best.metric is not None:
             lines.append(f"  best: trial {self.best.number}, {self.metric_name} = {self.best.metric:.4f}")
+        for note in self.search_notes:
+            lines.append(f"  search: {note}")
         for ev in self.events:
             if ev.kind in ("restart", "give_up"):
                 lines.append(f"  monitor: trial {ev.trial}: {ev.message}")
+            elif ev.kind == PRUNED_EVENT:
+                lines.append(f"  search: trial {ev.trial} {ev.message}")
         if self.failed_job:
             lines.append(f"  failed job: {self.failed_job}")
         tail = self.failure_log_tail
@@ -264,6 +278,7 @@ def build_summary(store: StateStore, run_id: str, settings: Settings) -> RunSumm
         events=events, tracking_uri=settings.resolved_tracking_uri,
         mlflow_ui_url=settings.mlflow_ui_url, error=recorded_error(events), branch=run.branch,
         notes=[e.message for e in events if e.kind == NOTE_EVENT],
+        search_notes=[e.message for e in events if e.kind == SEARCH_EVENT],
     )
 
 

@@ -41,7 +41,7 @@ def make_spec(settings: Settings, *, run_id: str, trial: int, framework: str, re
 
 @dataclass
 class TrialOutcome:
-    status: str                      # succeeded | failed
+    status: str                      # succeeded | failed | pruned
     verdict: Verdict
     metric: float | None
     metrics: dict[str, float]
@@ -51,6 +51,10 @@ class TrialOutcome:
     @property
     def succeeded(self) -> bool:
         return self.status == "succeeded"
+
+    @property
+    def pruned(self) -> bool:
+        return self.status == "pruned"
 
 
 MAX_METRICS = 1000
@@ -194,6 +198,6 @@ def log_outcome(settings: Settings, mlflow_run_id: str, spec: TrialSpec, outcome
     tracking.log_trial(settings, mlflow_run_id, params=spec.params, metrics=outcome.metrics,
                        history=read_history(spec), tags=tags,
                        model_dir=outcome.model_dir if outcome.succeeded else None,
-                       status="FINISHED" if outcome.succeeded else "FAILED")
+                       status="FINISHED" if outcome.succeeded else "KILLED" if outcome.pruned else "FAILED")
     if outcome.model_dir is not None:
         shutil.rmtree(outcome.model_dir, ignore_errors=True)  # MLflow holds it now
