@@ -125,6 +125,22 @@ def warm_start(past: Sequence[PastTrial], run_id: str, current_hash: str, baseli
                              " second, the search space being unchanged")
 
 
+HALVING_RUNG_ATTR = "completed_rung_{}"  # Optuna's successive halving: a trial's value at rung i
+
+
+def halving_rungs(curve: Sequence[tuple[int, float]]) -> dict[str, float]:
+    """The rungs a finished learning curve reached, as successive halving records them on a trial
+    it judged: the repository's own trial then competes at each rung like any pruned-or-promoted
+    trial (Optuna's halving compares only trials that carry these marks)."""
+    values = dict(curve)
+    rungs: dict[str, float] = {}
+    rung = 0
+    while (step := PRUNE_MIN_EPOCHS * PRUNE_REDUCTION ** rung) in values:
+        rungs[HALVING_RUNG_ATTR.format(rung)] = values[step]
+        rung += 1
+    return rungs
+
+
 def epoch_key(metric: str, keys: Iterable[str]) -> str | None:
     """Which per-epoch value stands for the gate metric: its validation value when the training
     logs one (Keras' ``val_accuracy``), else the metric itself; None when it logs neither."""

@@ -219,8 +219,10 @@ class Search:
         if run_id is not None:
             attrs[searchplan.RUN_ATTR] = run_id
         try:  # create_trial refuses (ValueError) a value outside its distribution
+            rungs = searchplan.halving_rungs(curve) if self.strategy.pruner == "halving" else {}
             self.study.add_trial(optuna.trial.create_trial(params=fitted, distributions=dists, value=value,
-                                                           intermediate_values=dict(curve), user_attrs=attrs))
+                                                           intermediate_values=dict(curve), user_attrs=attrs,
+                                                           system_attrs=rungs))
         except (ValueError, TypeError):
             return False
         return True
