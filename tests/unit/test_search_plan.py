@@ -152,7 +152,7 @@ def test_a_pruned_trial_is_below_the_gate_but_costs_no_patience() -> None:
 
 # --- the study, on a real SQLite storage -------------------------------------------------
 
-def open_search(tmp_path: Path, strategy: Strategy = Strategy()) -> Search:
+def open_search(tmp_path: Path, strategy: Strategy | None = None) -> Search:
     return Search(f"sqlite:///{tmp_path / 'optuna.db'}", "mlchain:repo@main", strategy=strategy, space=SPACE)
 
 
