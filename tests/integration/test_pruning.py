@@ -129,3 +129,70 @@ def test_a_trial_behind_the_others_is_pruned_stopped_and_reported(tmp_path: Path
     page = TestClient(app).get(f"/runs/{summary.run_id}").text
     assert page.count('<tr class="trial-pruned"') == 2
     assert page.count("stopped after epoch 1") == 2
+
+
+WARM = """\
+framework: sklearn
+threshold: 0.99
+budget: {max_trials: 3, patience: 3}
+params: {quality: 0.1, epochs: 1}
+search:
+  pruner: none
+  quality: {type: float, low: 0.1, high: 0.9}
+"""
+
+
+def test_a_new_push_tries_the_previous_push_best_params_second_and_says_so(tmp_path: Path,
+                                                                              make_settings: Any) -> None:
+    from helpers import git
+
+    repo = make_git_repo(tmp_path / "warm", files={"train.py": TRAIN.replace(str(EPOCH_S), "0.1"), "mlchain.yaml": WARM})
+    settings = make_settings()
+    first = run_chain(settings, str(repo), ref="main", live=False)
+    assert [t.status for t in first.trials] == ["succeeded"] * 3
+    best = first.best
+    assert best is not None and best.number > 1
+    assert not first.search_notes  # nothing to start from on the first push
+
+    (repo / "train.py").write_text((repo / "train.py").read_text() + "# changed code\n")
+    git(repo, "commit", "-qam", "a second push")
+    second = run_chain(settings, str(repo), ref="main", live=False)
+    assert second.trials[1].params == best.params
+    assert second.trials[1].metric == pytest.approx(best.metric)
+    (note,) = second.search_notes
+    assert note.startswith(f"warm start: trying the previous push's best params (its {best.metric:.4f})")
+    (eml,) = [m for m in sorted((settings.home_abs / "outbox").glob("*.eml")) if second.run_id in m.name]
+    text = email.message_from_bytes(eml.read_bytes(), policy=policy.default).get_body(  # type: ignore[union-attr]
+        preferencelist=("plain",)).get_content()
+    assert f"Search      {note}" in text
+
+    # a changed space starts afresh, and says so
+    (repo / "mlchain.yaml").write_text(WARM.replace("high: 0.9", "high: 0.8"))
+    git(repo, "commit", "-qam", "a narrower space")
+    third = run_chain(make_settings(max_trials=2), str(repo), ref="main", live=False)
+    assert third.search_notes == ["the search space changed since the last push: starting afresh"]
+    assert third.trials[1].params != best.params
+
+
+@pytest.mark.docker
+def test_a_pruned_trial_leaves_no_running_container(tmp_path: Path) -> None:
+    from docker_support import built_image, docker_settings, require_docker
+
+    client = require_docker()
+    built_image("sklearn")
+    repo = make_git_repo(tmp_path / "pruned", files={"train.py": TRAIN, "mlchain.yaml": CONFIG})
+    settings = docker_settings(tmp_path / "home", monitor_interval_s=0.5, max_trials=2)
+    summary = run_chain(settings, str(repo), ref="main", live=False)
+    try:
+        assert [(t.number, t.status) for t in summary.trials] == [(1, "succeeded"), (2, "pruned")]
+        store = StateStore(settings.state_db)
+        row = store.trials(summary.run_id)[1]
+        decided = next(e.at for e in store.events(summary.run_id) if e.kind == "pruned")
+        output = Path(json.loads(row.spec or "{}")["output_dir"])
+        lines = [json.loads(line) for line in (output / "progress.jsonl").read_text().splitlines()]
+        assert len([r for r in lines if r["time"] > decided]) <= 1, lines
+        assert row.restarts == 0
+        assert client.containers.get(str(row.handle_ref)).status == "exited"
+    finally:
+        for container in client.containers.list(all=True, filters={"label": f"io.mlchain.run={summary.run_id}"}):
+            container.remove(force=True)
