@@ -28,6 +28,7 @@ PRUNE_MIN_EPOCHS = 1        # the first rung: a trial is first judged after this
 PRUNE_REDUCTION = 3         # each rung keeps the best third (the first trials: the best so far)
 SPACE_HASH_ATTR = "space_hash"   # study and trial user attr: the space a trial was drawn from
 RUN_ATTR = "mlchain_run"         # trial user attr: the chain run (push) that trained it
+MAX_JUDGED_EPOCH = 10_000        # progress lines past this epoch are not told to the study (hostile flood)
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,7 @@ def epoch_values(rows: Iterable[Mapping[str, Any]], metric: str, after_epoch: in
     last = after_epoch
     for row in rows:
         epoch = row.get("epoch")
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch <= last:
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch <= last or epoch > MAX_JUDGED_EPOCH:
             continue
         key = epoch_key(metric, row.keys())
         value = row.get(key) if key else None

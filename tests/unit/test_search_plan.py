@@ -124,7 +124,8 @@ def test_epoch_values_prefer_the_validation_metric_and_skip_what_is_not_a_number
     rows = [{"epoch": 1, "accuracy": 0.5, "val_accuracy": 0.4}, {"epoch": 2, "accuracy": 0.6},
             {"epoch": 2, "val_accuracy": 0.9},                     # a restart repeats an epoch
             {"epoch": 3, "val_accuracy": float("nan")}, {"epoch": True, "accuracy": 1.0},
-            {"epoch": "4", "accuracy": 1.0}, {"epoch": 5, "val_accuracy": 0.8}]
+            {"epoch": "4", "accuracy": 1.0}, {"epoch": 5, "val_accuracy": 0.8},
+            {"epoch": searchplan.MAX_JUDGED_EPOCH + 1, "val_accuracy": 0.9}]  # a flood of lines is not told
     assert searchplan.epoch_values(rows, "accuracy", 0) == [(1, 0.4), (2, 0.6), (5, 0.8)]
     assert searchplan.epoch_values(rows, "accuracy", 2) == [(5, 0.8)]
     assert searchplan.epoch_values(rows, "loss", 0) == []
