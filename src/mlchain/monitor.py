@@ -18,6 +18,7 @@ killed attempt (so a runner that cannot start training ends in a give-up, not a 
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -309,8 +310,6 @@ def give_up_now(store: StateStore, row: TrialRow, kind: str, reason: str, log: s
 def prune_now(store: StateStore, row: TrialRow, handle: TrainingHandle, pruned: Pruned, say: Echo) -> bool:
     """Stop a trial the pruner judged hopeless: marked pruned first (for this attempt, so that
     nobody restarts the training it then stops), its handle cancelled (container or process)."""
-    import json
-
     if not _update_attempt(store, row, status=PRUNED, metrics=json.dumps(pruned.metrics()), next_restart_at=None):
         return False  # restarted or given up meanwhile: that attempt is judged again
     handle.cancel()

@@ -190,4 +190,4 @@ class Pruned:
 
     def metrics(self) -> dict[str, float]:
         """What the trial's row keeps: its last epoch and value."""
-        return {"epoch": float(self.epoch), self.key: self.value}
+        return {"epoch": self.epoch, self.key: self.value}
