@@ -102,6 +102,7 @@ class PastTrial:
 class WarmStart:
     params: dict[str, Any] | None
     reason: str
+    worth_saying: bool = False   # a warm start, or a changed space: the log and the email say it
 
 
 def warm_start(past: Sequence[PastTrial], run_id: str, current_hash: str, baseline: Mapping[str, Any],
@@ -113,7 +114,7 @@ def warm_start(past: Sequence[PastTrial], run_id: str, current_hash: str, baseli
         return WarmStart(None, "no earlier push of this branch")
     same = [t for t in earlier if t.space_hash == current_hash]
     if not same:
-        return WarmStart(None, "the search space changed since the last push: starting afresh")
+        return WarmStart(None, "the search space changed since the last push: starting afresh", True)
     best = same[0]
     for t in same[1:]:
         assert t.value is not None and best.value is not None
@@ -123,7 +124,7 @@ def warm_start(past: Sequence[PastTrial], run_id: str, current_hash: str, baseli
     if all(baseline.get(k) == v for k, v in params.items()):
         return WarmStart(None, "the previous push's best params are this push's own (trial 1)")
     return WarmStart(params, f"warm start: trying the previous push's best params (its {best.value:.4f})"
-                             " second, the search space being unchanged")
+                             " second, the search space being unchanged", True)
 
 
 HALVING_RUNG_ATTR = "completed_rung_{}"  # Optuna's successive halving: a trial's value at rung i

@@ -104,7 +104,7 @@ def test_warm_start_takes_the_best_earlier_trial_of_the_same_space() -> None:
             PastTrial("run-1", "space-0", 0.99, {"lr": 0.5}), PastTrial("run-2", H, 0.97, {"lr": 0.03})]
     start = searchplan.warm_start(past, "run-2", H, {"lr": 0.001}, "maximize")
     assert start.params == {"lr": 0.02}
-    assert "previous push's best params (its 0.9500)" in start.reason
+    assert "previous push's best params (its 0.9500)" in start.reason and start.worth_saying
     low = searchplan.warm_start(past, "run-2", H, {"lr": 0.001}, "minimize")
     assert low.params == {"lr": 0.01}
 
@@ -112,10 +112,10 @@ def test_warm_start_takes_the_best_earlier_trial_of_the_same_space() -> None:
 def test_no_warm_start_without_an_earlier_push_after_a_space_change_or_for_the_baseline_itself() -> None:
     assert searchplan.warm_start([PastTrial("run-2", H, 0.9, {"lr": 0.1})], "run-2", H, {}, "maximize").params is None
     changed = searchplan.warm_start([PastTrial("run-1", "old", 0.9, {"lr": 0.1})], "run-2", H, {}, "maximize")
-    assert changed.params is None and "space changed" in changed.reason
+    assert changed.params is None and "space changed" in changed.reason and changed.worth_saying
     own = searchplan.warm_start([PastTrial("run-1", H, 0.9, {"lr": 0.1})], "run-2", H, {"lr": 0.1, "x": 1},
                                 "maximize")
-    assert own.params is None and "own" in own.reason
+    assert own.params is None and "own" in own.reason and not own.worth_saying
 
 
 # --- what the pruner judges ------------------------------------------------------------

@@ -35,7 +35,7 @@ from mlchain.state import (
     TrialRow,
     TrialStatus,
 )
-from mlchain.summary import ERROR_EVENT, NOTE_EVENT, SEARCH_EVENT, build_summary, recorded_error
+from mlchain.summary import ERROR_EVENT, NOTE_EVENT, SEARCH_EVENT, build_summary, read_history, recorded_error
 
 Echo = Callable[[str], None]
 PROPERTIES_FILE = "mlchain.properties"
@@ -216,8 +216,6 @@ class PruneJudge:
         self.last_epoch = 0
 
     def __call__(self) -> searchplan.Pruned | None:
-        from mlchain.summary import read_history
-
         values = searchplan.epoch_values(read_history(self.spec.output_dir), self.spec.metric, self.last_epoch)
         if not values:
             return None
@@ -290,8 +288,6 @@ def _start_search(search: tweak.Search, store: StateStore, run: RunRow, baseline
                   space: Mapping[str, Any], echo: Echo) -> None:
     """After the repository's own params (trial 1) missed the gate: teach the study them and
     their learning curve, and enqueue the previous push's best params when the space is the same."""
-    from mlchain.summary import read_history
-
     cfg = run_config(run)
     curve = []
     if baseline.spec:
@@ -305,7 +301,7 @@ def _start_search(search: tweak.Search, store: StateStore, run: RunRow, baseline
                                   cfg.direction)
     if start.params is not None:
         search.enqueue(start.params)
-    if start.params is not None or "changed" in start.reason:
+    if start.worth_saying:
         echo(f"search: {start.reason}")
         store.add_event(run.run_id, SEARCH_EVENT, start.reason, trial=baseline.number + 1)
 

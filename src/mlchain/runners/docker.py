@@ -464,4 +464,7 @@ def find_training_containers(client: docker.DockerClient, run_id: str | None = N
 def spec_of(container: Container) -> TrialSpec | None:
     """The TrialSpec a container was started with (from its label), when it carries one."""
     raw = container.labels.get(LABEL_SPEC)
-    return TrialSpec.from_json(raw) if raw else None
+    try:
+        return TrialSpec.from_json(raw) if raw else None
+    except (TypeError, ValueError, KeyError):  # another mlchain version's spec: the container is named as is
+        return None
