@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from mlchain import __version__
+from mlchain import __version__, searchplan
 from mlchain.errors import MlchainError
 
 if TYPE_CHECKING:
@@ -137,6 +137,10 @@ def train(ctx: Context, path: Path, params_json: str | None, runner: str | None,
 @click.option("--max-trials", type=int, default=None, help="Trial budget (default: mlchain.yaml, else 6).")
 @click.option("--max-minutes", type=float, default=None, help="Time budget in minutes.")
 @click.option("--patience", type=int, default=None, help="Stop after this many trials without improvement.")
+@click.option("--sampler", type=click.Choice(searchplan.SAMPLERS), default=None,
+              help="The search's sampler (default: mlchain.yaml's search.sampler, else tpe).")
+@click.option("--pruner", type=click.Choice(searchplan.PRUNERS), default=None,
+              help="Stop weak trials early (default: mlchain.yaml's search.pruner, else halving; none for random).")
 @click.option("--pusher-email", default=None, help="Who pushed; the email goes there when mlchain.yaml names nobody.")
 @click.option("--run-id", default=None, hidden=True, help="Id for the new run (the webhook service sets it).")
 @click.option("--branch", default=None, hidden=True,
@@ -149,16 +153,16 @@ def train(ctx: Context, path: Path, params_json: str | None, runner: str | None,
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @pass_ctx
 def run(ctx: Context, repo: str, ref: str | None, runner: str | None, threshold: float | None,
-        max_trials: int | None, max_minutes: float | None, patience: int | None,
-        pusher_email: str | None, run_id: str | None, branch: str | None, reason: str | None,
-        dataset: Path | None, no_resume: bool, as_json: bool) -> None:
+        max_trials: int | None, max_minutes: float | None, patience: int | None, sampler: str | None,
+        pruner: str | None, pusher_email: str | None, run_id: str | None, branch: str | None,
+        reason: str | None, dataset: Path | None, no_resume: bool, as_json: bool) -> None:
     """Run the whole chain on REPO (a path or a git URL): pull, classify, train, gate, notify."""
     from mlchain.engine.chain import interrupted_runs, resume_chain, run_chain
     from mlchain.gitrefs import require_ref
     from mlchain.state import StateStore
 
     settings = ctx.settings(runner=runner, threshold=threshold, max_trials=max_trials,
-                            max_minutes=max_minutes, patience=patience)
+                            max_minutes=max_minutes, patience=patience, sampler=sampler, pruner=pruner)
     if ref is not None:
         require_ref(ref)  # refused before anything runs, resumed runs included
     if not no_resume and settings.state_db.exists():

@@ -21,6 +21,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, Va
 from mlchain.errors import ConfigError, home_not_writable
 from mlchain.gitrefs import DEFAULT_CLONE_SCHEMES, CloneScheme
 from mlchain.repo_config import Minutes, Patience, Threshold, TrialCount
+from mlchain.searchplan import PrunerName, SamplerName
 
 RunnerName = Literal["auto", "docker", "process"]
 RetrainVia = Literal["queue", "jenkins", "off"]
@@ -98,6 +99,8 @@ class Settings(BaseModel):
     patience: Patience | None = None
     train_timeout_s: Seconds = 3600.0
     search_seed: int = 0  # mixed into the search's sampler seed (benchmarks vary it)
+    sampler: SamplerName | None = None  # overrides mlchain.yaml's search.sampler when set
+    pruner: PrunerName | None = None    # overrides mlchain.yaml's search.pruner when set
     # Docker sandbox
     base_image: str = "python:3.11-slim"
     image_prefix: str = "mlchain"

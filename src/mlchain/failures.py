@@ -8,7 +8,7 @@ from typing import Literal
 
 from mlchain.runners.base import ExitInfo
 
-FailureKind = Literal["completed", "running", "killed", "oom", "hung", "code_error", "contract_error"]
+FailureKind = Literal["completed", "running", "killed", "oom", "hung", "code_error", "contract_error", "pruned"]
 
 # Exit codes of mlchain-train (see train_entry) that mean the code, not the machine, failed.
 CODE_EXITS = {1: "code_error", 2: "code_error", 3: "contract_error"}

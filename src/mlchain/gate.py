@@ -20,6 +20,9 @@ DEFAULT_MAX_MINUTES = 60.0
 DEFAULT_PATIENCE = 3
 # Failures that another architecture will not fix: the code itself is broken.
 FATAL_FAILURES = frozenset({"code_error", "contract_error"})
+# A trial the search's pruner stopped early: finished, below the gate, and cheap (patience,
+# which is about trials trained in vain, does not count it; max_trials does).
+PRUNED = "pruned"
 
 
 @dataclass(frozen=True)
@@ -32,8 +35,8 @@ class Budget:
 @dataclass(frozen=True)
 class TrialResult:
     number: int
-    metric: float | None          # None when the trial failed
-    failure_kind: str | None = None
+    metric: float | None          # None when the trial failed or was pruned
+    failure_kind: str | None = None  # why it has no metric: a failure kind, or PRUNED
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,7 @@ def decide(trials: Sequence[TrialResult], threshold: float, budget: Budget, elap
         (len(trials) >= budget.max_trials, f"max_trials reached ({budget.max_trials})"),
         (elapsed_minutes >= budget.max_minutes,
          f"max_minutes reached ({elapsed_minutes:.1f} of {budget.max_minutes:g} min)"),
-        (trials_since_best(trials, direction) >= budget.patience,
+        (trials_since_best([t for t in trials if t.failure_kind != PRUNED], direction) >= budget.patience,
          f"patience spent ({budget.patience} trials without improvement)"),
     )
     for hit, reason in stops:
@@ -114,5 +117,6 @@ def decide(trials: Sequence[TrialResult], threshold: float, budget: Budget, elap
             return Decision("stop", "budget_spent", reason)
     if not can_search:
         return Decision("stop", "budget_spent", NOTHING_TO_TUNE)
-    shown = f"{latest.metric:.4f}" if latest.metric is not None else f"no metric ({latest.failure_kind})"
+    shown = (f"{latest.metric:.4f}" if latest.metric is not None else "pruned early" if latest.failure_kind == PRUNED
+             else f"no metric ({latest.failure_kind})")
     return Decision("retry", "running", f"{metric_name} {shown} below {threshold:.2f}: trying another architecture")

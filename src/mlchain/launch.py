@@ -18,6 +18,7 @@ from mlchain import trial as trials
 from mlchain.config import Settings
 from mlchain.repo_config import RepoConfig
 from mlchain.runners.base import TrialSpec
+from mlchain.searchplan import Pruned
 from mlchain.state import StateStore, TrialRow, TrialStatus
 from mlchain.trial import TrialOutcome
 
@@ -70,19 +71,20 @@ def ensure_mlflow_run(settings: Settings, store: StateStore, run_id: str, number
 
 
 def await_trial(settings: Settings, store: StateStore, run_id: str, number: int,
-                echo: Echo | None = None) -> tuple[TrialRow, TrialOutcome]:
+                echo: Echo | None = None, judge: Callable[[], Pruned | None] | None = None) -> tuple[TrialRow, TrialOutcome]:
     """Wait for a launched trial, restarting what dies for a transient reason (the monitor's
-    rules), then log its outcome to MLflow and record it. Returns the final row and the outcome."""
+    rules) and stopping what the pruner (``judge``) finds hopeless, then log its outcome to
+    MLflow and record it. Returns the final row and the outcome."""
     from mlchain.monitor import supervise_trial
 
-    outcome = supervise_trial(settings, store, run_id, number, echo=echo)
+    outcome = supervise_trial(settings, store, run_id, number, echo=echo, judge=judge)
     row = store.get_trial(run_id, number)
     assert row is not None
     spec = TrialSpec.from_json(row.launched_spec)
     trials.log_outcome(settings, row.launched_mlflow_run_id, spec, outcome, runner=row.launched_runner, image=row.image,
                        image_id=row.image_id, restarts=row.restarts)
     store.update_trial(run_id, number, status=outcome.status, metric=outcome.metric, metrics=outcome.metrics,
-                       failure_kind=None if outcome.succeeded else outcome.verdict.kind,
+                       failure_kind=None if outcome.succeeded or outcome.pruned else outcome.verdict.kind,
                        failure_log=outcome.failure_log, finished_at=time.time())
     final = store.get_trial(run_id, number)
     assert final is not None

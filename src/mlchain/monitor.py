@@ -18,6 +18,7 @@ killed attempt (so a runner that cannot start training ends in a give-up, not a 
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -38,6 +39,7 @@ from mlchain.runners.base import (
     TrialSpec,
     follow_log,
 )
+from mlchain.searchplan import PRUNED, Pruned
 from mlchain.state import StateStore, TrialRow, TrialStatus, claim_restart
 from mlchain.trial import LOG_TAIL_LINES, TrialOutcome, collect
 
@@ -47,6 +49,7 @@ Echo = Callable[[str], None]
 LAUNCHING = "launching:"          # handle_ref while a restart is being launched
 LAUNCH_FAILED = "launch-failed:"  # handle_ref when the launch raised
 LAUNCH_STALE_S = 180.0            # a launch that never recorded its handle: counted as lost
+PRUNE_POLL_S = 0.5                # how often a waiter with a pruner reads the progress lines
 
 
 # --- pure decisions -------------------------------------------------------------------
@@ -304,14 +307,26 @@ def give_up_now(store: StateStore, row: TrialRow, kind: str, reason: str, log: s
     return False
 
 
+def prune_now(store: StateStore, row: TrialRow, handle: TrainingHandle, pruned: Pruned, say: Echo) -> bool:
+    """Stop a trial the pruner judged hopeless: marked pruned first (for this attempt, so that
+    nobody restarts the training it then stops), its handle cancelled (container or process)."""
+    if not _update_attempt(store, row, status=PRUNED, metrics=json.dumps(pruned.metrics()), next_restart_at=None):
+        return False  # restarted or given up meanwhile: that attempt is judged again
+    handle.cancel()
+    store.add_event(row.run_id, PRUNED, pruned.reason, trial=row.number)
+    say(f"trial {row.number}: {pruned.reason}; stopped")
+    return True
+
+
 def _failed_outcome(row: TrialRow) -> TrialOutcome:
     kind = cast(FailureKind, row.failure_kind or "code_error")
     return TrialOutcome("failed", Verdict(kind, f"gave up ({kind})"), None, {}, row.failure_log)
 
 
 def supervise_trial(settings: Settings, store: StateStore, run_id: str, number: int,
-                    echo: Echo | None = None) -> TrialOutcome:
-    """job3's wait: follow the log, let the monitor logic restart what died, return the outcome."""
+                    echo: Echo | None = None, judge: Callable[[], Pruned | None] | None = None) -> TrialOutcome:
+    """job3's wait: follow the log, let the monitor logic restart what died, return the outcome.
+    ``judge``: the search's pruner, asked after each look at a running trial."""
     row = store.get_trial(run_id, number)
     assert row is not None
     spec = TrialSpec.from_json(row.launched_spec)
@@ -322,6 +337,7 @@ def supervise_trial(settings: Settings, store: StateStore, run_id: str, number: 
         follower.start()
     started = float(row.started_at or time.time())
     handle: TrainingHandle | None = None
+    poll_s = settings.monitor_interval_s if judge is None else min(settings.monitor_interval_s, PRUNE_POLL_S)
     try:
         while True:
             row = store.get_trial(run_id, number)
@@ -334,11 +350,15 @@ def supervise_trial(settings: Settings, store: StateStore, run_id: str, number: 
                     if handle is None or handle.ref != ref:
                         # One handle per attempt; for docker it copies the container's output to train.log.
                         handle = attach(settings, row, follow_logs=True)
-                    handle.wait(timeout=settings.monitor_interval_s)
+                    handle.wait(timeout=poll_s)
                 except RunnerUnavailable:
                     handle = None
                     time.sleep(settings.monitor_interval_s)
             action = check_trial(settings, store, row, echo, handle=handle)
+            if action == "running" and judge is not None and handle is not None and handle.ref == row.handle_ref:
+                pruned = judge()
+                if pruned is not None and prune_now(store, row, handle, pruned, echo or (lambda _line: None)):
+                    return TrialOutcome(PRUNED, Verdict("pruned", pruned.reason), None, pruned.metrics(), None)
             if action == "completed":
                 if handle is None or handle.ref != row.handle_ref:
                     handle = attach(settings, row, follow_logs=True)

@@ -28,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from mlchain import gate
+from mlchain import gate, searchplan
 from mlchain.contract import CONFIG_FILE, DEFAULT_METRIC, Framework
 from mlchain.errors import ConfigError, invalid_yaml, not_a_mapping
 
@@ -106,6 +106,39 @@ class Notify(BaseModel):
         return self
 
 
+class SearchStrategy(BaseModel):
+    """How the search samples and prunes: ``search: {sampler: tpe|random, pruner: halving|hyperband|none}``
+    in mlchain.yaml (beside the space's params), or the --sampler/--pruner flags. No pruner
+    named: successive halving for TPE, none for plain random search."""
+
+    model_config = ConfigDict(extra="forbid", defer_build=True)
+
+    sampler: searchplan.SamplerName = searchplan.DEFAULT_SAMPLER
+    pruner: searchplan.PrunerName | None = None
+
+    def resolved(self) -> searchplan.Strategy:
+        return searchplan.strategy(self.sampler, self.pruner)
+
+
+STRATEGY_KEYS = {"sampler": searchplan.SAMPLERS, "pruner": searchplan.PRUNERS}
+
+
+def _split_strategy(raw: Any) -> Any:
+    """``search:`` holds the space's params and, as plain words, the strategy: move the words to
+    ``strategy`` (a param named sampler or pruner is a mapping, and stays a param)."""
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("search"), Mapping):
+        return raw
+    search = dict(raw["search"])
+    words = {k: search.pop(k) for k in STRATEGY_KEYS if k in search and not isinstance(search[k], Mapping)}
+    if not words:
+        return raw
+    for key, value in words.items():
+        if value not in STRATEGY_KEYS[key]:
+            raise ValueError(f"search.{key} must be one of {', '.join(STRATEGY_KEYS[key])}, got {value!r}")
+    strategy = dict(raw.get("strategy") or {}) if isinstance(raw.get("strategy"), Mapping) else {}
+    return {**raw, "search": search, "strategy": {**strategy, **words}}
+
+
 class RepoConfig(BaseModel):
     """A repository's ``mlchain.yaml``."""
 
@@ -119,8 +152,14 @@ class RepoConfig(BaseModel):
     budget: Budget = Field(default_factory=Budget)
     params: dict[str, Any] = Field(default_factory=dict)
     search: dict[str, ParamSpec] = Field(default_factory=dict)
+    strategy: SearchStrategy = Field(default_factory=SearchStrategy)  # search: {sampler, pruner}
     notify: Notify = Field(default_factory=Notify)
     data: str | None = None  # folder (relative) whose contents are hashed into the run's tags
+
+    @model_validator(mode="before")
+    @classmethod
+    def _strategy_from_search(cls, raw: Any) -> Any:
+        return _split_strategy(raw)
 
     @field_validator("entry")
     @classmethod

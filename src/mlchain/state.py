@@ -45,9 +45,9 @@ CREATE TABLE IF NOT EXISTS trials (
     run_id TEXT NOT NULL,
     number INTEGER NOT NULL,
     params TEXT NOT NULL,          -- JSON
-    status TEXT NOT NULL,          -- pending | running | succeeded | failed
+    status TEXT NOT NULL,          -- pending | running | succeeded | failed | pruned
     metric REAL,
-    metrics TEXT,                  -- JSON: final metrics
+    metrics TEXT,                  -- JSON: final metrics (pruned: the last epoch and its value)
     mlflow_run_id TEXT,
     runner TEXT,
     image TEXT,
@@ -108,6 +108,7 @@ class TrialStatus(StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    PRUNED = "pruned"   # stopped by the search's pruner: finished, and never restarted
 
 
 class BuildResult(StrEnum):
@@ -122,7 +123,7 @@ class BuildResult(StrEnum):
 
 
 TERMINAL_RUN_STATUSES = (RunStatus.PASSED, RunStatus.BUDGET_SPENT, RunStatus.FAILED)
-FINISHED_TRIAL_STATUSES = (TrialStatus.SUCCEEDED, TrialStatus.FAILED)
+FINISHED_TRIAL_STATUSES = (TrialStatus.SUCCEEDED, TrialStatus.FAILED, TrialStatus.PRUNED)
 # Columns holding JSON, decoded in the records. A trial's spec stays text: it is the
 # TrialSpec's own format (runners.base.TrialSpec.from_json reads it).
 JSON_COLUMNS = {"classification", "config", "email", "registered", "params", "metrics", "spec"}
@@ -254,7 +255,7 @@ class EventRow(_Record):
     run_id: str
     trial: int | None
     at: float
-    kind: str                       # restart | give_up | job | info | error | note
+    kind: str                       # restart | give_up | job | info | error | note | pruned | search
     message: str
 
     @classmethod

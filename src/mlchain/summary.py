@@ -30,6 +30,8 @@ FAILURE_EXIT = {"contract_error": ContractError.exit_code}
 # Run events: the error that stopped a run (JSON: job, message, hint, exit_code), and notes.
 ERROR_EVENT = "error"
 NOTE_EVENT = "note"
+SEARCH_EVENT = "search"  # what the search did that people should know (a warm start across pushes)
+PRUNED_EVENT = "pruned"  # the pruner stopped a trial (the message says at which epoch and why)
 CODE_ERROR_HINT = "fix the training code: the last lines of its log above show where it raised"
 BUDGET_HINT = ("give the search more room (budget: in mlchain.yaml, or --max-trials / --max-minutes /"
                " --patience), widen its 'search:' space, or lower the threshold")
@@ -73,7 +75,7 @@ def stop_hint(status: str, stop_reason: str | None, error: dict[str, Any] | None
 class TrialRecord:
     number: int
     params: dict[str, Any]
-    status: str                       # pending | running | succeeded | failed
+    status: str                       # pending | running | succeeded | failed | pruned
     metric: float | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     mlflow_run_id: str | None = None
@@ -89,6 +91,14 @@ class TrialRecord:
     code_diff: str = ""                                    # its code's diff against the pushed code
     metric_source: str | None = None  # where its metric came from ("accuracy 0.93 from ... at mnist.py:41")
     model_files: list[str] = field(default_factory=list)  # model files the code wrote, kept as artifacts
+
+    @property
+    def status_text(self) -> str:
+        """The status as people read it: 'pruned after epoch 3', 'failed: oom', 'succeeded'."""
+        if self.status == "pruned":
+            epoch = self.metrics.get("epoch")
+            return f"pruned after epoch {int(epoch)}" if isinstance(epoch, (int, float)) else "pruned"
+        return f"{self.status}: {self.failure_kind}" if self.failure_kind else self.status
 
 
 @dataclass
@@ -120,6 +130,7 @@ class RunSummary:
     dataset: str | None = None  # the dataset version folder it trained on
     entry: str | None = None  # the file that trained
     entry_why: str | None = None  # why that file (found by job2, or named in mlchain.yaml)
+    search_notes: list[str] = field(default_factory=list)  # what the search did (a warm start)
 
     @property
     def source(self) -> str:
@@ -190,17 +201,20 @@ class RunSummary:
             params = json.dumps(t.params, sort_keys=True)
             if len(params) > 90:
                 params = params[:87] + "..."
-            status = t.status if not t.failure_kind else f"{t.status}:{t.failure_kind}"
-            lines.append(f"{mark}{t.number:>5}  {status:<10} {metric:>10}  {t.restarts:>8}  {params}")
+            lines.append(f"{mark}{t.number:>5}  {t.status_text:<10} {metric:>10}  {t.restarts:>8}  {params}")
         if self.best is not None and self.best.metric is not None:
             lines.append(f"  best: trial {self.best.number}, {self.metric_name} = {self.best.metric:.4f}")
             if self.best.code_changes:
                 lines.append(f"  its code changes: {'; '.join(self.best.code_changes)}")
             if self.best.metric_source:
                 lines.append(f"  metric: {self.best.metric_source}")
+        for note in self.search_notes:
+            lines.append(f"  search: {note}")
         for ev in self.events:
             if ev.kind in ("restart", "give_up"):
                 lines.append(f"  monitor: trial {ev.trial}: {ev.message}")
+            elif ev.kind == PRUNED_EVENT:
+                lines.append(f"  search: trial {ev.trial} {ev.message}")
         if self.failed_job:
             lines.append(f"  failed job: {self.failed_job}")
         tail = self.failure_log_tail
@@ -284,6 +298,7 @@ def build_summary(store: StateStore, run_id: str, settings: Settings) -> RunSumm
         mlflow_ui_url=settings.mlflow_ui_url, error=recorded_error(events), branch=run.branch,
         notes=[e.message for e in events if e.kind == NOTE_EVENT], reason=run.reason, dataset=run.dataset,
         entry=cfg.get("entry"), entry_why=((run.classification or {}).get("entry") or {}).get("why"),
+        search_notes=[e.message for e in events if e.kind == SEARCH_EVENT],
     )
 
 

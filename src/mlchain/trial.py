@@ -44,7 +44,7 @@ def make_spec(settings: Settings, *, run_id: str, trial: int, framework: str, re
 
 @dataclass
 class TrialOutcome:
-    status: str                      # succeeded | failed
+    status: str                      # succeeded | failed | pruned
     verdict: Verdict
     metric: float | None
     metrics: dict[str, float]
@@ -56,6 +56,10 @@ class TrialOutcome:
     @property
     def succeeded(self) -> bool:
         return self.status == "succeeded"
+
+    @property
+    def pruned(self) -> bool:
+        return self.status == "pruned"
 
 
 MAX_METRICS = 1000
@@ -211,8 +215,8 @@ def log_outcome(settings: Settings, mlflow_run_id: str, spec: TrialSpec, outcome
     tracking.log_trial(settings, mlflow_run_id, params=spec.params, metrics=outcome.metrics,
                        history=read_history(spec), tags=tags,
                        model_dir=outcome.model_dir if outcome.succeeded else None,
-                       status="FINISHED" if outcome.succeeded else "FAILED", files=[diff] if diff else [],
-                       artifacts_dir=outcome.artifacts_dir)
+                       status="FINISHED" if outcome.succeeded else "KILLED" if outcome.pruned else "FAILED",
+                       files=[diff] if diff else [], artifacts_dir=outcome.artifacts_dir)
     for copied in (outcome.model_dir, outcome.artifacts_dir):
         if copied is not None:
             shutil.rmtree(copied, ignore_errors=True)  # MLflow holds it now

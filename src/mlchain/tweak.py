@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from mlchain import searchplan
 from mlchain.errors import ConfigError
 from mlchain.gate import DEFAULT_DIRECTION
 from mlchain.repo_config import ParamSpec
@@ -95,49 +96,133 @@ def open_storage(url: str) -> Any:
         return opened
 
 
+def make_sampler(name: str, seed: int, startup: int) -> optuna.samplers.BaseSampler:
+    """Plain random search, or multivariate TPE (it models the dimensions together: an
+    architecture's learning rate and depth interact) after ``startup`` random trials."""
+    import warnings
+
+    import optuna
+
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    with warnings.catch_warnings():  # multivariate is marked experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True)
+
+
+def make_pruner(name: str) -> optuna.pruners.BasePruner:
+    """The pruner judges a trial at epochs 1, 3, 9, ... against the others at the same epoch."""
+    import optuna
+
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=searchplan.PRUNE_MIN_EPOCHS,
+                                              reduction_factor=searchplan.PRUNE_REDUCTION)
+    if name == "halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=searchplan.PRUNE_MIN_EPOCHS,
+                                                      reduction_factor=searchplan.PRUNE_REDUCTION)
+    return optuna.pruners.NopPruner()
+
+
 class Search:
     """One study per repository and branch, in any Optuna storage (SQLite by default)."""
 
-    def __init__(self, storage: str, name: str, direction: str = DEFAULT_DIRECTION, seed: int = 0) -> None:
+    def __init__(self, storage: str, name: str, direction: str = DEFAULT_DIRECTION, seed: int = 0,
+                 strategy: searchplan.Strategy | None = None,
+                 space: Mapping[str, ParamSpec] | None = None) -> None:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.name = name
         self.direction = direction
         self.storage = storage
+        self.strategy = strategy or searchplan.Strategy()
         self.study = optuna.create_study(study_name=name, storage=open_storage(storage),
                                          direction="maximize" if direction == "maximize" else "minimize",
-                                         load_if_exists=True)
+                                         pruner=make_pruner(self.strategy.pruner), load_if_exists=True)
         # Every job is a fresh process: seed by study and progress so that successive asks
         # do not replay the same random start-up draws, yet a run can be replayed.
         mixed = int(hashlib.sha256(f"{name}:{seed}:{len(self.study.trials)}".encode()).hexdigest()[:8], 16)
-        self.study.sampler = optuna.samplers.TPESampler(seed=mixed, n_startup_trials=5)
+        self.study.sampler = make_sampler(self.strategy.sampler, mixed, searchplan.startup_trials(space or {}))
 
-    def ask(self, space: Mapping[str, ParamSpec], base: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
+    def ask(self, space: Mapping[str, ParamSpec], base: Mapping[str, Any],
+            run_id: str | None = None) -> tuple[int, dict[str, Any]]:
         trial = self.study.ask(distributions(space))
+        trial.set_user_attr(searchplan.SPACE_HASH_ATTR, searchplan.space_hash(space))
+        if run_id is not None:
+            trial.set_user_attr(searchplan.RUN_ATTR, run_id)
         return trial.number, {**base, **trial.params}
 
-    def tell(self, optuna_trial: int, value: float | None) -> None:
+    def enqueue(self, params: Mapping[str, Any]) -> None:
+        """The next ask returns these params (a warm start)."""
+        self.study.enqueue_trial(dict(params), skip_if_exists=False)
+
+    def past_trials(self) -> list[searchplan.PastTrial]:
+        """The study's completed trials, with the push and the space each came from."""
+        import optuna
+
+        return [searchplan.PastTrial(run_id=t.user_attrs.get(searchplan.RUN_ATTR),
+                                     space_hash=t.user_attrs.get(searchplan.SPACE_HASH_ATTR),
+                                     value=t.value, params=t.params)
+                for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
+
+    def mark_space(self, space: Mapping[str, ParamSpec]) -> str | None:
+        """Record the space of this push on the study; returns the previous push's (None at first)."""
+        previous = self.study.user_attrs.get(searchplan.SPACE_HASH_ATTR)
+        self.study.set_user_attr(searchplan.SPACE_HASH_ATTR, searchplan.space_hash(space))
+        return None if previous is None else str(previous)
+
+    def report(self, optuna_trial: int, values: Sequence[tuple[int, float]]) -> int | None:
+        """Tell the study a running trial's per-epoch values, judging after each: the epoch at
+        which the pruner stopped it, or None. Epochs the study has already are skipped."""
+        import optuna
+
+        # Optuna reopens a running trial by its id only; job3 knows its number (job4 asked it).
+        storage = self.study._storage
+        trial_id = storage.get_trial_id_from_study_id_trial_number(self.study._study_id, optuna_trial)
+        frozen = storage.get_trial(trial_id)
+        if frozen.state != optuna.trial.TrialState.RUNNING:
+            return None
+        trial = optuna.trial.Trial(self.study, trial_id)
+        known = frozen.intermediate_values
+        for epoch, value in values:
+            if epoch in known:
+                continue
+            trial.report(value, epoch)
+            if trial.should_prune():
+                return epoch
+        return None
+
+    def tell(self, optuna_trial: int, value: float | None, pruned: bool = False) -> None:
         import optuna
 
         existing = self.study.trials[optuna_trial] if optuna_trial < len(self.study.trials) else None
         if existing is not None and existing.state != optuna.trial.TrialState.RUNNING:
             return  # told already (a job run twice after a resume)
-        if value is None:
+        if pruned:
+            self.study.tell(optuna_trial, state=optuna.trial.TrialState.PRUNED)
+        elif value is None:
             self.study.tell(optuna_trial, state=optuna.trial.TrialState.FAIL)
         else:
             self.study.tell(optuna_trial, value)
 
-    def add_baseline(self, params: Mapping[str, Any], space: Mapping[str, ParamSpec], value: float | None) -> bool:
-        """Teach the study the repository's own params, when they fit the space."""
+    def add_baseline(self, params: Mapping[str, Any], space: Mapping[str, ParamSpec], value: float | None,
+                     curve: Sequence[tuple[int, float]] = (), run_id: str | None = None) -> bool:
+        """Teach the study the repository's own params (and their learning curve, which the
+        pruner compares later trials with), when they fit the space."""
         import optuna
 
         dists = distributions(space)
         fitted = {k: params[k] for k in dists if k in params}
         if value is None or len(fitted) != len(dists):
             return False
+        attrs: dict[str, Any] = {searchplan.SPACE_HASH_ATTR: searchplan.space_hash(space)}
+        if run_id is not None:
+            attrs[searchplan.RUN_ATTR] = run_id
         try:  # create_trial refuses (ValueError) a value outside its distribution
-            self.study.add_trial(optuna.trial.create_trial(params=fitted, distributions=dists, value=value))
+            rungs = searchplan.halving_rungs(curve) if self.strategy.pruner == "halving" else {}
+            self.study.add_trial(optuna.trial.create_trial(params=fitted, distributions=dists, value=value,
+                                                           intermediate_values=dict(curve), user_attrs=attrs,
+                                                           system_attrs=rungs))
         except (ValueError, TypeError):
             return False
         return True

@@ -100,7 +100,7 @@ class LiveView:
         if line.startswith(contract.PROGRESS_PREFIX):
             self._progress_line(line)
             return
-        keep = ("trial ", "gate:", "next:", "email:", "registered", "framework:", "run ", "Error", "monitor:", "warning:",
+        keep = ("trial ", "gate:", "next:", "search:", "email:", "registered", "framework:", "run ", "Error", "monitor:", "warning:",
                 "not registered:",
                 "mlchain-train: error", "Traceback", "ERROR")
         if line.startswith(keep):

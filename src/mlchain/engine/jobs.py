@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from mlchain import gate, tracking, tweak
+from mlchain import gate, searchplan, tracking, tweak
 from mlchain import trial as trials
 from mlchain.config import Settings
 from mlchain.errors import ConfigError, EngineError, GitError, MlchainError, NotFound
@@ -28,8 +28,15 @@ from mlchain.gitrefs import LOCAL_SCHEME, require_clone_url, require_ref
 from mlchain.launch import MlflowRunSpec, await_trial, ensure_mlflow_run, launch_trial
 from mlchain.repo_config import RepoConfig, inside, load_repo_config, with_overrides
 from mlchain.runners.base import TrialSpec
-from mlchain.state import FINISHED_TRIAL_STATUSES, TERMINAL_RUN_STATUSES, RunRow, StateStore
-from mlchain.summary import ERROR_EVENT, NOTE_EVENT, build_summary, recorded_error
+from mlchain.state import (
+    FINISHED_TRIAL_STATUSES,
+    TERMINAL_RUN_STATUSES,
+    RunRow,
+    StateStore,
+    TrialRow,
+    TrialStatus,
+)
+from mlchain.summary import ERROR_EVENT, NOTE_EVENT, SEARCH_EVENT, build_summary, read_history, recorded_error
 
 Echo = Callable[[str], None]
 PROPERTIES_FILE = "mlchain.properties"
@@ -90,6 +97,9 @@ def resolved_config(settings: Settings, cfg: RepoConfig) -> RepoConfig:
     update: dict[str, Any] = {"budget": budget.model_dump()}
     if settings.threshold is not None:
         update["threshold"] = settings.threshold
+    chosen = {k: v for k, v in {"sampler": settings.sampler, "pruner": settings.pruner}.items() if v is not None}
+    if chosen:
+        update["strategy"] = {**cfg.strategy.model_dump(), **chosen}
     return with_overrides(cfg, update, "mlchain.yaml with the flags and MLCHAIN_* settings")
 
 
@@ -257,12 +267,48 @@ def job_train(settings: Settings, env: BuildEnv, echo: Echo) -> int:
     if row.finished_at:
         echo(f"trial {number} was collected already: {row.status}")
         return 0
-    row, outcome = await_trial(settings, store, run_id, number, echo=echo)
+    judge = _prune_judge(settings, store.get_run(run_id), row)
+    row, outcome = await_trial(settings, store, run_id, number, echo=echo, judge=judge)
     spec = TrialSpec.from_json(row.launched_spec)
     shown = f"{outcome.metric:.4f}" if outcome.metric is not None else "-"
     echo(f"trial {number}: {outcome.status} ({outcome.verdict.reason}); {spec.metric} = {shown};"
          f" MLflow run {row.mlflow_run_id}")
     return 0
+
+
+class PruneJudge:
+    """The search's pruner over a running trial's progress lines: each call hands the study the
+    epochs it has not seen yet and says whether to stop the trial."""
+
+    def __init__(self, search: tweak.Search, optuna_trial: int, spec: TrialSpec) -> None:
+        self.search = search
+        self.optuna_trial = optuna_trial
+        self.spec = spec
+        self.last_epoch = 0
+
+    def __call__(self) -> searchplan.Pruned | None:
+        values = searchplan.epoch_values(read_history(self.spec.output_dir), self.spec.metric, self.last_epoch)
+        if not values:
+            return None
+        self.last_epoch = values[-1][0]
+        epoch = self.search.report(self.optuna_trial, values)
+        if epoch is None:
+            return None
+        rows = read_history(self.spec.output_dir)
+        key = next((searchplan.epoch_key(self.spec.metric, r.keys()) for r in rows if r.get("epoch") == epoch),
+                   None) or self.spec.metric
+        value = dict(values)[epoch]
+        return searchplan.Pruned(epoch, key, value, self.search.strategy.pruner)
+
+
+def _prune_judge(settings: Settings, run: RunRow, row: TrialRow) -> PruneJudge | None:
+    """A judge for a trial the study proposed, when the run prunes; None otherwise (the
+    repository's own params are never pruned, and a run whose first trial passes never
+    opens the study)."""
+    cfg = run_config(run)
+    if cfg.strategy.resolved().pruner == "none" or row.optuna_trial is None or row.optuna_trial < 0:
+        return None
+    return PruneJudge(_open_search(settings, run, cfg), int(row.optuna_trial), TrialSpec.from_json(row.launched_spec))
 
 
 # --- job4 ---------------------------------------------------------------------------
@@ -278,8 +324,9 @@ def job_gate(settings: Settings, env: BuildEnv, echo: Echo) -> int:
     current = next((r for r in rows if r.number == number), None)
     if current is None or current.status not in FINISHED_TRIAL_STATUSES:
         raise EngineError(f"trial {number} of run {run_id} has no result yet", hint="run job3-train first")
-    results = [gate.TrialResult(r.number, r.metric, code_rewrite.failure_for_gate(
-                   r.failure_kind, code_rewrite.diff_file(trials.trial_dir(settings, run_id, r.number)) is not None))
+    results = [gate.TrialResult(r.number, r.metric, gate.PRUNED if r.status == TrialStatus.PRUNED
+                                else code_rewrite.failure_for_gate(r.failure_kind, code_rewrite.diff_file(
+                                    trials.trial_dir(settings, run_id, r.number)) is not None))
                for r in rows if r.number <= number and r.status in FINISHED_TRIAL_STATUSES]
     budget = gate.Budget(cfg.budget.max_trials, cfg.budget.max_minutes, cfg.budget.patience)
     elapsed = (time.time() - run.created_at) / 60.0
@@ -291,15 +338,14 @@ def job_gate(settings: Settings, env: BuildEnv, echo: Echo) -> int:
     if current.optuna_trial is not None and current.optuna_trial >= 0:
         # A trial the study proposed: its result is the study's, whatever the gate decided.
         search = _open_search(settings, run, cfg)
-        search.tell(int(current.optuna_trial), current.metric)
+        search.tell(int(current.optuna_trial), current.metric, pruned=current.status == TrialStatus.PRUNED)
     if decision.action == "retry":  # only now is the search consulted
         nxt = store.get_trial(run_id, number + 1)
         if nxt is None:
             search = search or _open_search(settings, run, cfg)
             if current.optuna_trial is None:  # the repository's own params, taught when they fit
-                search.add_baseline(current.params, space, current.metric)
-                store.update_trial(run_id, number, optuna_trial=-1)
-            optuna_number, params = search.ask(space, cfg.params)
+                _start_search(search, store, run, current, space, echo)
+            optuna_number, params = search.ask(space, cfg.params, run_id=run_id)
             store.upsert_trial(run_id, number + 1, params, optuna_trial=optuna_number)
             nxt = store.get_trial(run_id, number + 1)
         assert nxt is not None
@@ -313,10 +359,33 @@ def job_gate(settings: Settings, env: BuildEnv, echo: Echo) -> int:
     return 0
 
 
+def _start_search(search: tweak.Search, store: StateStore, run: RunRow, baseline: TrialRow,
+                  space: Mapping[str, Any], echo: Echo) -> None:
+    """After the repository's own params (trial 1) missed the gate: teach the study them and
+    their learning curve, and enqueue the previous push's best params when the space is the same."""
+    cfg = run_config(run)
+    curve = []
+    if baseline.spec:
+        curve = searchplan.epoch_values(read_history(TrialSpec.from_json(baseline.spec).output_dir), cfg.metric, 0)
+    search.add_baseline(baseline.params, space, baseline.metric, curve, run_id=run.run_id)
+    store.update_trial(run.run_id, baseline.number, optuna_trial=-1)
+    search.mark_space(space)
+    if not search.strategy.warm_start:
+        return
+    start = searchplan.warm_start(search.past_trials(), run.run_id, searchplan.space_hash(space), baseline.params,
+                                  cfg.direction)
+    if start.params is not None:
+        search.enqueue(start.params)
+    if start.worth_saying:
+        echo(f"search: {start.reason}")
+        store.add_event(run.run_id, SEARCH_EVENT, start.reason, trial=baseline.number + 1)
+
+
 def _open_search(settings: Settings, run: RunRow, cfg: RepoConfig) -> tweak.Search:
-    """The study of this repository and branch."""
+    """The study of this repository and branch, with the run's sampler and pruner."""
+    space = tweak.search_space(run.classified_framework, cfg.search, cfg.params)
     return tweak.Search(settings.resolved_optuna_storage, tweak.study_name(run.repo_name, run.branch),
-                        cfg.direction, seed=settings.search_seed)
+                        cfg.direction, seed=settings.search_seed, strategy=cfg.strategy.resolved(), space=space)
 
 
 # --- job5 ---------------------------------------------------------------------------

@@ -162,6 +162,7 @@ def message_context(summary: RunSummary) -> dict[str, Any]:
         "notes": summary.notes,
         "reason": summary.reason,
         "dataset": Path(summary.dataset).name if summary.dataset else None,
+        "search_notes": summary.search_notes,
         "run_ids": summary.mlflow_run_ids,
         "ui_url": ui,
         "ui_command": redact_uri(summary.mlflow_ui_command()),
@@ -254,7 +255,7 @@ def _short_reason(summary: RunSummary) -> str | None:
 
 
 def _row(trial: TrialRecord, summary: RunSummary, ui: str | None) -> TrialRow:
-    status = f"{trial.status}: {trial.failure_kind}" if trial.failure_kind else trial.status
+    status = trial.status_text
     params = fmt_params(trial.params)
     short = params if len(params) <= PARAMS_TEXT_WIDTH else params[:PARAMS_TEXT_WIDTH - 3] + "..."
     return TrialRow(
