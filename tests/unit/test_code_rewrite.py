@@ -81,7 +81,7 @@ def _run(tmp_path: Path, files: dict[str, str], cfg: RepoConfig) -> tuple[RepoCo
     store.create_run("r1", "file:///x", "x", None, None, status="running")
     store.update_run("r1", config=cfg.model_dump(mode="json"))
     lines: list[str] = []
-    tuned = _tune_literals_found(settings, store, "r1", cfg, "sklearn", src, lines.append)
+    tuned = _tune_literals_found(settings, store, "r1", cfg, "sklearn", src, cfg.entry or "train.py", lines.append)
     return tuned, store, settings
 
 
