@@ -291,6 +291,25 @@ def test_the_observer_keeps_rows_and_labels_and_goes_on_after_a_restart(make_set
     assert [d["sample"] for d in report["detections"]] == [found["sample"]] and report["requests"] == []
 
 
+def test_every_batch_handed_over_is_stored_by_close_in_order(make_settings: Any) -> None:
+    """Recording is off the request path (a recorder thread); closing the observer stores all
+    that was handed over, and the detectors saw the rows in the order they were predicted."""
+    from mlchain.serving.observe import DriftObserver
+
+    settings = make_settings(retrain_via="off")
+    observer = DriftObserver(settings, "tabular")
+    handed: list[str] = []
+    for n in range(300):
+        handed += observer.record_predictions("3", pd.DataFrame({"x": [float(n)] * 4}), [n % 2] * 4)
+    observer.close()
+    store = FeedbackStore(settings.resolved_serving_db_url, max_rows=10_000, max_days=1)
+    kept = store.predictions_of(handed)
+    assert len(kept) == 1200 and kept[handed[-1]] == (1, "3") and kept[handed[0]] == (0, "3")
+    again = DriftObserver(settings, "tabular")
+    assert again.detectors.samples() == {"x": 1200}
+    again.close()
+
+
 def test_drift_status_names_a_bad_database_url(make_settings: Any, capsys: Any,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     from mlchain.cli import main

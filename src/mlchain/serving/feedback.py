@@ -141,10 +141,11 @@ class FeedbackStore:
 
     # predictions and feedback -----------------------------------------------------------
     def add_predictions(self, rows: Sequence[Mapping[str, Any]], now: float | None = None) -> None:
-        """Rows with id, model_version, inputs (a dict), prediction."""
+        """Rows with id, model_version, inputs (a dict), prediction, and created_at (else ``now``)."""
         at = time.time() if now is None else now
         values = [{"id": r["id"], "model_version": r["model_version"], "inputs": json.dumps(r["inputs"]),
-                   "prediction": json.dumps(plain(r["prediction"])), "created_at": at} for r in rows]
+                   "prediction": json.dumps(plain(r["prediction"])), "created_at": r.get("created_at", at)}
+                  for r in rows]
         if not values:
             return
         with self.engine.begin() as conn:

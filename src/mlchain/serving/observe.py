@@ -4,7 +4,10 @@ detection asks for a retraining run on a new dataset version.
 
 The server (``mlchain model serve``) calls it through the ``Observer`` interface of
 ``serving/observer_api.py``: ``record_predictions``, ``record_feedback``, ``state``, ``close``.
-It is thread-safe. The detectors' state is saved in the store (every ``SAVE_EVERY_S`` while
+It is thread-safe. Recording is off the request path: ``record_predictions`` mints the rows'
+ids and hands the batch to one recorder thread, which stores whatever has queued up in one
+transaction and feeds the detectors in order; reads that must see every row handed over
+(feedback, detections, requests, close) wait for it first. The detectors' state is saved in the store (every ``SAVE_EVERY_S`` while
 predictions stream in, at once on a detection and on close), so a new observer on the same
 store goes on detecting where the last one stopped.
 
@@ -25,6 +28,8 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from queue import Empty, Queue
 from typing import TYPE_CHECKING, Any
 
 from mlchain.serving import retrain
@@ -40,6 +45,8 @@ log = logging.getLogger("mlchain.serving")
 
 STATE_KEY = "detectors"
 SAVE_EVERY_S = 1.0
+RECORD_QUEUE = 1_000  # batches handed over and not yet stored; a full queue holds the predict thread back
+MAX_MERGED = 256      # batches stored in one transaction at most
 _METRIC_CHARS = re.compile(r"[^a-zA-Z0-9_]+")
 
 # (settings, model name, model version) -> where that version was trained from
@@ -51,6 +58,17 @@ Requester = Callable[["Settings", retrain.Source, str, retrain.DatasetVersion], 
 def metric_suffix(stream: str) -> str:
     """Pure: a stream's name as a Prometheus metric name's tail ('pixel mean' -> 'pixel_mean')."""
     return _METRIC_CHARS.sub("_", stream).strip("_").lower() or "unnamed"
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """One predicted batch, handed over to the recorder thread."""
+
+    model_version: str
+    inputs: pandas.DataFrame
+    predictions: list[Any]
+    ids: list[str]
+    at: float
 
 
 class DriftObserver:
@@ -71,30 +89,30 @@ class DriftObserver:
         self._pending: list[Future[None]] = []
         self._waiting = self.store.waiting_request()  # a request that waits for feedback after its drift
         self.counts = {"predictions": 0, "feedback_accepted": 0, "feedback_unknown": 0, "detections": 0,
-                       "retrain_requests": 0, "retrain_refused": 0, "retrain_errors": 0}
+                       "retrain_requests": 0, "retrain_refused": 0, "retrain_errors": 0, "record_errors": 0}
+        self._handed: Queue[_Batch | None] = Queue(maxsize=RECORD_QUEUE)
+        self._recorder = threading.Thread(target=self._record_loop, name="drift-record", daemon=True)
+        self._recorder.start()
 
     # the Observer interface ------------------------------------------------------------
     def record_predictions(self, model_version: str, inputs: pandas.DataFrame,
                            predictions: Sequence[Any]) -> list[str]:
-        """Keep each row (a new id each), feed the input streams to the detectors; the row ids."""
+        """The rows' ids (a new one each); the rows are stored and watched by the recorder thread."""
         if len(predictions) != len(inputs):
             raise ValueError(f"{len(inputs)} input rows but {len(predictions)} predictions")
         ids = [uuid.uuid4().hex for _ in range(len(inputs))]
-        records = json.loads(inputs.to_json(orient="records", double_precision=15)) if len(inputs) else []
-        at = time.time()  # the rows' time, and a detection's among them: its rows count as after the drift
-        self.store.add_predictions([{"id": i, "model_version": model_version, "inputs": r, "prediction": plain(p)}
-                                    for i, r, p in zip(ids, records, predictions, strict=True)], now=at)
-        values = watched_values(inputs, self.settings.drift_summary_above)
-        with self._lock:
-            self._version = model_version
-            self.counts["predictions"] += len(ids)
-            found = self.detectors.feed(values, now=at)
-            self._after_update(found, model_version)
+        # the rows' time, and a detection's among them: its rows count as after the drift
+        self._handed.put(_Batch(model_version, inputs, list(predictions), ids, time.time()))
         return ids
+
+    def flush(self) -> None:
+        """Wait until every batch handed over so far is stored and watched."""
+        self._handed.join()
 
     def record_feedback(self, labels: Mapping[str, Any]) -> int:
         """Store the true labels of known prediction ids and feed the error stream (1: the
         prediction was wrong); unknown ids are not accepted, only counted. Returns how many were."""
+        self.flush()  # an id answered a moment ago is known
         known = self.store.predictions_of(str(k) for k in labels)
         judged = {i: (labels[i], same_label(known[i][0], labels[i])) for i in labels if i in known}
         self.store.add_labels(judged)
@@ -122,6 +140,8 @@ class DriftObserver:
         return gauges
 
     def close(self) -> None:
+        self._handed.put(None)  # after every batch handed over: stored before the recorder stops
+        self._recorder.join()
         self.wait_idle()
         self._worker.shutdown(wait=True)
         with self._lock:
@@ -130,17 +150,62 @@ class DriftObserver:
 
     # reading ----------------------------------------------------------------------------
     def wait_idle(self, timeout: float | None = None) -> None:
-        """Wait for the retraining requests under way (building a dataset, asking for a run)."""
+        """Wait for the rows handed over, then the retraining requests under way (building a
+        dataset, asking for a run)."""
+        if self._recorder.is_alive():
+            self.flush()
         with self._lock:
             pending, self._pending = self._pending, []
         for future in pending:
             future.result(timeout=timeout)
 
     def detections(self) -> list[dict[str, Any]]:
+        if self._recorder.is_alive():
+            self.flush()
         return self.store.detections()
 
     def requests(self) -> list[dict[str, Any]]:
+        if self._recorder.is_alive():
+            self.flush()
         return self.store.requests()
+
+    # on the recorder thread -------------------------------------------------------------
+    def _record_loop(self) -> None:
+        stopping = False
+        while not stopping:
+            handed = [self._handed.get()]
+            while len(handed) < MAX_MERGED and handed[-1] is not None:
+                try:
+                    handed.append(self._handed.get_nowait())
+                except Empty:
+                    break
+            stopping = handed[-1] is None  # close() hands None over last
+            batches = [b for b in handed if b is not None]
+            try:
+                if batches:
+                    self._record(batches)
+            except Exception:  # the answers went out; what watches them missed these rows
+                with self._lock:
+                    self.counts["record_errors"] += 1
+                log.exception("could not record %d predicted batches", len(batches))
+            finally:
+                for _ in handed:
+                    self._handed.task_done()
+
+    def _record(self, batches: list[_Batch]) -> None:
+        rows: list[dict[str, Any]] = []
+        for b in batches:
+            records = json.loads(b.inputs.to_json(orient="records", double_precision=15)) if len(b.inputs) else []
+            rows += [{"id": i, "model_version": b.model_version, "inputs": r, "prediction": plain(p),
+                      "created_at": b.at} for i, r, p in zip(b.ids, records, b.predictions, strict=True)]
+        self.store.add_predictions(rows)  # one transaction for all of them
+        watched = [watched_values(b.inputs, self.settings.drift_summary_above) for b in batches]
+        with self._lock:
+            for b, values in zip(batches, watched, strict=True):
+                self._version = b.model_version
+                self.counts["predictions"] += len(b.ids)
+                found = self.detectors.feed(values, now=b.at)
+                self._after_update(found, b.model_version)
 
     # inside the lock ----------------------------------------------------------------------
     def _after_update(self, found: list[Detection], model_version: str | None) -> None:
