@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Literal
 
 CONFIG_FILE = "mlchain.yaml"
-FRAMEWORKS = ("keras", "sklearn")
-Framework = Literal["keras", "sklearn"]
+FRAMEWORKS = ("keras", "keras2", "sklearn")
+Framework = Literal["keras", "keras2", "sklearn"]
 
 # Environment of a training process (container or subprocess).
 ENV_REPO_DIR = "MLCHAIN_REPO_DIR"
