@@ -23,6 +23,9 @@ ENV_CHECKPOINT_DIR = "MLCHAIN_CHECKPOINT_DIR"
 ENV_DATA_DIR = "MLCHAIN_DATA_DIR"
 ENV_METRIC = "MLCHAIN_METRIC"
 ENV_TRIAL_KEY = "MLCHAIN_TRIAL_KEY"
+# The dataset cache: Keras' datasets folder, whose files the host vouches for in its manifest.
+ENV_KERAS_DATASETS = "MLCHAIN_KERAS_DATASETS"
+DATASET_MANIFEST = ".mlchain-manifest.json"
 
 DEFAULT_METRIC = "accuracy"  # the gate metric when mlchain.yaml names none
 METRICS_FILE = "metrics.json"

@@ -121,6 +121,8 @@ class RepoConfig(BaseModel):
     search: dict[str, ParamSpec] = Field(default_factory=dict)
     notify: Notify = Field(default_factory=Notify)
     data: str | None = None  # folder (relative) whose contents are hashed into the run's tags
+    # A trusted repository may fetch its own data: its training container gets a network.
+    network: bool = False
 
     @field_validator("entry")
     @classmethod

@@ -65,6 +65,9 @@ def run() -> int:
         stale.unlink()  # a restarted attempt must report afresh
     print(f"mlchain-train: running {entry.name} (trial {os.environ.get(contract.ENV_TRIAL_KEY, '?')})",
           flush=True)
+    from mlchain.dataset_trust import trust_dataset_cache
+
+    trust_dataset_cache()
     sys.path.insert(0, str(repo))
     sys.argv = [str(entry)]
     try:

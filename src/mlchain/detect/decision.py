@@ -20,7 +20,15 @@ from mlchain.contract import CONFIG_FILE, FRAMEWORKS, Framework
 from mlchain.detect.evidence import Reason, evidence_in, requirement_reasons
 from mlchain.detect.parsing import ParsedSource, SkippedFile
 from mlchain.detect.requirements import Requirement
-from mlchain.detect.rules import FAMILY, KERAS2, KERAS2_API, MODEL_BUILDING, OVERRIDE, REQUIREMENT, WEAKER_EVIDENCE
+from mlchain.detect.rules import (
+    FAMILY,
+    KERAS2,
+    KERAS2_API,
+    MODEL_BUILDING,
+    OVERRIDE,
+    REQUIREMENT,
+    WEAKER_EVIDENCE,
+)
 from mlchain.errors import ClassifyError, ConfigError
 
 # A decision is close when the runner-up's deciding score is at least this share of the winner's.
@@ -130,8 +138,8 @@ class Classification:
             return []
         markers = self.keras2_markers
         if self.framework == KERAS2:
-            return [f"Keras 2 code, so the keras2 image (TensorFlow 2.15 with Keras 2); `framework: keras` in "
-                    f"{CONFIG_FILE} would use the Keras 3 image instead. Found:",
+            return [(f"Keras 2 code, so the keras2 image (TensorFlow 2.15 with Keras 2); `framework: keras` in "
+                     f"{CONFIG_FILE} would use the Keras 3 image instead. Found:"),
                     *(f"  {r.where:<28} {r.evidence}" for r in markers[:6]),
                     *([f"  ... and {len(markers) - 6} more"] if len(markers) > 6 else [])]
         return ["Keras 3 code (the keras image): no API that Keras 3 removed and no pin below Keras 3"]

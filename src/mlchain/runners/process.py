@@ -40,6 +40,7 @@ def training_env(spec: TrialSpec, host_env: dict[str, str] | None = None,
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env["PYTHONUNBUFFERED"] = "1"
     env.update(spec.contract_env(repo_dir=str(repo_dir) if repo_dir is not None else None))
+    env.update(spec.dataset_env())
     return env
 
 
