@@ -1,0 +1,203 @@
+"""The environment real code needs, for real: the Keras 2 image, the repository's requirements in a
+cached layer over its framework image, and the dataset cache read inside the sandbox (real Docker,
+real images, real installs from the package index at build time)."""
+
+from __future__ import annotations
+
+import textwrap
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from docker_support import built_image, docker_settings, make_spec, read_json, write_repo
+
+from mlchain.datasets import find_dataset_calls, keras_datasets_dir, prepare_datasets
+from mlchain.detect import classify_repo
+from mlchain.errors import ImageBuildError
+from mlchain.images import ImageRef
+from mlchain.repo_layer import ensure_repo_image
+from mlchain.runners.docker import DockerRunner
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+# Written the way Keras 2 tutorials write it: np_utils, Adam(lr=...), the old layer modules.
+KERAS2_MLP = """
+    import numpy as np
+    from keras.models import Sequential
+    from keras.layers.core import Dense, Dropout
+    from keras.optimizers import Adam
+    from keras.utils import np_utils
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+    from mlchain import sdk
+
+    X, y = load_digits(return_X_y=True)
+    X = X / 16.0
+    Y = np_utils.to_categorical(y, 10)
+    X_train, X_test, Y_train, Y_test = train_test_split(X, Y, test_size=0.25, random_state=0)
+    model = Sequential()
+    model.add(Dense(64, activation="relu", input_shape=(64,)))
+    model.add(Dropout(0.1))
+    model.add(Dense(10, activation="softmax"))
+    model.compile(loss="categorical_crossentropy", optimizer=Adam(lr=0.01), metrics=["accuracy"])
+    model.fit(X_train, Y_train, epochs=8, batch_size=32, verbose=0, callbacks=sdk.keras_callbacks())
+    loss, accuracy = model.evaluate(X_test, Y_test, verbose=0)
+    sdk.report({"accuracy": float(accuracy)})
+    sdk.save_model(model)
+"""
+
+# mnist as the tutorials load it, and how many network interfaces the sandbox has (lo only: 1).
+MNIST_SCRIPT = """
+    import os
+    import keras
+    from keras.datasets import mnist
+    from mlchain import sdk
+
+    (x_train, y_train), (x_test, y_test) = mnist.load_data()
+    assert x_train.shape[1:] == (28, 28) and x_train.dtype == "uint8", x_train.shape
+    model = keras.Sequential([keras.Input((28, 28)), keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")])
+    model.compile(loss="sparse_categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
+    model.fit(x_train / 255.0, y_train, epochs=1, verbose=0)
+    _, accuracy = model.evaluate(x_test / 255.0, y_test, verbose=0)
+    sdk.report({"accuracy": float(accuracy), "train_rows": len(x_train), "test_rows": len(x_test),
+                "interfaces": len(os.listdir("/sys/class/net"))})
+"""
+
+TABULATE_SCRIPT = """
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+    from tabulate import tabulate
+    from mlchain import sdk
+
+    X, y = load_iris(return_X_y=True)
+    clf = LogisticRegression(max_iter=300).fit(X, y)
+    print(tabulate([["accuracy", clf.score(X, y)]]))
+    sdk.report({"accuracy": clf.score(X, y)})
+"""
+
+
+@pytest.fixture(scope="module")
+def keras_image(docker_client: Any) -> ImageRef:
+    return built_image("keras")
+
+
+def _train(tmp_path: Path, run_id: str, repo: Path, image: ImageRef, framework: str, **spec_fields: Any) -> Any:
+    settings = docker_settings(tmp_path / "home")
+    spec = replace(make_spec(tmp_path, run_id, repo, image.tag, framework=framework), **spec_fields)
+    handle = DockerRunner(settings).start(spec)
+    info = handle.wait(timeout=600)
+    return spec, handle, info
+
+
+def test_a_keras2_mlp_is_classified_keras2_trains_there_and_fails_on_keras3(
+        tmp_path: Path, run_id: str, keras2_image: ImageRef, keras_image: ImageRef) -> None:
+    repo = write_repo(tmp_path, KERAS2_MLP)
+    decision = classify_repo(repo)
+    assert decision.framework == "keras2"
+    explained = decision.explain()
+    assert "train.py:6" in explained and "keras.utils.np_utils" in explained      # the API and its line
+    assert "train.py:19" in explained and "Adam(lr=...)" in explained
+
+    spec, _, info = _train(tmp_path / "k2", run_id, repo, keras2_image, "keras2")
+    assert info.exit_code == 0, "\n".join(info.last_lines)
+    metrics = read_json(spec.output_dir / "metrics.json")
+    assert metrics["accuracy"] > 0.8
+    assert (spec.output_dir / "model" / "MLmodel").is_file()  # sdk.save_model works under Keras 2
+
+    spec3, _, info3 = _train(tmp_path / "k3", run_id + "-k3", repo, keras_image, "keras")
+    assert info3.exit_code != 0
+    assert "np_utils" in "\n".join(info3.last_lines)  # Keras 3 has no keras.utils.np_utils
+
+
+def test_a_requirements_layer_is_built_once_then_found_and_its_package_imports(
+        tmp_path: Path, run_id: str, sklearn_image: ImageRef, docker_client: Any) -> None:
+    repo = write_repo(tmp_path, TABULATE_SCRIPT)
+    # a marker, so the layer is new to this engine (the hash covers the normalised requirements)
+    (repo / "requirements.txt").write_text(f"tabulate>=0.9  # the extra package\nscikit-learn\n"
+                                           f"pip ; python_version > '3.{run_id[-6:].encode().hex()[:2]}'\n")
+    settings = docker_settings(tmp_path / "home")
+    first = ensure_repo_image(settings, sklearn_image, repo, client=docker_client)
+    assert first is not None and first.cached is False and first.tag.startswith("mlchain-sklearn-repo:")
+    second = ensure_repo_image(settings, sklearn_image, repo, client=_NoBuild(docker_client))
+    assert second is not None and second.cached is True
+    assert (second.tag, second.image_id) == (first.tag, first.image_id)
+
+    spec, _, info = _train(tmp_path, run_id, repo, first, "sklearn")
+    assert info.exit_code == 0, "\n".join(info.last_lines)
+    assert read_json(spec.output_dir / "metrics.json")["accuracy"] > 0.9
+    try:
+        docker_client.images.remove(first.tag, force=True)
+    except Exception:  # noqa: BLE001,S110 - cleanup only
+        pass
+
+
+def test_a_requirement_conflicting_with_the_framework_pins_fails_the_build_naming_both(
+        tmp_path: Path, sklearn_image: ImageRef, docker_client: Any) -> None:
+    repo = write_repo(tmp_path, TABULATE_SCRIPT)
+    (repo / "requirements.txt").write_text("tabulate\nscikit-learn==1.0\n")
+    with pytest.raises(ImageBuildError) as info:
+        ensure_repo_image(docker_settings(tmp_path / "home"), sklearn_image, repo, client=docker_client)
+    message = info.value.message
+    assert "requirements.txt:2 asks for scikit-learn==1.0" in message
+    assert "the sklearn image has scikit-learn==" in message and "scikit-learn>=1.4,<2" in message
+    assert info.value.exit_code == 12
+
+
+def _mnist_npz(path: Path, train: int = 600, test: int = 200) -> None:
+    rng = np.random.default_rng(0)
+    y_train, y_test = rng.integers(0, 10, train).astype("uint8"), rng.integers(0, 10, test).astype("uint8")
+    # learnable: each class lights up its own rows
+    def images(labels: np.ndarray) -> np.ndarray:
+        x = rng.integers(0, 40, (len(labels), 28, 28)).astype("uint8")
+        for i, label in enumerate(labels):
+            x[i, label * 2:label * 2 + 3, :] = 250
+        return x
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, x_train=images(y_train), y_train=y_train, x_test=images(y_test), y_test=y_test)
+
+
+@pytest.mark.parametrize("network", [False, True], ids=["sandboxed", "network-true"])
+def test_mnist_load_data_reads_the_dataset_cache_in_the_container(
+        tmp_path: Path, run_id: str, keras_image: ImageRef, docker_client: Any, network: bool) -> None:
+    repo = write_repo(tmp_path, MNIST_SCRIPT)
+    settings = docker_settings(tmp_path / "home")
+    _mnist_npz(keras_datasets_dir(settings) / "mnist.npz")
+    calls = find_dataset_calls(repo)
+    assert [(c.library, c.name, c.line) for c in calls] == [("keras", "mnist", 7)]
+    mounts = prepare_datasets(settings, calls, network=network)   # present: nothing is fetched
+    assert mounts == {"keras": str(keras_datasets_dir(settings))}
+
+    spec, handle, info = _train(tmp_path, run_id, repo, keras_image, "keras", datasets=mounts, network=network)
+    assert info.exit_code == 0, "\n".join(info.last_lines)
+    metrics = read_json(spec.output_dir / "metrics.json")
+    assert (metrics["train_rows"], metrics["test_rows"]) == (600, 200)   # the cache's file, not MNIST's
+    assert metrics["accuracy"] > 0.5
+    container = docker_client.containers.get(handle.ref)
+    assert container.attrs["HostConfig"]["NetworkMode"] == ("bridge" if network else "none")
+    assert metrics["interfaces"] == (2 if network else 1)   # lo, and eth0 only with network: true
+    mount = next(m for m in container.attrs["Mounts"] if m["Destination"] == "/tmp/.keras/datasets")
+    assert mount["RW"] is False
+
+
+class _NoBuild:
+    """The engine's client, whose build endpoint must not be called."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+        self.api = _NoBuildApi(real.api)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+class _NoBuildApi:
+    def __init__(self, real: Any) -> None:
+        self._real = real
+
+    def build(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the repository layer was rebuilt although nothing changed")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
