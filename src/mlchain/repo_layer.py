@@ -47,6 +47,11 @@ LOG_LINES = 400
 TENSORFLOW_BUILDS = frozenset({"tensorflow", "tensorflow-gpu", "tensorflow-intel", "tensorflow-macos"})
 RENAMED = {"sklearn": "scikit-learn"}  # the name people write, and the distribution it means
 
+MARKER_WORDS = frozenset({
+    "python_version", "python_full_version", "os_name", "sys_platform", "platform_release", "platform_system",
+    "platform_version", "platform_machine", "platform_python_implementation", "implementation_name",
+    "implementation_version", "extra", "and", "or", "in", "not",
+})
 _OP = r"(?:===|==|~=|!=|<=|>=|<|>)"
 _VERSION = r"[A-Za-z0-9.*+!_-]+"
 _REQUIREMENT = re.compile(
@@ -80,8 +85,13 @@ def _refusal(line: str) -> str | None:
     if line.startswith((".", "/", "~")) or "/" in line.split(";")[0] or "\\" in line \
             or line.endswith((".whl", ".tar.gz", ".zip")):
         return "a local path is not allowed: name the package and a version, it is installed from the package index"
-    if _REQUIREMENT.match(line) is None:
+    match = _REQUIREMENT.match(line)
+    if match is None:
         return "not a requirement (write a name, optional [extras], version specifiers and a ; marker)"
+    marker = re.sub(r"'[^']*'|\"[^\"]*\"", "", match.group("marker") or "")
+    unknown = sorted(set(re.findall(r"[A-Za-z_][A-Za-z0-9_.]*", marker)) - MARKER_WORDS)
+    if unknown:
+        return f"not an environment marker: {', '.join(unknown)} (PEP 508 markers name python_version, sys_platform ...)"
     return None
 
 

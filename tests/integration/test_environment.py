@@ -4,7 +4,6 @@ real images, real installs from the package index at build time)."""
 
 from __future__ import annotations
 
-import textwrap
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -106,7 +105,7 @@ def test_a_keras2_mlp_is_classified_keras2_trains_there_and_fails_on_keras3(
     assert metrics["accuracy"] > 0.8
     assert (spec.output_dir / "model" / "MLmodel").is_file()  # sdk.save_model works under Keras 2
 
-    spec3, _, info3 = _train(tmp_path / "k3", run_id + "-k3", repo, keras_image, "keras")
+    _, _, info3 = _train(tmp_path / "k3", run_id + "-k3", repo, keras_image, "keras")
     assert info3.exit_code != 0
     # Keras 3 removed the Keras 2 modules the code imports (the first one stops it)
     assert "No module named 'keras.layers.core'" in "\n".join(info3.last_lines)

@@ -268,19 +268,19 @@ def test_requirements_are_normalised_sorted_and_tensorflow_is_the_images_cpu_bui
 def test_hostile_requirement_lines_are_refused_all_at_once_with_their_lines() -> None:
     from mlchain.repo_layer import parse_requirements
 
-    text = "\n".join([
-        "numpy", "-e .", "--index-url https://evil.example/simple", "-r other.txt", "./local_pkg",
-        "pkg @ https://evil.example/pkg.whl", "git+https://example.com/x.git", "/abs/path.whl",
-        "--extra-index-url=https://x", "-c constraints.txt", "../up", "pandas; os.system('x')",
-    ])
+    lines = ["numpy", "-e .", "--index-url https://evil.example/simple", "-r other.txt", "./local_pkg",
+             "pkg @ https://evil.example/pkg.whl", "git+https://example.com/x.git", "/abs/path.whl",
+             "--extra-index-url=https://x", "-c constraints.txt", "../up", "pandas; os.system('x')"]
+    text = "\n".join(lines)
     with pytest.raises(ConfigError) as info:
         parse_requirements(text, "requirements.txt", "sklearn")
     message = info.value.message
-    for line in range(2, 12):
+    for line in range(2, 13):
         assert f"requirements.txt:{line}:" in message
     assert "requirements.txt:1:" not in message
     assert "the option -e is not allowed" in message and "the option --index-url is not allowed" in message
     assert "a URL is not allowed" in message and "a local path is not allowed" in message
+    assert "not an environment marker: os.system" in message
     assert info.value.exit_code == 3
 
 
