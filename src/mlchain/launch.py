@@ -44,7 +44,12 @@ def launch_trial(settings: Settings, store: StateStore, *, run_id: str, number: 
 
     runner = get_runner(settings, echo=echo)
     datasets = prepare_datasets(settings, find_dataset_calls(repo_dir), network=cfg.network, echo=echo)
-    image = image_id = None
+    image = image_id = python = None
+    if runner.name == "process":
+        from mlchain.repo_layer import ensure_repo_venv
+
+        venv_python = ensure_repo_venv(settings, repo_dir, framework, echo=echo)
+        python = str(venv_python) if venv_python is not None else None
     if runner.name == "docker":
         from mlchain.images import ensure_image
         from mlchain.repo_layer import ensure_repo_image
@@ -53,7 +58,8 @@ def launch_trial(settings: Settings, store: StateStore, *, run_id: str, number: 
         ref = ensure_repo_image(settings, ref, repo_dir, echo=echo) or ref
         image, image_id = ref.tag, ref.image_id
     spec = trials.make_spec(settings, run_id=run_id, trial=number, framework=framework, repo_dir=repo_dir,
-                            cfg=cfg, params=params, image=image, job=job, datasets=datasets)
+                            cfg=cfg, params=params, image=image, job=job, datasets=datasets,
+                            python=python)
     store.update_trial(run_id, number, runner=runner.name, image=image, image_id=image_id, spec=spec.to_json(),
                        status="running", started_at=time.time())
     handle = runner.start(spec)  # training starts first; the MLflow run is created while it imports

@@ -293,3 +293,65 @@ def _build(client: docker.DockerClient, context: Path, tag: str, framework_image
     tail = list(log)[-30:]
     raise ImageBuildError(f"building {tag} failed: {errors[-1]}\n  last build lines:\n    " + "\n    ".join(tail),
                           hint="read the build log above; the package index must be reachable at build time")
+
+
+# --- the process runner: a virtual environment per repository ---------------------------
+
+ENVS_DIR = "envs"
+READY = ".mlchain-ready"
+OVER_RUNNER = "_mlchain_runner.pth"
+PIP_TIMEOUT_S = 1800
+
+
+def venv_hash(python: str, python_version: str, site_dirs: Sequence[str], requirements: RepoRequirements) -> str:
+    """The environment's key: the runner's interpreter and packages' folders, and the requirements (pure)."""
+    digest = hashlib.sha256()
+    for name, data in (("python", python), ("version", python_version), ("site", "\n".join(site_dirs)),
+                       ("requirements", requirements.text)):
+        digest.update(f"{name}\0{len(data)}\0{data}".encode())
+    return digest.hexdigest()[:HASH_LEN]
+
+
+def ensure_repo_venv(settings: Settings, repo: Path, framework: str, echo: Echo | None = None) -> Path | None:
+    """The process runner's counterpart of the layer: a virtual environment over the runner's own
+    packages (a .pth file puts them after the venv's), with the repository's requirements installed
+    in it, the runner's installed versions as constraints. Made once per key, then found by it.
+    Returns its interpreter, or None when the repository has no requirements."""
+    import site
+    import subprocess
+    import sys
+
+    requirements = read_repo_requirements(repo, framework)
+    if requirements is None:
+        return None
+    site_dirs = [d for d in site.getsitepackages() if Path(d).is_dir()]
+    folder = settings.home_abs / ENVS_DIR / venv_hash(sys.executable, sys.version, site_dirs, requirements)
+    python = folder / "bin" / "python"
+    if (folder / READY).is_file():
+        return python
+    if folder.exists():
+        shutil.rmtree(folder)  # an interrupted earlier attempt
+    if echo is not None:
+        echo(f"making {folder}: {len(requirements.lines)} requirement(s) of {requirements.source} over this "
+             "environment's packages")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True, capture_output=True)
+    packages = next((folder / "lib").glob("python*/site-packages"))
+    (packages / OVER_RUNNER).write_text("".join(f"{d}\n" for d in site_dirs))
+    frozen = subprocess.run([sys.executable, "-m", "pip", "list", "--format=freeze", "--disable-pip-version-check"],
+                            check=True, capture_output=True, text=True).stdout
+    (folder / "constraints.txt").write_text(frozen)
+    (folder / REQUIREMENTS_FILE).write_text(requirements.text)
+    done = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--disable-pip-version-check",
+                           "-c", str(folder / "constraints.txt"), "-r", str(folder / REQUIREMENTS_FILE)],
+                          capture_output=True, text=True, timeout=PIP_TIMEOUT_S, check=False)
+    if done.returncode != 0:
+        log = (done.stdout + done.stderr).splitlines()
+        said = conflict_message(log, requirements, framework, framework_pins(framework))
+        shutil.rmtree(folder, ignore_errors=True)
+        if said is not None:
+            raise ImageBuildError(said[0].replace(f"the {framework} image", "this environment"), hint=said[1])
+        raise ImageBuildError(f"installing {requirements.source} into {folder} failed:\n    "
+                              + "\n    ".join(log[-20:]),
+                              hint="read pip's output above; the package index must be reachable")
+    (folder / READY).write_text("")
+    return python

@@ -30,13 +30,15 @@ def trial_dir(settings: Settings, run_id: str, trial: int) -> Path:
 
 def make_spec(settings: Settings, *, run_id: str, trial: int, framework: str, repo_dir: Path,
               cfg: RepoConfig, params: Mapping[str, Any], attempt: int = 1, image: str | None = None,
-              job: str = "classify", datasets: Mapping[str, str] | None = None) -> TrialSpec:
+              job: str = "classify", datasets: Mapping[str, str] | None = None,
+              python: str | None = None) -> TrialSpec:
     base = trial_dir(settings, run_id, trial)
     data_dir = repo_data_dir(repo_dir, cfg) or base / "data"  # inside the repository, existing
     return TrialSpec(run_id=run_id, trial=trial, framework=framework, repo_dir=repo_dir.resolve(),
                      entry=cfg.entry, params=dict(params), output_dir=base / "output",
                      checkpoint_dir=base / "checkpoints", data_dir=data_dir, metric=cfg.metric,
-                     attempt=attempt, image=image, job=job, network=cfg.network, datasets=dict(datasets or {}))
+                     attempt=attempt, image=image, job=job, network=cfg.network, datasets=dict(datasets or {}),
+                     python=python)
 
 
 @dataclass

@@ -19,7 +19,6 @@ from mlchain.images import ImageRef
 from mlchain.repo_layer import ensure_repo_image
 from mlchain.runners.docker import DockerRunner
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 # Written the way Keras 2 tutorials write it: np_utils, Adam(lr=...), the old layer modules.
 KERAS2_MLP = """
@@ -90,6 +89,8 @@ def _train(tmp_path: Path, run_id: str, repo: Path, image: ImageRef, framework: 
     return spec, handle, info
 
 
+@pytest.mark.docker
+@pytest.mark.slow
 def test_a_keras2_mlp_is_classified_keras2_trains_there_and_fails_on_keras3(
         tmp_path: Path, run_id: str, keras2_image: ImageRef, keras_image: ImageRef) -> None:
     repo = write_repo(tmp_path, KERAS2_MLP)
@@ -111,6 +112,8 @@ def test_a_keras2_mlp_is_classified_keras2_trains_there_and_fails_on_keras3(
     assert "No module named 'keras.layers.core'" in "\n".join(info3.last_lines)
 
 
+@pytest.mark.docker
+@pytest.mark.slow
 def test_a_requirements_layer_is_built_once_then_found_and_its_package_imports(
         tmp_path: Path, run_id: str, sklearn_image: ImageRef, docker_client: Any) -> None:
     repo = write_repo(tmp_path, TABULATE_SCRIPT)
@@ -133,6 +136,8 @@ def test_a_requirements_layer_is_built_once_then_found_and_its_package_imports(
         pass
 
 
+@pytest.mark.docker
+@pytest.mark.slow
 def test_a_requirement_conflicting_with_the_framework_pins_fails_the_build_naming_both(
         tmp_path: Path, sklearn_image: ImageRef, docker_client: Any) -> None:
     repo = write_repo(tmp_path, TABULATE_SCRIPT)
@@ -158,6 +163,8 @@ def _mnist_npz(path: Path, train: int = 600, test: int = 200) -> None:
     np.savez(path, x_train=images(y_train), y_train=y_train, x_test=images(y_test), y_test=y_test)
 
 
+@pytest.mark.docker
+@pytest.mark.slow
 @pytest.mark.parametrize("network", [False, True], ids=["sandboxed", "network-true"])
 def test_mnist_load_data_reads_the_dataset_cache_in_the_container(
         tmp_path: Path, run_id: str, keras_image: ImageRef, docker_client: Any, network: bool) -> None:
@@ -179,6 +186,28 @@ def test_mnist_load_data_reads_the_dataset_cache_in_the_container(
     assert metrics["interfaces"] == (2 if network else 1)   # lo, and eth0 only with network: true
     mount = next(m for m in container.attrs["Mounts"] if m["Destination"] == "/tmp/.keras/datasets")
     assert mount["RW"] is False
+
+
+def test_the_process_runner_trains_in_a_venv_with_the_requirements_made_once(tmp_path: Path,
+                                                                             make_settings: Any) -> None:
+    import importlib.util
+
+    from mlchain.repo_layer import READY, ensure_repo_venv
+    from mlchain.trainer import train_once
+
+    assert importlib.util.find_spec("tabulate") is None  # not in the runner's own environment
+    repo = write_repo(tmp_path, TABULATE_SCRIPT)
+    (repo / "requirements.txt").write_text("tabulate\nscikit-learn\n")  # scikit-learn: the runner's, kept
+    settings = make_settings(runner="process")
+    result = train_once(settings, repo, {})
+    assert result.runner == "process" and result.metric is not None and result.metric > 0.9
+    envs = list((settings.home_abs / "envs").iterdir())
+    assert len(envs) == 1 and (envs[0] / READY).is_file()
+    assert not list(envs[0].glob("lib/python*/site-packages/scikit_learn*"))  # not installed again
+    assert list(envs[0].glob("lib/python*/site-packages/tabulate*"))
+    ready = (envs[0] / READY).stat().st_mtime_ns
+    assert ensure_repo_venv(settings, repo, "sklearn") == envs[0] / "bin" / "python"   # found, not made again
+    assert (envs[0] / READY).stat().st_mtime_ns == ready
 
 
 class _NoBuild:

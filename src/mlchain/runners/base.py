@@ -49,6 +49,7 @@ class TrialSpec:
     # The dataset cache's folders this training reads, by library ("keras": its datasets
     # folder, "sklearn": its data home), on the host.
     datasets: dict[str, str] = field(default_factory=dict)
+    python: str | None = None  # the process runner's interpreter: the repository's venv when it has requirements
 
     @property
     def host_dir(self) -> Path:
