@@ -19,7 +19,6 @@ from mlchain.images import ImageRef
 from mlchain.repo_layer import ensure_repo_image
 from mlchain.runners.docker import DockerRunner
 
-
 # Written the way Keras 2 tutorials write it: np_utils, Adam(lr=...), the old layer modules.
 KERAS2_MLP = """
     import numpy as np
