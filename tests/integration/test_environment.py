@@ -111,6 +111,40 @@ def test_a_keras2_mlp_is_classified_keras2_trains_there_and_fails_on_keras3(
     assert "No module named 'keras.layers.core'" in "\n".join(info3.last_lines)
 
 
+KERAS2_RESUMABLE = """
+    import numpy as np
+    from keras.models import Sequential
+    from keras.layers import Dense
+    from mlchain import sdk
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(256, 8)), rng.integers(0, 2, 256)
+    model = Sequential([Dense(8, activation="relu", input_shape=(8,)), Dense(2, activation="softmax")])
+    model.compile(loss="sparse_categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
+    model.fit(X, y, epochs=3, verbose=0, callbacks=sdk.keras_callbacks())
+    sdk.report({"accuracy": float(model.evaluate(X, y, verbose=0)[1])})
+"""
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_the_sdks_keras_checkpoints_resume_under_keras2(tmp_path: Path, run_id: str,
+                                                        keras2_image: ImageRef) -> None:
+    repo = write_repo(tmp_path, KERAS2_RESUMABLE)
+    spec, _, info = _train(tmp_path, run_id, repo, keras2_image, "keras2")
+    assert info.exit_code == 0, "\n".join(info.last_lines)
+    first = spec.log_file.read_text()
+    assert first.count("MLCHAIN_PROGRESS ") == 3
+    # attempt 2 of the same trial (a restart): it resumes after epoch 3, so it trains no epoch again
+    again = replace(spec, attempt=2)
+    handle = DockerRunner(docker_settings(tmp_path / "home")).start(again)
+    info = handle.wait(timeout=600)
+    assert info.exit_code == 0, "\n".join(info.last_lines)
+    second = spec.log_file.read_text()[len(first):]
+    assert "resuming from the checkpoint of epoch 3" in second
+    assert second.count("MLCHAIN_PROGRESS ") == 0
+
+
 @pytest.mark.docker
 @pytest.mark.slow
 def test_a_requirements_layer_is_built_once_then_found_and_its_package_imports(
