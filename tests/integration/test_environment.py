@@ -263,3 +263,38 @@ class _NoBuildApi:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._real, name)
+
+
+CALIFORNIA_SCRIPT = """
+    from sklearn.datasets import fetch_california_housing
+    from sklearn.linear_model import LinearRegression
+    from mlchain import sdk
+
+    X, y = fetch_california_housing(return_X_y=True)
+    sdk.report({"accuracy": LinearRegression().fit(X, y).score(X, y), "rows": len(X)})
+"""
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_a_sklearn_fetcher_reads_the_dataset_cache_in_the_sandbox(tmp_path: Path, run_id: str,
+                                                                   sklearn_image: ImageRef) -> None:
+    import joblib
+
+    from mlchain.datasets import sklearn_data_dir
+
+    repo = write_repo(tmp_path, CALIFORNIA_SCRIPT)
+    settings = docker_settings(tmp_path / "home")
+    # scikit-learn's own cache layout: the table it keeps after its first download
+    rng = np.random.default_rng(0)
+    table = rng.uniform(1.0, 5.0, (300, 9))
+    table[:, 0] = table[:, 1] * 2.0 + 0.5          # the target, a function of the first feature
+    sklearn_data_dir(settings).mkdir(parents=True)
+    joblib.dump(table, sklearn_data_dir(settings) / "cal_housing_py3.pkz", compress=6)
+
+    mounts = prepare_datasets(settings, find_dataset_calls(repo), network=False)  # found: fetches nothing
+    assert mounts == {"sklearn": str(sklearn_data_dir(settings))}
+    spec, _, info = _train(tmp_path, run_id, repo, sklearn_image, "sklearn", datasets=mounts)
+    assert info.exit_code == 0, "\n".join(info.last_lines)
+    metrics = read_json(spec.output_dir / "metrics.json")
+    assert metrics["rows"] == 300 and metrics["accuracy"] > 0.99
