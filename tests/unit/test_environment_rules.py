@@ -243,10 +243,17 @@ def test_container_options_mount_the_cache_read_only_and_open_the_network_only_o
     assert env["MLCHAIN_KERAS_DATASETS"] == "/tmp/.keras/datasets"
 
 
-def test_network_true_is_a_repository_setting() -> None:
+def test_network_true_is_a_repository_setting_that_reaches_the_trials_spec(make_settings: Any,
+                                                                           tmp_path: Path) -> None:
     from mlchain.repo_config import parse_repo_config
+    from mlchain.trial import make_spec
 
-    assert parse_repo_config("network: true\n").network is True
+    cfg = parse_repo_config("network: true\n")
+    assert cfg.network is True
+    spec = make_spec(make_settings(), run_id="r", trial=1, framework="keras", repo_dir=tmp_path, cfg=cfg,
+                     params={}, datasets={"keras": "/cache/keras/datasets"})
+    again = type(spec).from_json(spec.to_json())      # as job3 and the monitor read it back
+    assert (again.network, again.datasets, again.python) == (True, {"keras": "/cache/keras/datasets"}, None)
     assert parse_repo_config("").network is False
     with pytest.raises(ConfigError, match="network"):
         parse_repo_config("network: maybe\n")

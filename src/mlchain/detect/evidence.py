@@ -341,7 +341,8 @@ class _FileEvidence:
             for keyword in call.keywords:
                 if keyword.arg in KERAS2_OPTIMIZER_KEYWORDS:
                     self.add(u, call, KERAS2, KERAS2_API, 0.0,
-                             f"{spelled}({keyword.arg}=...): Keras 3 refuses {keyword.arg}= (it is learning_rate=)",
+                             (f"{spelled}({keyword.arg}=...): Keras 3 refuses {keyword.arg}= (write learning_rate=; "
+                              "Keras 2.15 takes it but warns and keeps the default rate)"),
                              name)
                     return
 
