@@ -298,3 +298,34 @@ def test_a_sklearn_fetcher_reads_the_dataset_cache_in_the_sandbox(tmp_path: Path
     assert info.exit_code == 0, "\n".join(info.last_lines)
     metrics = read_json(spec.output_dir / "metrics.json")
     assert metrics["rows"] == 300 and metrics["accuracy"] > 0.99
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_mlchain_train_wires_it_all_requirements_layer_and_dataset_cache(tmp_path: Path,
+                                                                          sklearn_image: ImageRef,
+                                                                          docker_client: Any) -> None:
+    """What job2 does for a repository, through `mlchain train`'s launch: the dataset the code
+    fetches is found in the cache and mounted, its requirements.txt becomes the trial's image."""
+    import joblib
+
+    from mlchain.datasets import sklearn_data_dir
+    from mlchain.trainer import train_once
+
+    repo = write_repo(tmp_path, CALIFORNIA_SCRIPT.replace("from mlchain import sdk", "from mlchain import sdk\n"
+                                                                                    "    from tabulate import tabulate"))
+    (repo / "requirements.txt").write_text("tabulate\n")
+    settings = docker_settings(tmp_path / "home")
+    rng = np.random.default_rng(1)
+    table = rng.uniform(1.0, 5.0, (120, 9))
+    table[:, 0] = table[:, 3] - 1.0
+    sklearn_data_dir(settings).mkdir(parents=True)
+    joblib.dump(table, sklearn_data_dir(settings) / "cal_housing_py3.pkz", compress=6)
+
+    result = train_once(settings, repo, {})
+    assert result.framework == "sklearn" and result.metrics["rows"] == 120
+    assert result.image is not None and result.image.startswith("mlchain-sklearn-repo:")
+    container = next(c for c in docker_client.containers.list(all=True, filters={"ancestor": result.image}))
+    mounts = {m["Destination"]: m["RW"] for m in container.attrs["Mounts"]}
+    assert mounts["/tmp/scikit_learn_data"] is False and container.attrs["HostConfig"]["NetworkMode"] == "none"
+    container.remove(force=True)
