@@ -348,3 +348,11 @@ def test_the_framework_pins_are_read_from_the_shipped_requirements() -> None:
 
     assert framework_pins("sklearn")["scikit-learn"] == "scikit-learn>=1.4,<2"
     assert framework_pins("keras2")["tensorflow-cpu"] == "tensorflow-cpu==2.15.1"
+
+
+def test_keras2_code_is_searched_over_the_keras_space() -> None:
+    from mlchain.tweak import search_space
+
+    params = {"learning_rate": 0.01, "epochs": 5, "unknown": 1}
+    assert search_space("keras2", {}, params) == search_space("keras", {}, params)
+    assert set(search_space("keras2", {}, params)) == {"learning_rate", "epochs"}
