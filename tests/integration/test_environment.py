@@ -41,7 +41,7 @@ KERAS2_MLP = """
     model.compile(loss="categorical_crossentropy", optimizer=Adam(lr=0.01), metrics=["accuracy"])
     model.fit(X_train, Y_train, epochs=8, batch_size=32, verbose=0, callbacks=sdk.keras_callbacks())
     loss, accuracy = model.evaluate(X_test, Y_test, verbose=0)
-    sdk.report({"accuracy": float(accuracy)})
+    sdk.report({"accuracy": float(accuracy), "lr": float(model.optimizer.learning_rate.numpy())})
     sdk.save_model(model)
 """
 
@@ -103,6 +103,7 @@ def test_a_keras2_mlp_is_classified_keras2_trains_there_and_fails_on_keras3(
     assert info.exit_code == 0, "\n".join(info.last_lines)
     metrics = read_json(spec.output_dir / "metrics.json")
     assert metrics["accuracy"] > 0.8
+    assert metrics["lr"] == pytest.approx(0.01)   # Adam(lr=0.01) is the rate, as in Keras 2 (2.15 dropped it)
     assert (spec.output_dir / "model" / "MLmodel").is_file()  # sdk.save_model works under Keras 2
 
     _, _, info3 = _train(tmp_path / "k3", run_id + "-k3", repo, keras_image, "keras")

@@ -26,6 +26,7 @@ from mlchain.detect.rules import (
     KERAS2_API,
     MODEL_BUILDING,
     OVERRIDE,
+    PIN_BELOW_KERAS3,
     REQUIREMENT,
     WEAKER_EVIDENCE,
 )
@@ -136,7 +137,11 @@ class Classification:
         """Why Keras 2 (the markers, each with its line) or Keras 3, when the classifier chose."""
         if self.overridden or family(self.framework) != family(KERAS2):
             return []
-        markers = self.keras2_markers
+        first: dict[str, Reason] = {}  # each API once, where it first appears
+        for r in sorted(self.keras2_markers, key=_POSITION):
+            said = r.evidence.rpartition(": ")[2]
+            first.setdefault(f"{r.file}:{r.symbol}" if said == PIN_BELOW_KERAS3 else said, r)
+        markers = list(first.values())
         if self.framework == KERAS2:
             return [(f"Keras 2 code, so the keras2 image (TensorFlow 2.15 with Keras 2); `framework: keras` in "
                      f"{CONFIG_FILE} would use the Keras 3 image instead. Found:"),

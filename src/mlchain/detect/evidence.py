@@ -24,6 +24,7 @@ from mlchain.detect.rules import (
     KERAS2_OPTIMIZER_KEYWORDS,
     MODEL_BUILDING,
     MODEL_METHODS,
+    PIN_BELOW_KERAS3,
     REQUIREMENT,
     REQUIREMENTS,
     canonical,
@@ -341,8 +342,8 @@ class _FileEvidence:
             for keyword in call.keywords:
                 if keyword.arg in KERAS2_OPTIMIZER_KEYWORDS:
                     self.add(u, call, KERAS2, KERAS2_API, 0.0,
-                             (f"{spelled}({keyword.arg}=...): Keras 3 refuses {keyword.arg}= (write learning_rate=; "
-                              "Keras 2.15 takes it but warns and keeps the default rate)"),
+                             (f"{spelled}({keyword.arg}=...): Keras 3 refuses {keyword.arg}= (the keras2 image takes it as "
+                              "Keras 2 did; learning_rate= works in both)"),
                              name)
                     return
 
@@ -379,6 +380,6 @@ def requirement_reasons(requirements: Iterable[Requirement]) -> list[Reason]:
             out.append(Reason(hit[0], REQUIREMENT, req.spec or req.name, req.file, req.line, hit[1],
                               req.name))
             if pinned_below_keras3(req.name, req.spec):
-                out.append(Reason(KERAS2, KERAS2_API, f"{req.spec}: pinned below Keras 3",
+                out.append(Reason(KERAS2, KERAS2_API, f"{req.spec}: {PIN_BELOW_KERAS3}",
                                   req.file, req.line, 0.0, req.name))
     return out

@@ -181,6 +181,7 @@ KERAS2_ONLY: dict[str, str] = {
 KERAS2_METHODS = frozenset({"fit_generator", "evaluate_generator", "predict_generator"})
 # Keyword arguments of Keras 2 optimizers that Keras 3 refuses (``Adam(lr=...)``).
 KERAS2_OPTIMIZER_KEYWORDS = frozenset({"lr"})
+PIN_BELOW_KERAS3 = "pinned below Keras 3"  # how a requirement marker says why
 # Distribution -> the first version that is (or brings) Keras 3: a pin below it is Keras 2 code.
 KERAS3_FROM: dict[str, tuple[int, ...]] = {
     "keras": (3,),
