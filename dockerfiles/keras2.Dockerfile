@@ -41,6 +41,14 @@ RUN set -eu; keras=$(echo /opt/venv/lib/python3*/site-packages/keras); \
     mkdir -p "$keras/layers/normalization"; \
     printf 'from keras.layers import BatchNormalization, LayerNormalization  # noqa: F401\n' \
         > "$keras/layers/normalization/__init__.py"
+# Keras 2 up to 2.10 read Adam(lr=...) as the learning rate; 2.11-2.15 warn and drop it, so
+# code written for Keras 2 would silently train at the default rate. The optimizers take lr= again.
+RUN /opt/venv/bin/python -c "import glob, py_compile; \
+p = glob.glob('/opt/venv/lib/python3*/site-packages/keras/src/optimizers/optimizer.py')[0]; s = open(p).read(); \
+a = '        lr = kwargs.pop(\"lr\", None)\n'; b = '    def _build_learning_rate(self, learning_rate):\n'; \
+assert s.count(a) == 1 and s.count(b) == 2, 'Keras changed: update the lr= patch in keras2.Dockerfile'; \
+s = s.replace(a, a + '        self._keras2_lr = lr\n').replace(b, b + '        if getattr(self, \"_keras2_lr\", None) is not None:\n            learning_rate = self._keras2_lr\n', 1); \
+open(p, 'w').write(s); py_compile.compile(p)"
 # (pip's compiled .pyc files stay: the root filesystem is read-only at run time, and
 # TensorFlow would otherwise be compiled on every start.)
 
