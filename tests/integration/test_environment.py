@@ -75,6 +75,11 @@ TABULATE_SCRIPT = """
 """
 
 
+# The build's own files anywhere in an image (the CA bundle, the constraints pip was given).
+FIND_BUILD_FILES = ("import os; print(sorted(os.path.join(r, n) for r, ds, fs in os.walk('/') if not r.startswith("
+                    "('/proc', '/sys', '/dev')) for n in fs if n in ('build-ca.pem', 'constraints.txt')))")
+
+
 @pytest.fixture(scope="module")
 def keras_image(docker_client: Any) -> ImageRef:
     return built_image("keras")
@@ -164,6 +169,11 @@ def test_a_requirements_layer_is_built_once_then_found_and_its_package_imports(
     spec, _, info = _train(tmp_path, run_id, repo, first, "sklearn")
     assert info.exit_code == 0, "\n".join(info.last_lines)
     assert read_json(spec.output_dir / "metrics.json")["accuracy"] > 0.9
+    # the build's CA bundle and files stayed in the builder stage; the layer runs as the training user
+    found = docker_client.containers.run(first.tag, entrypoint="python", remove=True, network_mode="none",
+                                         command=["-c", FIND_BUILD_FILES])
+    assert found.decode().strip() == "[]"
+    assert docker_client.images.get(first.tag).attrs["Config"]["User"] == "10001:10001"
     try:
         docker_client.images.remove(first.tag, force=True)
     except Exception:  # noqa: BLE001,S110 - cleanup only
