@@ -16,12 +16,13 @@ and the error names both sides (:func:`conflict_message`).
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import shutil
 import tempfile
 import tomllib
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -171,6 +172,53 @@ def layer_hash(framework_image_id: str, requirements: RepoRequirements, dockerfi
     return digest.hexdigest()[:HASH_LEN]
 
 
+def unmet(requirements: RepoRequirements, installed: Mapping[str, str]) -> list[str]:
+    """The requirements that ``installed`` (distribution -> version) does not satisfy (pure). A
+    requirement with extras counts as unmet (what its extras pull in is not known here)."""
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.version import InvalidVersion
+
+    versions = {normalise_dist(name): version for name, version in installed.items()}
+    out = []
+    for line in requirements.lines:
+        try:
+            req = Requirement(line)
+        except InvalidRequirement:
+            out.append(line)
+            continue
+        if req.marker is not None and not req.marker.evaluate():
+            continue  # not for this Python or platform
+        have = versions.get(normalise_dist(req.name))
+        try:
+            satisfied = have is not None and not req.extras and req.specifier.contains(have, prereleases=True)
+        except InvalidVersion:
+            satisfied = False
+        if not satisfied:
+            out.append(line)
+    return out
+
+
+# Run in a framework image: what it has installed (no network, as the training user).
+LIST_INSTALLED = ("import importlib.metadata as m, json; "
+                  "print(json.dumps({d.metadata['Name']: d.version for d in m.distributions()}))")
+_INSTALLED: dict[str, dict[str, str]] = {}  # image id -> its distributions (an image never changes)
+
+
+def installed_in_image(client: docker.DockerClient, image_id: str) -> dict[str, str]:
+    if image_id not in _INSTALLED:
+        out = client.containers.run(image_id, entrypoint="python", command=["-c", LIST_INSTALLED], remove=True,
+                                    network_mode="none", user="10001:10001")
+        _INSTALLED[image_id] = json.loads(out)
+    return _INSTALLED[image_id]
+
+
+def installed_here() -> dict[str, str]:
+    """The distributions of the environment mlchain runs in (the process runner's)."""
+    from importlib import metadata
+
+    return {str(d.metadata["Name"]): d.version for d in metadata.distributions() if d.metadata["Name"]}
+
+
 # --- what pip said ------------------------------------------------------------------
 
 _REQUESTED = re.compile(r"The user requested (\(constraint\) )?(\S+)")
@@ -239,13 +287,16 @@ def layer_repo(settings: Settings, framework: str) -> str:
 def ensure_repo_image(settings: Settings, framework_image: ImageRef, repo: Path, echo: Echo | None = None,
                       client: docker.DockerClient | None = None) -> ImageRef | None:
     """The repository's layer over ``framework_image``: found by its tag, else built; None when the
-    repository has no requirements (training then runs in the framework image itself)."""
+    repository has no requirements, or the framework image satisfies all of them (training then runs
+    in the framework image itself)."""
     requirements = read_repo_requirements(repo, framework_image.framework)
     if requirements is None:
         return None
     from mlchain.images import docker_client
 
     client = client or docker_client()
+    if not unmet(requirements, installed_in_image(client, framework_image.image_id)):
+        return None  # the framework image has all of it: no layer to build
     dockerfile = resources.shipped(DOCKERFILES_DIR) / LAYER_DOCKERFILE
     tag = f"{layer_repo(settings, framework_image.framework)}:" \
           f"{layer_hash(framework_image.image_id, requirements, dockerfile.read_bytes())}"
@@ -316,14 +367,15 @@ def ensure_repo_venv(settings: Settings, repo: Path, framework: str, echo: Echo 
     """The process runner's counterpart of the layer: a virtual environment over the runner's own
     packages (a .pth file puts them after the venv's), with the repository's requirements installed
     in it, the runner's installed versions as constraints. Made once per key, then found by it.
-    Returns its interpreter, or None when the repository has no requirements."""
+    Returns its interpreter, or None when the repository has no requirements the runner's own
+    environment does not already satisfy."""
     import site
     import subprocess
     import sys
 
     requirements = read_repo_requirements(repo, framework)
-    if requirements is None:
-        return None
+    if requirements is None or not unmet(requirements, installed_here()):
+        return None  # nothing to add to the runner's own environment
     site_dirs = [d for d in site.getsitepackages() if Path(d).is_dir()]
     folder = settings.home_abs / ENVS_DIR / venv_hash(sys.executable, sys.version, site_dirs, requirements)
     python = folder / "bin" / "python"

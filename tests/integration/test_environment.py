@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from docker_support import built_image, docker_settings, make_spec, read_json, write_repo
+from docker_support import ROOT, built_image, docker_settings, make_spec, read_json, write_repo
 
 from mlchain.datasets import find_dataset_calls, keras_datasets_dir, prepare_datasets
 from mlchain.detect import classify_repo
@@ -160,6 +160,8 @@ def test_a_requirements_layer_is_built_once_then_found_and_its_package_imports(
     (repo / "requirements.txt").write_text(f"tabulate>=0.9  # the extra package\nscikit-learn\n"
                                            f"pip ; python_version > '3.{run_id[-6:].encode().hex()[:2]}'\n")
     settings = docker_settings(tmp_path / "home")
+    # what the image already has needs no layer (the example's requirements.txt)
+    assert ensure_repo_image(settings, sklearn_image, ROOT / "models" / "digits_sklearn", client=docker_client) is None
     first = ensure_repo_image(settings, sklearn_image, repo, client=docker_client)
     assert first is not None and first.cached is False and first.tag.startswith("mlchain-sklearn-repo:")
     second = ensure_repo_image(settings, sklearn_image, repo, client=_NoBuild(docker_client))

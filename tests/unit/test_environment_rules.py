@@ -356,3 +356,23 @@ def test_keras2_code_is_searched_over_the_keras_space() -> None:
     params = {"learning_rate": 0.01, "epochs": 5, "unknown": 1}
     assert search_space("keras2", {}, params) == search_space("keras", {}, params)
     assert set(search_space("keras2", {}, params)) == {"learning_rate", "epochs"}
+
+
+def test_requirements_the_environment_already_satisfies_need_no_layer() -> None:
+    from mlchain.repo_layer import parse_requirements, unmet
+
+    installed = {"scikit-learn": "1.7.2", "numpy": "2.1.0", "Tabulate": "0.9.0"}
+    reqs = parse_requirements("scikit-learn>=1.4,<2\nnumpy\ntabulate==0.9.0\n"
+                              "pywin32 ; sys_platform == 'win32'\n", "requirements.txt", "sklearn")
+    assert unmet(reqs, installed) == []      # all there (the Windows-only line is not for this platform)
+    reqs = parse_requirements("scikit-learn==1.0\nsix\nnumpy[extra]\n", "requirements.txt", "sklearn")
+    assert unmet(reqs, installed) == ["numpy[extra]", "scikit-learn==1.0", "six"]
+
+
+def test_the_examples_requirements_need_no_venv_for_the_process_runner(make_settings: Any) -> None:
+    from mlchain.repo_layer import ensure_repo_venv
+
+    root = Path(__file__).resolve().parents[2] / "models"
+    settings = make_settings(runner="process")
+    assert ensure_repo_venv(settings, root / "digits_sklearn", "sklearn") is None
+    assert not (settings.home_abs / "envs").exists()
