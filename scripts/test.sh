@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test suite, from a fresh machine: virtual environment, Docker engine, the offline
-# base image, both framework images, the browser and Groovy for the browser and Job DSL
+# base image, the framework images (keras, keras2, sklearn), the browser and Groovy for the browser and Job DSL
 # tests, then pytest. Other arguments go to pytest.
 #
 #   bash scripts/test.sh                 # everything

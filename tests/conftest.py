@@ -115,3 +115,11 @@ def run_id(docker_client: Any) -> Iterator[str]:
 
     with fresh_run_id(docker_client) as rid:
         yield rid
+
+
+@pytest.fixture(scope="session")
+def keras2_image(docker_client: Any) -> Any:
+    """The Keras 2 image (TensorFlow 2.15): about 200 MB to download on its first build."""
+    from docker_support import built_image
+
+    return built_image("keras2")

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from mlchain import __version__, searchplan
+from mlchain.contract import FRAMEWORKS
 from mlchain.errors import MlchainError
 
 if TYPE_CHECKING:
@@ -241,7 +242,7 @@ def images() -> None:
 
 
 @images.command(name="build")
-@click.option("--framework", "frameworks", type=click.Choice(["keras", "sklearn"]), multiple=True,
+@click.option("--framework", "frameworks", type=click.Choice(FRAMEWORKS), multiple=True,
               help="Build only this framework's image (repeatable; default: all).")
 @pass_ctx
 def images_build(ctx: Context, frameworks: tuple[str, ...]) -> None:

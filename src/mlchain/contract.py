@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Literal
 
 CONFIG_FILE = "mlchain.yaml"
-FRAMEWORKS = ("keras", "sklearn")
-Framework = Literal["keras", "sklearn"]
+FRAMEWORKS = ("keras", "keras2", "sklearn")
+Framework = Literal["keras", "keras2", "sklearn"]
 
 # Environment of a training process (container or subprocess).
 ENV_REPO_DIR = "MLCHAIN_REPO_DIR"
@@ -23,6 +23,9 @@ ENV_CHECKPOINT_DIR = "MLCHAIN_CHECKPOINT_DIR"
 ENV_DATA_DIR = "MLCHAIN_DATA_DIR"
 ENV_METRIC = "MLCHAIN_METRIC"
 ENV_TRIAL_KEY = "MLCHAIN_TRIAL_KEY"
+# The dataset cache: Keras' datasets folder, whose files the host vouches for in its manifest.
+ENV_KERAS_DATASETS = "MLCHAIN_KERAS_DATASETS"
+DATASET_MANIFEST = ".mlchain-manifest.json"
 
 DEFAULT_ENTRY = "train.py"  # the entry preferred when it trains, and taken when no file is seen to train
 DEFAULT_METRIC = "accuracy"  # the gate metric when mlchain.yaml names none

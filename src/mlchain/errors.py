@@ -115,6 +115,12 @@ class StateError(MlchainError):
     exit_code = 17
 
 
+class DatasetError(MlchainError):
+    """A dataset the training code downloads is not in the dataset cache and cannot be fetched."""
+
+    exit_code = 18
+
+
 def home_not_writable(home: object, exc: OSError) -> ConfigError:
     """The error for an MLCHAIN_HOME (or a folder in it) that cannot be created or written."""
     return ConfigError(f"MLCHAIN_HOME {home} cannot be written: {exc.strerror or exc} ({exc.filename or home})",

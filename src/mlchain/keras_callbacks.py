@@ -43,14 +43,20 @@ class CheckpointAndRestore(keras.callbacks.Callback):
         loaded = self.folder.load(self._load_weights, "keras model", self.params_hash)
         if loaded is not None:
             epoch = loaded[0]
-            # fit() reads the epoch to start from here; Keras' own BackupAndRestore sets it the
-            # same way (there is no public setter). tests/unit/test_sdk_checkpoints.py pins it.
-            self.model._initial_epoch = epoch
+            _start_fit_at(self.model, epoch)
             self.say(f"keras model: resuming from the checkpoint of epoch {epoch}")
+
+    def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
+        if isinstance(getattr(self.model, "_training_state", None), _StartAt):
+            self.model._training_state = None  # a later fit() starts where its caller says
 
     def _load_weights(self, info: CheckpointInfo) -> int:
         optimizer = getattr(self.model, "optimizer", None)
-        if optimizer is not None and not optimizer.built:  # its state is in the checkpoint too
+        # Keras 3 says `built`; Keras 2's optimizers keep `_built` (its state is in the checkpoint too)
+        built = getattr(optimizer, "built", None) if optimizer is not None else True
+        if built is None:
+            built = getattr(optimizer, "_built", False)
+        if optimizer is not None and not built:
             optimizer.build(self.model.trainable_variables)
         self.model.load_weights(str(info.path / WEIGHTS_FILE))
         return info.epoch
@@ -60,6 +66,26 @@ class CheckpointAndRestore(keras.callbacks.Callback):
         self.folder.write(epoch + 1, {"framework": "keras", "estimator": type(model).__name__,
                                       "params_hash": self.params_hash, "resumable": True},
                           lambda folder: model.save_weights(str(folder / WEIGHTS_FILE)))
+
+
+class _StartAt:
+    """Keras 2's fit() asks its model's ``_training_state`` (set by BackupAndRestore) where to start."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def maybe_load_initial_counters_from_ckpt(self, steps_per_epoch: int, initial_epoch: int,
+                                              mode: object = None) -> tuple[int, int]:
+        return self.epoch, 0
+
+
+def _start_fit_at(model: Any, epoch: int) -> None:
+    """Make the fit() that is starting begin at ``epoch``. Neither Keras has a public setter;
+    their own BackupAndRestore does the same. tests/unit/test_sdk_checkpoints.py pins Keras 3's."""
+    if hasattr(model, "_maybe_load_initial_counters_from_ckpt"):  # Keras 2 (tf.keras 2.11-2.15)
+        model._training_state = _StartAt(epoch)
+    else:
+        model._initial_epoch = epoch
 
 
 class ProgressLines(keras.callbacks.Callback):

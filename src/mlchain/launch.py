@@ -37,19 +37,31 @@ class MlflowRunSpec:
 def launch_trial(settings: Settings, store: StateStore, *, run_id: str, number: int, framework: str,
                  repo_dir: Path, cfg: RepoConfig, params: Mapping[str, Any], mlflow_run: MlflowRunSpec,
                  job: str, echo: Echo | None = None, data_dir: Path | None = None) -> TrialRow:
-    """Start trial ``number`` of ``run_id`` (its row must exist): choose the runner, ensure the
-    image, make the spec, start the handle, create the MLflow run. Returns the trial's row."""
+    """Start trial ``number`` of ``run_id`` (its row must exist): choose the runner, fill the dataset
+    cache, ensure the image (with the repository's requirements layer), make the spec, start the
+    handle, create the MLflow run. ``data_dir``: a dataset version to train on (a retraining).
+    Returns the trial's row."""
+    from mlchain.datasets import find_dataset_calls, prepare_datasets
     from mlchain.runners.select import get_runner
 
     runner = get_runner(settings, echo=echo)
-    image = image_id = None
+    datasets = prepare_datasets(settings, find_dataset_calls(repo_dir), network=cfg.network, echo=echo)
+    image = image_id = python = None
+    if runner.name == "process":
+        from mlchain.repo_layer import ensure_repo_venv
+
+        venv_python = ensure_repo_venv(settings, repo_dir, framework, echo=echo)
+        python = str(venv_python) if venv_python is not None else None
     if runner.name == "docker":
         from mlchain.images import ensure_image
+        from mlchain.repo_layer import ensure_repo_image
 
         ref = ensure_image(settings, framework, echo=echo)
+        ref = ensure_repo_image(settings, ref, repo_dir, echo=echo) or ref
         image, image_id = ref.tag, ref.image_id
     spec = trials.make_spec(settings, run_id=run_id, trial=number, framework=framework, repo_dir=repo_dir,
-                            cfg=cfg, params=params, image=image, job=job, data_dir=data_dir)
+                            cfg=cfg, params=params, image=image, job=job, data_dir=data_dir, datasets=datasets,
+                            python=python)
     store.update_trial(run_id, number, runner=runner.name, image=image, image_id=image_id, spec=spec.to_json(),
                        status="running", started_at=time.time())
     handle = runner.start(spec)  # training starts first; the MLflow run is created while it imports

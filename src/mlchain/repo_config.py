@@ -155,6 +155,8 @@ class RepoConfig(BaseModel):
     strategy: SearchStrategy = Field(default_factory=SearchStrategy)  # search: {sampler, pruner}
     notify: Notify = Field(default_factory=Notify)
     data: str | None = None  # folder (relative) whose contents are hashed into the run's tags
+    # A trusted repository may fetch its own data: its training container gets a network.
+    network: bool = False
 
     @model_validator(mode="before")
     @classmethod

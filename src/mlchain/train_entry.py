@@ -206,6 +206,9 @@ def run() -> int:
     started = time.time()
     work = working_folder(repo)
     entry = work / name
+    from mlchain.dataset_trust import trust_dataset_cache
+
+    trust_dataset_cache()
     capture.install([work])
     try:
         _run_entry(work, entry, output)

@@ -31,7 +31,8 @@ def trial_dir(settings: Settings, run_id: str, trial: int) -> Path:
 
 def make_spec(settings: Settings, *, run_id: str, trial: int, framework: str, repo_dir: Path,
               cfg: RepoConfig, params: Mapping[str, Any], attempt: int = 1, image: str | None = None,
-              job: str = "classify", data_dir: Path | None = None) -> TrialSpec:
+              job: str = "classify", data_dir: Path | None = None, datasets: Mapping[str, str] | None = None,
+              python: str | None = None) -> TrialSpec:
     """``data_dir``: a dataset version to train on (a retraining), instead of the repository's data."""
     base = trial_dir(settings, run_id, trial)
     if data_dir is None:
@@ -39,7 +40,8 @@ def make_spec(settings: Settings, *, run_id: str, trial: int, framework: str, re
     return TrialSpec(run_id=run_id, trial=trial, framework=framework, repo_dir=repo_dir.resolve(),
                      entry=cfg.entry or contract.DEFAULT_ENTRY, params=dict(params), output_dir=base / "output",
                      checkpoint_dir=base / "checkpoints", data_dir=data_dir, metric=cfg.metric,
-                     attempt=attempt, image=image, job=job)
+                     attempt=attempt, image=image, job=job, network=cfg.network, datasets=dict(datasets or {}),
+                     python=python)
 
 
 @dataclass

@@ -46,6 +46,9 @@ DEFAULT_SPACES: dict[str, dict[str, ParamSpec]] = {
 }
 
 
+DEFAULT_SPACES["keras2"] = DEFAULT_SPACES["keras"]  # Keras 2 code tunes the same knobs
+
+
 def study_name(repo_name: str, branch: str | None) -> str:
     return f"mlchain:{repo_name}@{branch or 'HEAD'}"
 

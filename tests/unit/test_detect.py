@@ -310,7 +310,7 @@ def test_torch_only_is_unsupported_and_named(tmp_path: Path) -> None:
     message = str(info.value.message)
     assert info.value.exit_code == 4
     assert "found torch in train.py:1" in message
-    assert "keras, sklearn" in message and "framework:" in message
+    assert "keras, keras2, sklearn" in message and "framework:" in message
 
 
 def test_torch_model_with_sklearn_metrics_is_still_unsupported(tmp_path: Path) -> None:
@@ -427,8 +427,8 @@ def test_override_accepts_code_the_classifier_cannot(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("text", "message"), [
     ("framework: [keras\n", "not valid YAML"),
     ("framework: pytorch\n", "framework: 'pytorch' in mlchain.yaml is not supported"),
-    ("framework: 5\n", "framework: in .*mlchain.yaml must be one of keras, sklearn"),
-    ("framework: {name: keras}\n", "must be one of keras, sklearn"),
+    ("framework: 5\n", "framework: in .*mlchain.yaml must be one of keras, keras2, sklearn"),
+    ("framework: {name: keras}\n", "must be one of keras, keras2, sklearn"),
     ("- framework: keras\n", "must be a mapping of keys, got seq"),
 ])
 def test_invalid_framework_in_mlchain_yaml_raises_config_error(tmp_path: Path, text: str, message: str) -> None:
@@ -657,7 +657,7 @@ def test_cli_classify_unsupported_exits_4(tmp_path: Path) -> None:
     out = CliRunner().invoke(cli, ["classify", str(tmp_path)])
     assert out.exit_code == 4
     assert "found torch in train.py:1" in out.output
-    assert "keras, sklearn" in out.output
+    assert "keras, keras2, sklearn" in out.output
 
 
 def test_cli_classify_text_sorts_scores_and_says_how_to_override(tmp_path: Path) -> None:

@@ -20,11 +20,27 @@ from mlchain.contract import CONFIG_FILE, FRAMEWORKS, Framework
 from mlchain.detect.evidence import Reason, evidence_in, requirement_reasons
 from mlchain.detect.parsing import ParsedSource, SkippedFile
 from mlchain.detect.requirements import Requirement
-from mlchain.detect.rules import MODEL_BUILDING, OVERRIDE, REQUIREMENT, WEAKER_EVIDENCE
+from mlchain.detect.rules import (
+    FAMILY,
+    KERAS2,
+    KERAS2_API,
+    MODEL_BUILDING,
+    OVERRIDE,
+    PIN_BELOW_KERAS3,
+    REQUIREMENT,
+    WEAKER_EVIDENCE,
+)
 from mlchain.errors import ClassifyError, ConfigError
 
 # A decision is close when the runner-up's deciding score is at least this share of the winner's.
 CLOSE_RATIO = 0.8
+# The frameworks scored against each other; keras2 is Keras scored as keras, then told apart
+# by its markers (APIs Keras 3 removed, pins below Keras 3).
+SCORED = tuple(fw for fw in FRAMEWORKS if fw not in FAMILY)
+
+
+def family(framework: str) -> str:
+    return FAMILY.get(framework, framework)
 
 
 @dataclass(frozen=True)
@@ -47,12 +63,18 @@ class Classification:
     def overridden(self) -> bool:
         return self.decided_by == OVERRIDE
 
+    @property
+    def keras2_markers(self) -> tuple[Reason, ...]:
+        """Why this is Keras 2 code: the APIs Keras 3 removed and the pins below Keras 3 found."""
+        return tuple(r for r in self.reasons if r.kind == KERAS2_API)
+
     def override_hint(self) -> str:
         """What to put in mlchain.yaml to decide otherwise."""
         if self.runner_up in FRAMEWORKS:
             others = [self.runner_up]
         else:
-            others = [fw for fw in FRAMEWORKS if fw != self.framework]
+            # another family (keras2 vs keras is said where the Keras version is explained)
+            others = [fw for fw in SCORED if fw != family(self.framework)]
         choices = " or ".join(f"`framework: {fw}`" for fw in others)
         return f"if this is wrong, put {choices} in {CONFIG_FILE}"
 
@@ -85,18 +107,19 @@ class Classification:
         lines.append(f"scores: {_listed(self.scores)}")
         if self.close and self.runner_up is not None:
             deciding = self.model_building if self.decided_by == MODEL_BUILDING else self.scores
-            lines.append(f"close decision: {self.framework} {deciding[self.framework]:g} vs {self.runner_up} "
+            lines.append(f"close decision: {self.framework} {deciding[family(self.framework)]:g} vs {self.runner_up} "
                          f"{deciding[self.runner_up]:g} (within {1 - CLOSE_RATIO:.0%})")
         if not self.overridden:
             lines.append(self.override_hint())
-        mine = [r for r in self.reasons if r.framework == self.framework]
-        other = [r for r in self.reasons if r.framework != self.framework]
+        lines.extend(self._keras_version_lines())
+        mine = [r for r in self.reasons if family(r.framework) == family(self.framework)]
+        other = [r for r in self.reasons if family(r.framework) != family(self.framework)]
         for title, group in ((f"evidence for {self.framework}:", mine), ("other evidence:", other)):
             if not group:
                 continue
             lines.append(title)
             lines.extend(f"  {r.where:<28} {r.kind:<15} {'+' + format(r.weight, 'g'):<4} {r.evidence}"
-                         + ("" if r.framework == self.framework else f"  [{r.framework}]")
+                         + ("" if family(r.framework) == family(self.framework) else f"  [{r.framework}]")
                          for r in group[:max_reasons])
             if len(group) > max_reasons:
                 lines.append(f"  ... and {len(group) - max_reasons} more")
@@ -108,6 +131,23 @@ class Classification:
         lines.append(f"scanned {self.files_scanned} Python file(s) and notebook(s), "
                      f"parsed {self.files_parsed} that mention a framework module")
         return "\n".join(lines)
+
+
+    def _keras_version_lines(self) -> list[str]:
+        """Why Keras 2 (the markers, each with its line) or Keras 3, when the classifier chose."""
+        if self.overridden or family(self.framework) != family(KERAS2):
+            return []
+        first: dict[str, Reason] = {}  # each API once, where it first appears
+        for r in sorted(self.keras2_markers, key=_POSITION):
+            said = r.evidence.rpartition(": ")[2]
+            first.setdefault(f"{r.file}:{r.symbol}" if said == PIN_BELOW_KERAS3 else said, r)
+        markers = list(first.values())
+        if self.framework == KERAS2:
+            return [(f"Keras 2 code, so the keras2 image (TensorFlow 2.15 with Keras 2); `framework: keras` in "
+                     f"{CONFIG_FILE} would use the Keras 3 image instead. Found:"),
+                    *(f"  {r.where:<28} {r.evidence}" for r in markers[:6]),
+                    *([f"  ... and {len(markers) - 6} more"] if len(markers) > 6 else [])]
+        return ["Keras 3 code (the keras image): no API that Keras 3 removed and no pin below Keras 3"]
 
 
 def _listed(scores: dict[str, float]) -> str:
@@ -135,9 +175,11 @@ def decide(sources: Sequence[ParsedSource], requirements: Sequence[Requirement] 
 
 def ranking(reasons: Sequence[Reason]) -> tuple[list[str], dict[str, float], dict[str, float]]:
     """Frameworks ranked by the rule (module docstring), with their total and model-building scores."""
-    totals: dict[str, float] = dict.fromkeys(FRAMEWORKS, 0.0)
-    building: dict[str, float] = dict.fromkeys(FRAMEWORKS, 0.0)
+    totals: dict[str, float] = dict.fromkeys(SCORED, 0.0)
+    building: dict[str, float] = dict.fromkeys(SCORED, 0.0)
     for r in reasons:
+        if r.kind == KERAS2_API:
+            continue  # tells Keras 2 from Keras 3 once keras has won; scores nothing
         totals[r.framework] = totals.get(r.framework, 0.0) + r.weight
         if r.kind == MODEL_BUILDING:
             building[r.framework] = building.get(r.framework, 0.0) + r.weight
@@ -190,12 +232,14 @@ def weigh(reasons: Sequence[Reason], override: str | None = None, *, override_fi
         if second is not None and deciding[second] > 0:
             runner_up = second
             close = deciding[second] >= CLOSE_RATIO * deciding[chosen]
+        if chosen == family(KERAS2) and any(r.kind == KERAS2_API for r in reasons):
+            chosen = KERAS2
         first = []
     # The chosen framework's reasons first, then the others' in rank order; strongest first,
     # then by position (a stable sort on weight keeps equal weights in position order).
     groups: dict[str, list[Reason]] = {fw: [] for fw in (chosen, *ranked)}
     for r in sorted(reasons, key=_POSITION):
-        groups[r.framework].append(r)
+        groups.setdefault(r.framework, []).append(r)
     ordered = []
     for group in groups.values():
         group.sort(key=_WEIGHT, reverse=True)

@@ -18,12 +18,20 @@ from mlchain.detect.requirements import Requirement
 from mlchain.detect.rules import (
     IMPORT,
     IMPORTS,
+    KERAS2,
+    KERAS2_API,
+    KERAS2_METHODS,
+    KERAS2_OPTIMIZER_KEYWORDS,
     MODEL_BUILDING,
     MODEL_METHODS,
+    PIN_BELOW_KERAS3,
     REQUIREMENT,
     REQUIREMENTS,
     canonical,
+    dataset_of,
+    keras2_only,
     lookup_call,
+    pinned_below_keras3,
 )
 
 _BUILTINS = frozenset(dir(builtins))
@@ -54,6 +62,24 @@ class Reason(NamedTuple):
         if self.cell is not None:
             out["cell"] = self.cell
         return out
+
+
+class DatasetCall(NamedTuple):
+    """A call that downloads a dataset at run time (``keras.datasets.mnist.load_data()``)."""
+
+    library: str  # "keras" | "sklearn"
+    name: str  # keras: the dataset (mnist); sklearn: the fetcher (fetch_openml)
+    file: str
+    line: int
+    call: str  # as written
+    kwargs: tuple[tuple[str, Any], ...] = ()  # the call's literal keyword arguments
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+_KERAS_ROOTS = frozenset({"keras", "tensorflow", "tf_keras"})
 
 
 # Source order in one file: the cell is None in every reason of a .py file, set in every one of a notebook's.
@@ -99,6 +125,8 @@ class _FileEvidence:
         self.bound: set[str] = set()  # names defined here (shadow star imports)
         self.objects: dict[tuple[int, str], str] = {}  # (scope, variable) -> what built it
         self.reasons: list[Reason] = []
+        self.datasets: list[DatasetCall] = []
+        self.imports_keras = False
 
     def add(self, u: int, node: ast.stmt | ast.expr, framework: str, kind: str, weight: float,
             evidence: str, symbol: str) -> None:
@@ -197,6 +225,13 @@ class _FileEvidence:
         self.reasons.sort(key=_IN_FILE)  # source order, whatever the order of the walk
         return self.reasons
 
+    def _keras2(self, u: int, node: ast.stmt | ast.expr, name: str, evidence: str) -> bool:
+        """A Keras 2 marker when ``name`` is an API Keras 3 removed."""
+        said = keras2_only(name)
+        if said is not None:
+            self.add(u, node, KERAS2, KERAS2_API, 0.0, f"{evidence}: {said}", canonical(name))
+        return said is not None
+
     def _import(self, u: int, node: ast.Import | ast.ImportFrom) -> None:
         if isinstance(node, ast.Import):
             for alias in node.names:
@@ -206,6 +241,8 @@ class _FileEvidence:
                     root = alias.name.partition(".")[0]
                     self.aliases[root] = root
                 self._import_reason(u, node, alias.name, alias)
+                self.imports_keras |= alias.name.partition(".")[0] in _KERAS_ROOTS
+                self._keras2(u, node, alias.name, _import_text(node, alias))
             return
         if node.level:  # relative: a module of this repository, never a framework
             for alias in node.names:
@@ -219,6 +256,11 @@ class _FileEvidence:
             else:
                 self.aliases[alias.asname or alias.name] = f"{module}.{alias.name}"
         self._import_reason(u, node, module)
+        self.imports_keras |= module.partition(".")[0] in _KERAS_ROOTS
+        if not self._keras2(u, node, module, _import_text(node)):
+            for alias in node.names:  # from keras.utils import np_utils
+                if alias.name != "*" and self._keras2(u, node, f"{module}.{alias.name}", _import_text(node)):
+                    break
 
     def _import_reason(self, u: int, node: ast.Import | ast.ImportFrom | ast.Call, module: str,
                        alias: ast.alias | None = None) -> None:
@@ -272,11 +314,16 @@ class _FileEvidence:
                 spelled, qualified = resolved
                 text = spelled + "()" if spelled == qualified else f"{spelled}() = {qualified}"
                 self.add(u, call, hit[0], hit[1], hit[2], text, canonical(qualified))
+                self._keras2_call(u, call, spelled, qualified)
+                self._dataset(call, spelled, qualified)
                 return
         module = self._dynamic_import(call)
         if module is not None:
             self._import_reason(u, call, module)
             return
+        if isinstance(func, ast.Attribute) and func.attr in KERAS2_METHODS and self.imports_keras:
+            self.add(u, call, KERAS2, KERAS2_API, 0.0,
+                     f".{func.attr}(): Keras 3 removed it (use fit/evaluate/predict)", f"keras.Model.{func.attr}")
         if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
             weight = MODEL_METHODS.get(func.attr)
             built_by = self._built_by(scope, func.value.id) if weight is not None else ""
@@ -285,6 +332,38 @@ class _FileEvidence:
                 self.add(u, call, hit[0], MODEL_BUILDING, weight,
                          f"{func.value.id}.{func.attr}() on {canonical(built_by)}",
                          f"{canonical(built_by)}.{func.attr}")
+
+
+    def _keras2_call(self, u: int, call: ast.Call, spelled: str, qualified: str) -> None:
+        name = canonical(qualified)
+        if self._keras2(u, call, qualified, f"{spelled}()"):
+            return
+        if name.startswith("keras.optimizers."):
+            for keyword in call.keywords:
+                if keyword.arg in KERAS2_OPTIMIZER_KEYWORDS:
+                    self.add(u, call, KERAS2, KERAS2_API, 0.0,
+                             (f"{spelled}({keyword.arg}=...): Keras 3 refuses {keyword.arg}= (the keras2 image takes it as "
+                              "Keras 2 did; learning_rate= works in both)"),
+                             name)
+                    return
+
+    def _dataset(self, call: ast.Call, spelled: str, qualified: str) -> None:
+        found = dataset_of(qualified)
+        if found is None:
+            return
+        kwargs = []
+        for keyword in call.keywords:
+            if keyword.arg is not None and isinstance(keyword.value, ast.Constant):
+                kwargs.append((keyword.arg, keyword.value.value))
+        self.datasets.append(DatasetCall(found[0], found[1], self.source.path, call.lineno, f"{spelled}()",
+                                         tuple(kwargs)))
+
+
+def datasets_in(source: ParsedSource) -> list[DatasetCall]:
+    """The calls in one parsed source that download a dataset at run time (pure)."""
+    walker = _FileEvidence(source)
+    walker.run()
+    return sorted(walker.datasets, key=attrgetter("line"))
 
 
 def evidence_in(source: ParsedSource) -> list[Reason]:
@@ -300,4 +379,7 @@ def requirement_reasons(requirements: Iterable[Requirement]) -> list[Reason]:
         if hit is not None:
             out.append(Reason(hit[0], REQUIREMENT, req.spec or req.name, req.file, req.line, hit[1],
                               req.name))
+            if pinned_below_keras3(req.name, req.spec):
+                out.append(Reason(KERAS2, KERAS2_API, f"{req.spec}: {PIN_BELOW_KERAS3}",
+                                  req.file, req.line, 0.0, req.name))
     return out

@@ -6,6 +6,7 @@ classifier reads these tables and nothing else decides what a name means.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 
 # --- evidence kinds and tables -------------------------------------------------------
@@ -15,6 +16,7 @@ USAGE = "usage"
 IMPORT = "import"
 REQUIREMENT = "requirement"
 OVERRIDE = "override"
+KERAS2_API = "keras 2"  # an API Keras 3 removed, or a pin below Keras 3: the keras2 image
 WEAKER_EVIDENCE = "weaker evidence"  # how a decision without model-building evidence was made
 
 # Call (or base class) name, after canonical() and matched by longest dotted prefix
@@ -147,6 +149,143 @@ REQUIREMENTS: dict[str, tuple[str, float]] = {
     "paddlepaddle": ("paddle", 1.0),
     "theano": ("theano", 1.0),
 }
+
+# --- Keras 2 or Keras 3 --------------------------------------------------------------
+
+# The image for Keras code written against Keras 2, and the family it belongs to (the
+# decision scores a family; a Keras 2 marker then picks the family's Keras 2 image).
+KERAS2 = "keras2"
+FAMILY: dict[str, str] = {KERAS2: "keras"}
+
+# APIs Keras 3 removed (canonical names, matched by dotted prefix) -> what to say about them.
+KERAS2_ONLY: dict[str, str] = {
+    "keras.utils.np_utils": "keras.utils.np_utils (Keras 3 removed it)",
+    "keras.utils.generic_utils": "keras.utils.generic_utils (Keras 3 removed it)",
+    "keras.layers.normalization": "keras.layers.normalization (Keras 3 removed the module)",
+    "keras.layers.merge": "keras.layers.merge (Keras 3 removed the module)",
+    "keras.layers.core": "keras.layers.core (Keras 3 removed the module)",
+    "keras.layers.convolutional": "keras.layers.convolutional (Keras 3 removed the module)",
+    "keras.layers.recurrent": "keras.layers.recurrent (Keras 3 removed the module)",
+    "keras.layers.embeddings": "keras.layers.embeddings (Keras 3 removed the module)",
+    "keras.layers.pooling": "keras.layers.pooling (Keras 3 removed the module)",
+    "keras.layers.advanced_activations": "keras.layers.advanced_activations (Keras 3 removed the module)",
+    "keras.layers.experimental": "keras.layers.experimental (Keras 3 removed it)",
+    "keras.wrappers": "keras.wrappers.scikit_learn (Keras 3 removed it)",
+    "keras.optimizers.legacy": "keras.optimizers.legacy (Keras 3 removed it)",
+    "keras.engine": "keras.engine (Keras 3 removed it)",
+    "keras.preprocessing.image.ImageDataGenerator": "ImageDataGenerator (Keras 3 removed it)",
+    "keras.preprocessing.text": "keras.preprocessing.text (Keras 3 removed it)",
+    "keras_preprocessing": "keras_preprocessing (the Keras 2 preprocessing package)",
+}
+# Methods Keras 3 removed, called on anything in a file that imports Keras.
+KERAS2_METHODS = frozenset({"fit_generator", "evaluate_generator", "predict_generator"})
+# Keyword arguments of Keras 2 optimizers that Keras 3 refuses (``Adam(lr=...)``).
+KERAS2_OPTIMIZER_KEYWORDS = frozenset({"lr"})
+PIN_BELOW_KERAS3 = "pinned below Keras 3"  # how a requirement marker says why
+# Distribution -> the first version that is (or brings) Keras 3: a pin below it is Keras 2 code.
+KERAS3_FROM: dict[str, tuple[int, ...]] = {
+    "keras": (3,),
+    **{name: (2, 16) for name in ("tensorflow", "tensorflow-cpu", "tensorflow-gpu", "tensorflow-macos",
+                                  "tensorflow-intel")},
+}
+
+
+@lru_cache(maxsize=8192)
+def keras2_only(name: str) -> str | None:
+    """What to say about a resolved name when it is an API Keras 3 removed, else None."""
+    key = canonical(name)
+    while True:
+        said = KERAS2_ONLY.get(key)
+        if said is not None:
+            return said
+        key, sep, _ = key.rpartition(".")
+        if not sep:
+            return None
+
+
+_CLAUSE = re.compile(r"^\s*(===|==|~=|<=|<|!=|>=|>)\s*([0-9][0-9a-zA-Z.*+!-]*)\s*$")
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """The leading numbers of a version (``2.15.0rc1`` -> (2, 15, 0)); a ``*`` ends it."""
+    out = []
+    for part in version.split("."):
+        digits = re.match(r"\d+", part)
+        if digits is None:
+            break
+        out.append(int(digits.group()))
+        if digits.group() != part:
+            break
+    return tuple(out)
+
+
+def _padded(version: tuple[int, ...], length: int) -> tuple[int, ...]:
+    return version + (0,) * (length - len(version))
+
+
+def caps_below(specifiers: str, limit: tuple[int, ...]) -> bool:
+    """Do these version specifiers (``<3``, ``==2.*``, ``>=2.8,<2.16``, ``~=2.12``) keep every
+    allowed version below ``limit``? (Pure; an unreadable clause caps nothing.)"""
+    for clause in specifiers.split(","):
+        match = _CLAUSE.match(clause)
+        if match is None:
+            continue
+        op, version = match.groups()
+        release = _release(version)
+        if not release:
+            continue
+        if op == "~=" and len(release) >= 2:
+            op, version, release = "==", version + ".*", release[:-1]  # ~=2.12 allows 2.*
+        width = max(len(release), len(limit))
+        if op == "==" and version.endswith("*"):
+            if release < _padded(limit, len(release))[:len(release)]:
+                return True
+        elif op in ("==", "===", "<="):
+            if _padded(release, width) < _padded(limit, width):
+                return True
+        elif op == "<" and _padded(release, width) <= _padded(limit, width):
+            return True
+    return False
+
+
+def pinned_below_keras3(dist: str, spec: str) -> bool:
+    """A requirement line that keeps Keras (or TensorFlow's Keras) below Keras 3 (pure)."""
+    first = KERAS3_FROM.get(dist)
+    if first is None:
+        return False
+    specifiers = re.sub(r"^\s*[A-Za-z0-9][A-Za-z0-9._-]*\s*(\[[^\]]*\])?", "", spec.split(";", 1)[0])
+    return caps_below(specifiers.strip(), first)
+
+
+# --- datasets the code downloads -------------------------------------------------------
+
+# keras.datasets.<name>.load_data() -> what it leaves in Keras' cache folder (datasets/):
+# a file, or the folder an archive is extracted to.
+KERAS_DATASETS: dict[str, str] = {
+    "mnist": "mnist.npz",
+    "imdb": "imdb.npz",
+    "reuters": "reuters.npz",
+    "boston_housing": "boston_housing.npz",
+    "california_housing": "california_housing.npz",
+    "fashion_mnist": "fashion-mnist",
+    "cifar10": "cifar-10-batches-py",
+    "cifar100": "cifar-100-python",
+}
+SKLEARN_FETCH_PREFIX = "sklearn.datasets.fetch_"
+
+
+def dataset_of(name: str) -> tuple[str, str] | None:
+    """(library, dataset) for a resolved call that downloads a dataset, else None:
+    ``keras.datasets.mnist.load_data`` -> ("keras", "mnist"); ``sklearn.datasets.fetch_openml``
+    -> ("sklearn", "fetch_openml")."""
+    key = canonical(name)
+    parts = key.split(".")
+    if len(parts) == 4 and parts[:2] == ["keras", "datasets"] and parts[3] == "load_data":
+        return "keras", parts[2]
+    if key.startswith(SKLEARN_FETCH_PREFIX) and key.count(".") == 2:
+        return "sklearn", parts[2]
+    return None
+
 
 # Module prefixes that are the same Keras API -> the canonical prefix used in CALLS.
 _CANONICAL_PREFIXES: tuple[tuple[str, str], ...] = (

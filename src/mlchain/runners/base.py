@@ -45,6 +45,11 @@ class TrialSpec:
     attempt: int = 1
     image: str | None = None
     job: str = "classify"  # the role (`mlchain job ROLE`) that launched this attempt: a container label
+    network: bool = False   # mlchain.yaml's network: (the sandbox has none otherwise)
+    # The dataset cache's folders this training reads, by library ("keras": its datasets
+    # folder, "sklearn": its data home), on the host.
+    datasets: dict[str, str] = field(default_factory=dict)
+    python: str | None = None  # the process runner's interpreter: the repository's venv when it has requirements
 
     @property
     def host_dir(self) -> Path:
@@ -89,6 +94,18 @@ class TrialSpec:
             contract.ENV_METRIC: self.metric,
             contract.ENV_TRIAL_KEY: self.trial_key,
         }
+
+    def dataset_env(self, keras_datasets: str | None = None, sklearn_data: str | None = None) -> dict[str, str]:
+        """Where the libraries look for their downloads: the dataset cache (a sandbox passes its
+        mount points). Keras looks in $KERAS_HOME/datasets, scikit-learn in $SCIKIT_LEARN_DATA."""
+        env: dict[str, str] = {}
+        if "keras" in self.datasets:
+            folder = keras_datasets or self.datasets["keras"]
+            env["KERAS_HOME"] = str(Path(folder).parent)
+            env[contract.ENV_KERAS_DATASETS] = folder
+        if "sklearn" in self.datasets:
+            env["SCIKIT_LEARN_DATA"] = sklearn_data or self.datasets["sklearn"]
+        return env
 
     def prepare(self) -> None:
         """Create the folders and write this attempt's params file (in the host's folder, by

@@ -1,7 +1,7 @@
 """The docker runner: each training attempt in a sandboxed container of its framework's image.
 
 The sandbox: the repository mounted read-only, only the output and checkpoint
-folders writable, no network, a non-root user, a read-only root filesystem with a
+folders writable, no network (unless mlchain.yaml says ``network: true``), a non-root user, a read-only root filesystem with a
 tmpfs /tmp, no capabilities, no privilege escalation, and limits on memory, CPU
 and processes. The container's environment is the training contract and nothing
 of the host's (secrets stay out).
@@ -60,6 +60,11 @@ OUTPUT_MOUNT = "/workspace/output"
 CHECKPOINT_MOUNT = "/workspace/checkpoints"
 DATA_MOUNT = "/workspace/data"
 PARAMS_MOUNT = "/workspace/params.json"
+# The dataset cache, where the libraries look with HOME=/tmp (a tmpfs): Keras needs its home
+# writable (else it looks elsewhere), so only its datasets folder is a read-only mount in it.
+KERAS_DATASETS_MOUNT = "/tmp/.keras/datasets"
+SKLEARN_DATA_MOUNT = "/tmp/scikit_learn_data"
+NETWORK_OPT_IN = "bridge"  # the engine's default network, for a repository with network: true
 TRAIN_UID = 10001
 TMPFS_OPTIONS = "rw,nosuid,nodev,size=1g,mode=1777"
 
@@ -354,6 +359,13 @@ class DockerRunner:
         env = spec.contract_env(repo_dir=REPO_MOUNT, output_dir=OUTPUT_MOUNT,
                                 checkpoint_dir=CHECKPOINT_MOUNT, data_dir=DATA_MOUNT, params_file=PARAMS_MOUNT)
         env["HOME"] = "/tmp"
+        env.update(spec.dataset_env(keras_datasets=KERAS_DATASETS_MOUNT, sklearn_data=SKLEARN_DATA_MOUNT))
+        datasets = {spec.datasets[library]: {"bind": mount, "mode": "ro"}
+                    for library, mount in (("keras", KERAS_DATASETS_MOUNT), ("sklearn", SKLEARN_DATA_MOUNT))
+                    if library in spec.datasets}
+        network = s.docker_network
+        if spec.network and network == "none":
+            network = NETWORK_OPT_IN
         return {
             "image": image,
             "name": container_name(spec),
@@ -364,10 +376,11 @@ class DockerRunner:
                 str(spec.checkpoint_dir.resolve()): {"bind": CHECKPOINT_MOUNT, "mode": "rw"},
                 str(spec.data_dir.resolve()): {"bind": DATA_MOUNT, "mode": "ro"},
                 str(spec.params_file.resolve()): {"bind": PARAMS_MOUNT, "mode": "ro"},
+                **datasets,
             },
             "working_dir": REPO_MOUNT,
             "user": f"{TRAIN_UID}:{TRAIN_UID}",
-            "network_mode": s.docker_network,
+            "network_mode": network,
             "read_only": True,
             "tmpfs": {"/tmp": TMPFS_OPTIONS},
             "cap_drop": ["ALL"],

@@ -40,6 +40,11 @@ def training_env(spec: TrialSpec, host_env: dict[str, str] | None = None,
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env["PYTHONUNBUFFERED"] = "1"
     env.update(spec.contract_env(repo_dir=str(repo_dir) if repo_dir is not None else None))
+    env.update(spec.dataset_env())
+    if spec.python:  # the repository's venv: its scripts first, as `activate` would
+        venv = Path(spec.python).parent.parent
+        env["VIRTUAL_ENV"] = str(venv)
+        env["PATH"] = os.pathsep.join([str(venv / "bin"), *([env["PATH"]] if env.get("PATH") else [])])
     return env
 
 
@@ -149,7 +154,7 @@ class ProcessRunner:
         (spec.host_dir / EXIT_FILE).unlink(missing_ok=True)
         with os.fdopen(open_log(spec.log_file, append=True), "ab") as log:
             popen = subprocess.Popen(
-                [sys.executable, "-m", "mlchain.runners.supervise", str(spec.host_dir / EXIT_FILE)],
+                [spec.python or sys.executable, "-m", "mlchain.runners.supervise", str(spec.host_dir / EXIT_FILE)],
                 env=training_env(spec, repo_dir=work), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 cwd=spec.output_dir, start_new_session=True)
         (spec.host_dir / PID_FILE).write_text(str(popen.pid))
