@@ -10,7 +10,7 @@
 ARG FRAMEWORK_IMAGE
 
 FROM ${FRAMEWORK_IMAGE} AS deps
-USER root
+# As the image's own (training) user: pip stages into a folder of its own under /tmp.
 ARG MLCHAIN_PIP_INDEX_URL=
 ARG MLCHAIN_PIP_TRUSTED_HOST=
 COPY build-ca.pem requirements.txt /tmp/build/
@@ -21,10 +21,10 @@ RUN set -eu; \
     if [ -n "$MLCHAIN_PIP_INDEX_URL" ]; then export PIP_INDEX_URL="$MLCHAIN_PIP_INDEX_URL"; fi; \
     if [ -n "$MLCHAIN_PIP_TRUSTED_HOST" ]; then export PIP_TRUSTED_HOST="$MLCHAIN_PIP_TRUSTED_HOST"; fi; \
     /opt/venv/bin/pip list --format=freeze --disable-pip-version-check > /tmp/build/constraints.txt; \
-    mkdir -p /staging; \
-    /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --root /staging \
+    mkdir -p /tmp/staging; \
+    /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --root /tmp/staging \
         -c /tmp/build/constraints.txt -r /tmp/build/requirements.txt
 
 FROM ${FRAMEWORK_IMAGE}
-COPY --from=deps /staging/ /
+COPY --from=deps /tmp/staging/ /
 USER 10001:10001

@@ -27,7 +27,7 @@ def test_a_spec_label_of_this_version_is_read_back() -> None:
 
 
 def test_a_label_another_version_wrote_is_passed_by() -> None:
-    other = {**json.loads(_spec().to_json()), "datasets": ["digits"]}  # a field this version does not know
+    other = {**json.loads(_spec().to_json()), "gpus": 2}  # a field this version does not know
     assert spec_of(_container(json.dumps(other))) is None
     missing = json.loads(_spec().to_json())
     del missing["repo_dir"]
