@@ -9,7 +9,6 @@ runner mounted Keras' dataset cache, i.e. when the code loads a Keras dataset.)
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -18,14 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mlchain import contract
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+from mlchain.fileio import sha256_file
 
 
 def vouched_validator(folder: Path, manifest: Mapping[str, str], keras_check: Callable[..., bool]) -> Callable[..., bool]:
@@ -33,7 +25,7 @@ def vouched_validator(folder: Path, manifest: Mapping[str, str], keras_check: Ca
     def validate_file(fpath: Any, file_hash: Any, *args: Any, **kwargs: Any) -> bool:
         path = Path(str(fpath))
         expected = manifest.get(path.name)
-        if expected and path.parent == folder and path.is_file() and _sha256(path) == expected:
+        if expected and path.parent == folder and path.is_file() and sha256_file(path) == expected:
             return True
         return bool(keras_check(fpath, file_hash, *args, **kwargs))
     return validate_file

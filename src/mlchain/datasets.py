@@ -16,7 +16,6 @@ a network, fetches what the cache lacks itself.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -29,7 +28,7 @@ from mlchain.contract import CONFIG_FILE, DATASET_MANIFEST
 from mlchain.detect.evidence import DatasetCall
 from mlchain.detect.rules import KERAS_DATASETS
 from mlchain.errors import DatasetError
-from mlchain.fileio import atomic_write
+from mlchain.fileio import atomic_write, sha256_file
 
 Echo = Callable[[str], None]
 
@@ -78,14 +77,6 @@ def keras_file(call: DatasetCall) -> str | None:
     return KERAS_DATASETS.get(call.name)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def missing_message(call: DatasetCall, where: Path, why: str) -> str:
     return (f"the training code loads the dataset {call.name} ({call.where}: {call.call}); it is not in the "
             f"dataset cache, and fetching it on this host failed: {why}")
@@ -123,7 +114,7 @@ def _keras(settings: Settings, calls: Sequence[DatasetCall], network: bool, echo
             raise DatasetError(missing_message(call, folder / name, why or "it left no file"), hint=_fix(folder / name))
     if network and not all(name is not None and (folder / name).exists() for _, name in wanted):
         return None  # the container fetches its own into its writable home
-    manifest = {name: _sha256(folder / name) for _, name in wanted
+    manifest = {name: sha256_file(folder / name) for _, name in wanted
                 if name is not None and (folder / name).is_file()}
     if manifest:
         atomic_write(folder / DATASET_MANIFEST, json.dumps(manifest, indent=2, sort_keys=True), mode=0o644)

@@ -5,6 +5,7 @@ Standard library only: the SDK (inside the training container) imports it too.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import tempfile
@@ -93,3 +94,12 @@ def tail_text(path: str | Path, lines: int | None = None, *, max_bytes: int | No
         return ""
     text = read[0].decode("utf-8", "replace")
     return "\n".join(last_lines(text, lines)) if lines else text
+
+
+def sha256_file(path: Path) -> str:
+    """The hex sha256 of a file's bytes, read in blocks (checkpoints and datasets can be large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

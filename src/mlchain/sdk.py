@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mlchain import contract
-from mlchain.fileio import atomic_write, fsync_dir
+from mlchain.fileio import atomic_write, fsync_dir, sha256_file
 
 # What the training writes for the chain is read outside the container by another user (a
 # Jenkins agent's `jenkins`, not root): readable by all, not mkstemp's 0600.
@@ -236,14 +236,6 @@ def _say(message: str) -> None:
     print(f"mlchain: {message}", flush=True)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @dataclass(frozen=True)
 class CheckpointInfo:
     """One checkpoint on disk: its folder and its metadata."""
@@ -269,7 +261,7 @@ class CheckpointInfo:
                 return f"{name} is missing"
             if file.stat().st_size != expected.get("size"):
                 return f"{name} has {file.stat().st_size} bytes, {expected.get('size')} were written"
-            if _sha256(file) != expected.get("sha256"):
+            if sha256_file(file) != expected.get("sha256"):
                 return f"{name} does not match its checksum"
         return None
 
@@ -322,7 +314,7 @@ class CheckpointFolder:
             for file in sorted(p for p in tmp.iterdir() if p.is_file()):
                 with open(file, "rb+") as fh:
                     os.fsync(fh.fileno())
-                files[file.name] = {"sha256": _sha256(file), "size": file.stat().st_size}
+                files[file.name] = {"sha256": sha256_file(file), "size": file.stat().st_size}
             full = {**meta, "epoch": int(epoch), "time": round(time.time(), 3), "files": files}
             atomic_write(tmp / CHECKPOINT_META, json.dumps(full, indent=2, sort_keys=True), mode=SHARED_FILE_MODE)
             target = self.root / f"{CHECKPOINT_PREFIX}{int(epoch):06d}"
