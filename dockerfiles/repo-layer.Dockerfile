@@ -20,10 +20,10 @@ RUN set -eu; \
     if [ -s /tmp/build/build-ca.pem ]; then export PIP_CERT=/tmp/build/build-ca.pem; fi; \
     if [ -n "$MLCHAIN_PIP_INDEX_URL" ]; then export PIP_INDEX_URL="$MLCHAIN_PIP_INDEX_URL"; fi; \
     if [ -n "$MLCHAIN_PIP_TRUSTED_HOST" ]; then export PIP_TRUSTED_HOST="$MLCHAIN_PIP_TRUSTED_HOST"; fi; \
-    /opt/venv/bin/pip list --format=freeze --disable-pip-version-check > /tmp/build/constraints.txt; \
+    /opt/venv/bin/pip list --format=freeze --disable-pip-version-check > /tmp/constraints.txt; \
     mkdir -p /tmp/staging; \
     /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --root /tmp/staging \
-        -c /tmp/build/constraints.txt -r /tmp/build/requirements.txt
+        -c /tmp/constraints.txt -r /tmp/build/requirements.txt
 
 FROM ${FRAMEWORK_IMAGE}
 COPY --from=deps /tmp/staging/ /

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import threading
 from collections.abc import Iterator
@@ -123,3 +124,17 @@ def keras2_image(docker_client: Any) -> Any:
     from docker_support import built_image
 
     return built_image("keras2")
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_uris_stay_with_their_test() -> Any:
+    """A test that points MLflow somewhere (mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI)
+    must not send every later test's processes there."""
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    before = {name: os.environ.get(name) for name in names}
+    yield
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

@@ -12,7 +12,7 @@ EXTRA_OF_MODULE = {
     "mlflow": "server", "optuna": "server", "jenkins_jobs": "server", "jenkins": "server",
     "docker": "server", "jinja2": "server", "matplotlib": "server", "rich": "server",
     "fastapi": "server", "uvicorn": "server", "sklearn": "server", "joblib": "server",
-    "sqlalchemy": "server", "requests": "server", "markupsafe": "server", "starlette": "server",
+    "sqlalchemy": "server", "requests": "server", "markupsafe": "server", "starlette": "server", "packaging": "server",
     "tensorflow": "keras", "keras": "keras", "river": "serving", "prometheus_client": "serving",
 }
 

@@ -388,7 +388,9 @@ def ensure_repo_venv(settings: Settings, repo: Path, framework: str, echo: Echo 
              "environment's packages")
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True, capture_output=True)
     packages = next((folder / "lib").glob("python*/site-packages"))
-    (packages / OVER_RUNNER).write_text("".join(f"{d}\n" for d in site_dirs))
+    # addsitedir, not a bare path line: the runner's own .pth files (an editable install's
+    # finder among them) must be processed too
+    (packages / OVER_RUNNER).write_text("".join(f"import site; site.addsitedir({d!r})\n" for d in site_dirs))
     frozen = subprocess.run([sys.executable, "-m", "pip", "list", "--format=freeze", "--disable-pip-version-check"],
                             check=True, capture_output=True, text=True).stdout
     (folder / "constraints.txt").write_text(frozen)

@@ -594,7 +594,7 @@ def test_the_chain_passes_on_the_agent(agent: Agent, sklearn_image: Any, smtp_mo
         os.chown(path, 1000, 1000, follow_symlinks=False)  # git refuses a repository another user owns
 
     history = secrets.randbelow(900_000) + 100_000
-    builds = run_chain_on_agent(agent, {"REPO_URL": str(repo), "REF": "main",
+    builds = run_chain_on_agent(agent, {"REPO_URL": repo.as_uri(), "REF": "main",
                                         "PUSHER_EMAIL": "pusher@example.com"}, history)
     consoles = "\n".join(f"--- {b.job} #{b.number}: {b.result}\n" + "\n".join(b.console) for b in builds)
     assert [b.result for b in builds if b.result == "FAILURE"] == [], consoles

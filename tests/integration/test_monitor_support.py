@@ -322,7 +322,7 @@ def resume_latencies(output_dir: Path, killed_at: list[float]) -> list[float]:
 
 def build_env(run_id: str, workspace: Path, **extra: str) -> jobs.BuildEnv:
     return jobs.BuildEnv({"RUN_ID": run_id, "TRIAL": "1", "WORKSPACE": str(workspace),
-                          "REPO_URL": str(workspace), **extra})
+                          "REPO_URL": workspace.as_uri(), **extra})
 
 
 def launch(settings: Settings, repo: Path, run_id: str, echo: Callable[[str], None] = lambda _l: None) -> None:

@@ -47,7 +47,8 @@ BATCH = 50
 MIN_FEEDBACK = 800
 
 
-def test_drift_queues_one_retraining_on_the_new_data(make_settings: Any, git_repo: Any, tmp_path: Path) -> None:
+def test_drift_queues_one_retraining_on_the_new_data(make_settings: Any, git_repo: Any, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     import mlflow
     from sklearn.datasets import load_digits
 
@@ -66,8 +67,9 @@ def test_drift_queues_one_retraining_on_the_new_data(make_settings: Any, git_rep
     assert first.status == "passed" and first.registered and first.registered["champion"], first.explain()
     name, old_metric = first.repo_name, float(first.best.metric)  # type: ignore[union-attr]
 
-    mlflow.set_tracking_uri(settings.resolved_tracking_uri)
-    mlflow.set_registry_uri(settings.resolved_tracking_uri)
+    # For this test only (mlflow.set_tracking_uri would export it to every later test's processes)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", settings.resolved_tracking_uri)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", settings.resolved_tracking_uri)
     champion = mlflow.pyfunc.load_model(f"models:/{name}@champion")
     observer = DriftObserver(settings, name)
     version = str(first.registered["version"])
