@@ -142,3 +142,27 @@ def make_spec(tmp: Path, run_id: str, repo: Path, image: str | None, *, framewor
 
 def read_json(path: Path) -> Any:
     return json.loads(path.read_text())
+
+
+class NoBuildClient:
+    """A docker client whose build endpoint must not be called (what is cached must be found)."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+        self.api = _NoBuildApi(real.api)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+class _NoBuildApi:
+    def __init__(self, real: Any) -> None:
+        self._real = real
+        self.build_calls = 0
+
+    def build(self, *args: Any, **kwargs: Any) -> Any:
+        self.build_calls += 1
+        raise AssertionError("an image was rebuilt although nothing changed")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)

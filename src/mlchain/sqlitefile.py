@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 BUSY_TIMEOUT_S = 30.0
@@ -31,3 +32,17 @@ def _switch_to_wal(db: sqlite3.Connection) -> None:
             if "locked" not in str(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(0.02)
+
+
+def add_missing_columns(db: sqlite3.Connection, table: str, columns: Mapping[str, str]) -> None:
+    """Add the columns (name -> SQL type) a file made by an older version lacks; safe when another
+    process adds them at the same moment."""
+    have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+    for column, kind in columns.items():
+        if column in have:
+            continue
+        try:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        except sqlite3.OperationalError as exc:  # another process added it meanwhile
+            if "duplicate column" not in str(exc):
+                raise

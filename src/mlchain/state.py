@@ -295,14 +295,7 @@ class StateStore:
             raise home_not_writable(self.path.parent, exc) from None
         with self.connect() as db:
             db.executescript(SCHEMA)
-            have = {r["name"] for r in db.execute("PRAGMA table_info(runs)")}
-            for column, kind in ADDED_RUN_COLUMNS.items():
-                if column not in have:
-                    try:
-                        db.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
-                    except sqlite3.OperationalError as exc:  # another process added it meanwhile
-                        if "duplicate column" not in str(exc):
-                            raise
+            sqlitefile.add_missing_columns(db, "runs", ADDED_RUN_COLUMNS)
 
     @contextmanager
     def connect(self) -> Iterator[sqlite3.Connection]:

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from docker_support import ROOT, built_image, docker_settings, make_spec, read_json, write_repo
+from docker_support import ROOT, NoBuildClient, built_image, docker_settings, make_spec, read_json, write_repo
 
 from mlchain.datasets import find_dataset_calls, keras_datasets_dir, prepare_datasets
 from mlchain.detect import classify_repo
@@ -164,7 +164,7 @@ def test_a_requirements_layer_is_built_once_then_found_and_its_package_imports(
     assert ensure_repo_image(settings, sklearn_image, ROOT / "models" / "digits_sklearn", client=docker_client) is None
     first = ensure_repo_image(settings, sklearn_image, repo, client=docker_client)
     assert first is not None and first.cached is False and first.tag.startswith("mlchain-sklearn-repo:")
-    second = ensure_repo_image(settings, sklearn_image, repo, client=_NoBuild(docker_client))
+    second = ensure_repo_image(settings, sklearn_image, repo, client=NoBuildClient(docker_client))
     assert second is not None and second.cached is True
     assert (second.tag, second.image_id) == (first.tag, first.image_id)
 
@@ -254,28 +254,6 @@ def test_the_process_runner_trains_in_a_venv_with_the_requirements_made_once(tmp
     ready = (envs[0] / READY).stat().st_mtime_ns
     assert ensure_repo_venv(settings, repo, "sklearn") == envs[0] / "bin" / "python"   # found, not made again
     assert (envs[0] / READY).stat().st_mtime_ns == ready
-
-
-class _NoBuild:
-    """The engine's client, whose build endpoint must not be called."""
-
-    def __init__(self, real: Any) -> None:
-        self._real = real
-        self.api = _NoBuildApi(real.api)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._real, name)
-
-
-class _NoBuildApi:
-    def __init__(self, real: Any) -> None:
-        self._real = real
-
-    def build(self, *args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("the repository layer was rebuilt although nothing changed")
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._real, name)
 
 
 CALIFORNIA_SCRIPT = """

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from docker_support import (
     ROOT,
+    NoBuildClient,
     built_image,
     ca_bundle,
     docker_settings,
@@ -34,30 +35,6 @@ FIND_CA = ("import os; print([os.path.join(r, n) for r, ds, fs in os.walk('/') "
            "if not r.startswith(('/proc', '/sys', '/dev')) for n in ds + fs "
            "if n in ('build-ca.pem', 'build') and r in ('/', '/tmp') or n == 'build-ca.pem'])")
 PEM = re.compile(r"-----BEGIN CERTIFICATE-----\n.*?\n-----END CERTIFICATE-----", re.DOTALL)
-
-
-class NoBuildClient:
-    """A docker client whose build endpoint must not be called."""
-
-    def __init__(self, real: Any) -> None:
-        self._real = real
-        self.api = _NoBuildApi(real.api)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._real, name)
-
-
-class _NoBuildApi:
-    def __init__(self, real: Any) -> None:
-        self._real = real
-        self.build_calls = 0
-
-    def build(self, *args: Any, **kwargs: Any) -> Any:
-        self.build_calls += 1
-        raise AssertionError("the image was rebuilt although nothing changed")
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._real, name)
 
 
 def run_in_image(client: Any, image: str, *command: str) -> str:

@@ -424,14 +424,7 @@ class WebhookQueue:
         path.parent.mkdir(parents=True, exist_ok=True)
         with self.connect() as db:
             db.executescript(SCHEMA)
-            have = {r["name"] for r in db.execute("PRAGMA table_info(queue)")}
-            for column, kind in ADDED_COLUMNS.items():
-                if column not in have:
-                    try:
-                        db.execute(f"ALTER TABLE queue ADD COLUMN {column} {kind}")
-                    except sqlite3.OperationalError as exc:  # another process added it meanwhile
-                        if "duplicate column" not in str(exc):
-                            raise
+            sqlitefile.add_missing_columns(db, "queue", ADDED_COLUMNS)
 
     @contextlib.contextmanager
     def connect(self) -> Iterator[sqlite3.Connection]:
