@@ -93,10 +93,27 @@ def open_storage(url: str) -> Any:
     with _STORAGES_LOCK:
         opened = _STORAGES.get(url)
         if opened is None:
-            import optuna
 
-            opened = _STORAGES[url] = optuna.storages.RDBStorage(url)
+            opened = _STORAGES[url] = _create_rdb_storage(url)
         return opened
+
+
+SCHEMA_RACE_ATTEMPTS = 3
+
+
+def _create_rdb_storage(url: str) -> Any:
+    """RDBStorage(url), when several agents may open a new database at once: each creates the
+    schema, and PostgreSQL lets one transaction win (the others fail on the types or tables it
+    made). The schema is created in one transaction, so the next try of a loser finds it."""
+    import optuna
+    import sqlalchemy.exc
+
+    for _ in range(SCHEMA_RACE_ATTEMPTS - 1):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            continue  # another agent's schema won: look again
+    return optuna.storages.RDBStorage(url)
 
 
 def make_sampler(name: str, seed: int, startup: int) -> optuna.samplers.BaseSampler:

@@ -85,8 +85,8 @@ def test_broken_checkpoints_fall_back_to_the_backup_then_to_scratch_never_crash_
     assert (row.status, row.restarts) == ("succeeded", 2), lines.text
     log = lines.text  # job3's console: the training log, as it went
     newest = damage[0].removeprefix("epoch-").lstrip("0")
-    assert f"the checkpoint of epoch {newest} is unusable" in log
-    assert f"resuming from the checkpoint of epoch {int(newest) - 1}" in log
+    assert f"the checkpoint of epoch {newest} is unusable" in log, (damage, log)
+    assert f"resuming from the checkpoint of epoch {int(newest) - 1}" in log, (damage, log)
     assert "SoftmaxRegression: no usable checkpoint" in log and "training from scratch" in log
     # From scratch after the second kill: every epoch was trained again, and training finished.
     started = epochs_started(output_of(settings, run_id))

@@ -177,7 +177,8 @@ def run_two_agents_at_once(runs: list[tuple[Path, Path, list[str]]], mlflow_url:
     summaries = []
     for (home, _, _), (process, log) in zip(runs, started, strict=True):
         out, _ = process.communicate(timeout=900)
-        assert process.returncode == 0, f"agent run failed ({process.returncode}): {log.read_text()[-4000:]}"
+        assert process.returncode == 0, (f"agent run failed ({process.returncode}): {log.read_text()[-4000:]}\n"
+                                         f"its summary: {out.decode(errors='replace')[-6000:]}")
         summaries.append(json.loads(out))
         # The database password is in the storage URL every build gets: it must not be written
         # anywhere an agent keeps (logs, state, emails) nor printed.
@@ -238,6 +239,38 @@ def test_one_repository_trained_by_two_agents_at_once_shares_the_study_and_the_r
     assert len(versions) == 2
     best = max(float(v.tags["mlchain.metric_value"]) for v in versions)
     assert float(champion.tags["mlchain.metric_value"]) == best
+
+
+def _open_storage_after(barrier: Any, url: str) -> str:
+    """In a fresh process: wait for the others, then open Optuna's storage; the error, if any."""
+    from mlchain import tweak
+
+    barrier.wait(timeout=120)
+    try:
+        tweak.open_storage(url)
+    except Exception as exc:  # noqa: BLE001 - reported by the test
+        return f"{type(exc).__name__}: {exc}"
+    return ""
+
+
+def test_agents_opening_a_new_optuna_database_at_once_all_get_the_one_schema(postgres: Postgres) -> None:
+    """The first builds against a new team database each create Optuna's schema; PostgreSQL lets
+    one win (the others' CREATE TYPE fail): every agent must still get its storage."""
+    import multiprocessing
+
+    import optuna
+
+    context = multiprocessing.get_context("spawn")  # fresh processes, as agents are
+    agents = 4
+    for round_ in range(3):
+        database = f"optuna_race_{round_}"
+        postgres.sql(f"CREATE DATABASE {database} OWNER mlchain")
+        barrier = context.Manager().Barrier(agents)
+        with context.Pool(agents) as pool:
+            errors = pool.starmap(_open_storage_after, [(barrier, postgres.url(database))] * agents)
+        assert errors == [""] * agents, errors
+        study = optuna.create_study(study_name="after-the-race", storage=postgres.url(database))
+        assert study.study_name == "after-the-race"
 
 
 # --- agents registering at once (no server needed: the rule is the registry's) -------------------
