@@ -59,7 +59,9 @@ def checkpoint_files(settings: Settings, run_id: str) -> list[Path]:
 
 def test_broken_checkpoints_fall_back_to_the_backup_then_to_scratch_never_crash_looping(tmp_path: Path) -> None:
     settings = settings_for(tmp_path)
-    repo = write_workload(tmp_path, epochs=10, epoch_s=0.3)
+    epochs = 14
+    # Held before epoch 13 until the kills are done: training cannot finish before them.
+    repo = write_workload(tmp_path, epochs=epochs, epoch_s=0.3, hold_at=epochs - 1)
     run_id = "broken-checkpoints"
     damage: list[str] = []
 
@@ -74,7 +76,7 @@ def test_broken_checkpoints_fall_back_to_the_backup_then_to_scratch_never_crash_
             damage.append(file.parent.name)
 
     killer = Killer(settings, run_id, [Kill(4, 0.02, "group"), Kill(3, 0.02, "group")],
-                    before_kill=break_checkpoints)
+                    before_kill=break_checkpoints, marks_from_kill=True)  # the resumed attempt trains first
     killer.start()
     lines = Lines()
     launch(settings, repo, run_id, lines)
@@ -90,8 +92,8 @@ def test_broken_checkpoints_fall_back_to_the_backup_then_to_scratch_never_crash_
     assert "SoftmaxRegression: no usable checkpoint" in log and "training from scratch" in log
     # From scratch after the second kill: every epoch was trained again, and training finished.
     started = epochs_started(output_of(settings, run_id))
-    assert started[-10:] == list(range(1, 11))
-    assert max(r["epoch"] for r in progress_rows(output_of(settings, run_id))) == 10
+    assert started[-epochs:] == list(range(1, epochs + 1))
+    assert max(r["epoch"] for r in progress_rows(output_of(settings, run_id))) == epochs
 
 
 def test_a_training_script_that_raises_is_not_restarted_and_the_email_shows_the_traceback(tmp_path: Path) -> None:

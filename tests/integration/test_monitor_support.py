@@ -240,8 +240,12 @@ class Killer(threading.Thread):
 
     def __init__(self, settings: Settings, run_id: str, plan: list[Kill], *, number: int = 1,
                  docker_client: Any = None, timeout_s: float = 120.0,
-                 before_kill: Callable[[TrialRow], None] | None = None) -> None:
+                 before_kill: Callable[[TrialRow], None] | None = None, marks_from_kill: bool = False) -> None:
         super().__init__(daemon=True, name="killer")
+        # marks_from_kill: each kill waits for after_lines more than were written when the
+        # previous kill landed (not more than the plan's sum), so the attempt it kills has
+        # itself trained that far, however late the previous kill was.
+        self.marks_from_kill = marks_from_kill
         self.settings, self.run_id, self.plan, self.number = settings, run_id, plan, number
         self.docker_client = docker_client
         self.timeout_s = timeout_s
@@ -281,6 +285,8 @@ class Killer(threading.Thread):
                 return
             mark += kill.after_lines
             last_ref = self._kill_one(kill, mark, last_ref)
+            if self.marks_from_kill:
+                mark = len(progress_rows(self._output_dir()))
 
     def _new_attempt(self, last_ref: str | None) -> TrialRow | None:
         row = trial_row(self.settings, self.run_id, self.number)
