@@ -102,12 +102,13 @@ def save_found(run_dir: Path, found: literals.Found) -> None:
 
 def load_found(run_dir: Path) -> literals.Found | None:
     """What job2 found in the run's pushed code, when the run tunes literals (None otherwise)."""
+    try:
+        text = (run_dir / FOUND_FILE).read_text()
+    except FileNotFoundError:
+        return None  # most runs: no libcst needed
     from mlchain import literals
 
-    try:
-        return literals.Found.from_dict(json.loads((run_dir / FOUND_FILE).read_text()))
-    except FileNotFoundError:
-        return None
+    return literals.Found.from_dict(json.loads(text))
 
 
 def trial_copy(repo: Path, entry: str, found: literals.Found, values: Mapping[str, Any], trial_dir: Path) -> Path:

@@ -212,11 +212,24 @@ def installed_in_image(client: docker.DockerClient, image_id: str) -> dict[str, 
     return _INSTALLED[image_id]
 
 
-def installed_here() -> dict[str, str]:
-    """The distributions of the environment mlchain runs in (the process runner's)."""
+def installed_here(requirements: RepoRequirements) -> dict[str, str]:
+    """The versions, in the environment mlchain runs in (the process runner's), of the
+    distributions ``requirements`` name (looked up by name: not every distribution is read)."""
     from importlib import metadata
 
-    return {str(d.metadata["Name"]): d.version for d in metadata.distributions() if d.metadata["Name"]}
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    found = {}
+    for line in requirements.lines:
+        try:
+            name = Requirement(line).name
+        except InvalidRequirement:
+            continue  # unmet() reports it
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
 
 
 # --- what pip said ------------------------------------------------------------------
@@ -374,7 +387,7 @@ def ensure_repo_venv(settings: Settings, repo: Path, framework: str, echo: Echo 
     import sys
 
     requirements = read_repo_requirements(repo, framework)
-    if requirements is None or not unmet(requirements, installed_here()):
+    if requirements is None or not unmet(requirements, installed_here(requirements)):
         return None  # nothing to add to the runner's own environment
     site_dirs = [d for d in site.getsitepackages() if Path(d).is_dir()]
     folder = settings.home_abs / ENVS_DIR / venv_hash(sys.executable, sys.version, site_dirs, requirements)

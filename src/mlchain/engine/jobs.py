@@ -221,10 +221,9 @@ def _tune_literals_found(settings: Settings, store: StateStore, run_id: str, cfg
     sdk.params(), the hyperparameter literals found in its entry (and the modules it imports)
     become the run's params and, with the framework's default ranges, its search space; each
     later trial trains on a rewritten copy (the record of what was found says so)."""
-    from mlchain import code_rewrite, literals
-
     if cfg.params or cfg.search:
         return cfg
+    from mlchain import code_rewrite, literals
     found = code_rewrite.find(src, entry)
     if found.uses_sdk_params or not found.literals:
         return cfg
