@@ -74,6 +74,9 @@ def memory_bytes(value: str) -> int:
     return int(float(match.group(1)) * _MEMORY_UNITS[match.group(2).lower()])
 
 
+TRAIN_LOG_MAX_BYTES = 64 * 1024 * 1024  # the default of Settings.train_log_max_bytes
+
+
 def _docker_memory(value: str) -> str:
     if memory_bytes(value) < MIN_DOCKER_MEMORY:
         raise ValueError(f"{value!r} is below Docker's minimum of 6m")
@@ -108,6 +111,9 @@ class Settings(BaseModel):
     docker_cpus: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 2.0
     docker_pids_limit: Annotated[int, Field(ge=1)] = 256
     docker_network: str = "none"
+    # A trial's train.log (and the engine's own log of its container) stops growing here; the
+    # last lines are kept past it. Training output is the repository's: it must not fill the disk.
+    train_log_max_bytes: Annotated[int, Field(ge=64 * 1024)] = TRAIN_LOG_MAX_BYTES
     build_ca_bundle: Path | None = None
     # Monitor
     max_restarts: Annotated[int, Field(ge=0)] = 3

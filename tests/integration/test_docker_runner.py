@@ -185,6 +185,41 @@ def test_kill_is_reported_as_signal_9(tmp_path: Path, run_id: str, sklearn_image
     assert info.exit_code == 137 and info.signal == 9 and not info.oom_killed
 
 
+# On stderr, as the logging module writes: one pipe, so the traceback comes after the lines in
+# the engine's log too (stdout and stderr are read apart, and stamped as read).
+CHATTY_THEN_RAISES = """
+    import sys
+    for i in range(40_000):
+        sys.stderr.write(f"chatty line {i:06d} " + "x" * 80 + "\\n")
+    raise ValueError("the end of a chatty training")
+"""
+
+
+def test_a_training_that_prints_without_end_cannot_fill_the_hosts_disk(tmp_path: Path, run_id: str,
+                                                                       sklearn_image: ImageRef,
+                                                                       docker_client: Any) -> None:
+    cap = 256 * 1024  # about 2,600 of the 40,000 lines (4 MB)
+    handle = start(tmp_path, run_id, sklearn_image, CHATTY_THEN_RAISES, train_log_max_bytes=cap)
+    info = handle.wait(timeout=180)
+    assert info.exit_code not in (0, None)
+    log = handle.spec.log_file.read_bytes()
+    assert len(log) < cap + 64 * 1024, len(log)  # the head, the note and the last 200 lines
+    text = log.decode()
+    head, note, rest = text.partition("\nmlchain: ")
+    assert note and "of the training's output are not kept here: a trial's log is limited to 262,144 bytes" in rest
+    # The head: the lines in order up to the limit (from where the copy began: the engine keeps
+    # only the newest 2 x 256 KB of its own log, which a late follower may find rotated).
+    numbers = [int(line.split()[2]) for line in head.splitlines() if line.startswith("chatty line ")]
+    assert len(numbers) > 2_000 and numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+    # The end is kept: how the training ended is in the file and in what the monitor reads.
+    assert text.rstrip().splitlines()[-1].startswith("mlchain-train: error:"), text[-2000:]
+    assert "ValueError: the end of a chatty training" in text
+    assert "ValueError: the end of a chatty training" in "\n".join(info.last_lines)
+    # The engine's own copy of the output is bounded too (rotated, the newest kept).
+    config = docker_client.containers.get(handle.ref).attrs["HostConfig"]["LogConfig"]
+    assert config == {"Type": "json-file", "Config": {"max-size": str(cap), "max-file": "2"}}
+
+
 def test_runner_selection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert get_runner(docker_settings(tmp_path, runner="auto")).name == "docker"
     assert get_runner(docker_settings(tmp_path, runner="process")).name == "process"

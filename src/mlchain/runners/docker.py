@@ -26,12 +26,13 @@ import re
 import stat
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from datetime import UTC
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
-from mlchain.config import Settings, memory_bytes
+from mlchain.config import TRAIN_LOG_MAX_BYTES, Settings, memory_bytes
 from mlchain.dockerclient import docker_client, engine_errors
 from mlchain.errors import MlchainError
 from mlchain.fileio import last_lines, tail_text
@@ -73,6 +74,8 @@ WAIT_SLICE_S = 30.0          # container.wait in slices, so a vanished engine is
 LOG_JOIN_S = 15.0            # how long wait() lets the follower drain the last lines
 LOG_LOCK = ".docker-logs.lock"
 LOG_CURSOR = ".docker-logs.cursor"
+LOG_ALIVE_S = 1.0            # past the cap, how often the log's mtime still says "alive"
+CURSOR_EVERY_LINES = 1000    # past the cap, how often the cursor is written
 LAST_LINES = 200
 
 # Docker's states -> the handle's; anything unknown counts as exited.
@@ -152,14 +155,67 @@ def _timestamp_ns(stamp: str) -> int:
     return int(seconds) * 1_000_000_000 + int((frac + "000000000")[:9])
 
 
+class CappedLog:
+    """A log file written up to ``max_bytes``; past it only the last ``tail_lines`` lines are
+    kept, and written with a note of what was left out when the output ends. A training that
+    prints without end must not fill the host's disk, and its last lines say how it ended.
+    While lines are held back the file's mtime still moves (it is the heartbeat of a training
+    that writes no progress lines)."""
+
+    def __init__(self, out: BinaryIO, max_bytes: int, tail_lines: int = LAST_LINES) -> None:
+        self.out = out
+        self.max_bytes = max_bytes
+        self.written = out.seek(0, os.SEEK_END)  # an earlier attempt's lines count too
+        self.tail: deque[bytes] = deque(maxlen=tail_lines)
+        self.dropped_lines = 0
+        self.dropped_bytes = 0
+        self._touched = 0.0
+
+    @property
+    def holding(self) -> bool:
+        """Past the cap: lines go to the tail, not to the file."""
+        return bool(self.tail) or self.dropped_lines > 0
+
+    def write(self, line: bytes) -> bool:
+        """Append ``line``; False when it was held back (the cap is reached)."""
+        if not self.holding and self.written + len(line) <= self.max_bytes:
+            self.out.write(line)
+            self.out.flush()
+            self.written += len(line)
+            return True
+        if len(self.tail) == self.tail.maxlen:
+            self.dropped_lines += 1
+            self.dropped_bytes += len(self.tail[0])
+        self.tail.append(line)
+        now = time.monotonic()
+        if now - self._touched >= LOG_ALIVE_S:
+            os.utime(self.out.fileno())
+            self._touched = now
+        return False
+
+    def close(self) -> None:
+        """Write what was held back: the note, then the last lines."""
+        if self.dropped_lines:
+            self.out.write(f"mlchain: {self.dropped_lines:,} lines ({self.dropped_bytes:,} bytes) of the training's "
+                           f"output are not kept here: a trial's log is limited to {self.max_bytes:,} bytes "
+                           "(MLCHAIN_TRAIN_LOG_MAX_BYTES); its last lines follow\n".encode())
+        for line in self.tail:
+            self.out.write(line)
+        self.out.flush()
+        self.written += sum(len(line) for line in self.tail)
+        self.tail.clear()
+
+
 class LogFollower(threading.Thread):
     """Copies a container's output into the trial's log file, once, across processes."""
 
-    def __init__(self, container: Container, log_file: Path, echo: Echo | None = None) -> None:
+    def __init__(self, container: Container, log_file: Path, echo: Echo | None = None,
+                 max_bytes: int = TRAIN_LOG_MAX_BYTES) -> None:
         super().__init__(name=f"mlchain-logs-{container.short_id}", daemon=True)
         self.container = container
         self.log_file = log_file
         self.echo = echo
+        self.max_bytes = max_bytes
         self._stop_event = threading.Event()
 
     def stop(self) -> None:
@@ -190,32 +246,60 @@ class LogFollower(threading.Thread):
         except (FileNotFoundError, ValueError):
             return 0
 
+    def _lines(self, since_ns: int) -> Iterator[tuple[int, bytes]]:
+        """(timestamp in ns, line) of the container's output from ``since_ns`` to its end. When the
+        engine rotates the log (its size limit) while it is followed, the stream can end before
+        the output does: it is followed again from the last line seen, and once the container has
+        exited its last lines are read once more."""
+        last = since_ns
+        while True:
+            # `since` has second resolution on old engines: ask a second early (the caller drops repeats).
+            since = max(last / 1e9 - 1.0, 0.0) or None
+            stream = self.container.logs(stream=True, follow=True, timestamps=True, since=since)
+            for stamp, line in _split_frames(cast(Iterator[bytes], stream)):
+                last = max(last, _timestamp_ns(stamp))
+                yield _timestamp_ns(stamp), line
+            if self._stop_event.is_set():
+                return
+            self.container.reload()
+            if self.container.status not in RUNNING_STATES:
+                break
+        tail = cast(bytes, self.container.logs(stdout=True, stderr=True, timestamps=True, tail=LAST_LINES))
+        for stamp, line in _split_frames(iter([tail])):
+            yield _timestamp_ns(stamp), line
+
     def _copy(self) -> None:
         cursor = self._cursor()
-        # `since` has second resolution on old engines: ask a second early, drop what was copied.
-        since = max(cursor / 1e9 - 1.0, 0.0) or None
-        stream = self.container.logs(stream=True, follow=True, timestamps=True, since=since)
         cursor_file = self.log_file.parent / LOG_CURSOR
         with os.fdopen(open_log(self.log_file, append=True), "ab") as out:
-            for stamp, line in _split_frames(cast(Iterator[bytes], stream)):
-                stamp_ns = _timestamp_ns(stamp)
-                if stamp_ns <= cursor:
-                    continue
-                out.write(line)
-                out.flush()
-                cursor = stamp_ns
+            log = CappedLog(out, self.max_bytes)
+            held = 0
+            try:
+                for stamp_ns, line in self._lines(cursor):
+                    if stamp_ns <= cursor:
+                        continue
+                    kept = log.write(line)
+                    cursor = stamp_ns
+                    held = 0 if kept else held + 1
+                    if kept or held % CURSOR_EVERY_LINES == 1:
+                        cursor_file.write_text(str(cursor))
+                    if self.echo is not None and (kept or held == 1):
+                        self.echo(line.decode("utf-8", "replace").rstrip("\n") if kept else
+                                  f"mlchain: the training's log reached {self.max_bytes:,} bytes; "
+                                  "its last lines are written when it ends")
+                    if self._stop_event.is_set():
+                        break
+            finally:
+                log.close()
                 cursor_file.write_text(str(cursor))
-                if self.echo is not None:
-                    self.echo(line.decode("utf-8", "replace").rstrip("\n"))
-                if self._stop_event.is_set():
-                    break
 
 
 _FOLLOWERS: dict[tuple[str, Path], LogFollower] = {}
 _FOLLOWERS_LOCK = threading.Lock()
 
 
-def follow_logs_of(container: Container, log_file: Path, echo: Echo | None = None) -> LogFollower:
+def follow_logs_of(container: Container, log_file: Path, echo: Echo | None = None,
+                   max_bytes: int = TRAIN_LOG_MAX_BYTES) -> LogFollower:
     """The one follower of this container's log in this process (a monitor attaching every few
     seconds must not start a thread each time)."""
     key = (str(container.id), log_file)
@@ -224,7 +308,7 @@ def follow_logs_of(container: Container, log_file: Path, echo: Echo | None = Non
             del _FOLLOWERS[stale]
         follower = _FOLLOWERS.get(key)
         if follower is None:
-            follower = LogFollower(container, log_file, echo)
+            follower = LogFollower(container, log_file, echo, max_bytes)
             follower.start()
             _FOLLOWERS[key] = follower
         return follower
@@ -252,8 +336,10 @@ class DockerHandle:
     runner = "docker"
 
     def __init__(self, client: docker.DockerClient, spec: TrialSpec, container: Container,
-                 echo: Echo | None = None, follow_logs: bool = True) -> None:
+                 echo: Echo | None = None, follow_logs: bool = True,
+                 log_max_bytes: int = TRAIN_LOG_MAX_BYTES) -> None:
         self.client = client
+        self.log_max_bytes = log_max_bytes
         self.spec = spec
         self.container = container
         self.ref = str(container.id)
@@ -261,7 +347,7 @@ class DockerHandle:
         self.image_id: str | None = container.attrs.get("Image")
         self._follower: LogFollower | None = None
         if follow_logs:
-            self._follower = follow_logs_of(container, spec.log_file, echo)
+            self._follower = follow_logs_of(container, spec.log_file, echo, log_max_bytes)
 
     # state ----------------------------------------------------------------------------
     def _state(self) -> dict[str, Any] | None:
@@ -313,7 +399,7 @@ class DockerHandle:
         """After the exit, let the follower copy the last lines before they are read."""
         if self._follower is None:
             # A handle that did not follow (the monitor's) still makes the file complete.
-            self._follower = follow_logs_of(self.container, self.spec.log_file)
+            self._follower = follow_logs_of(self.container, self.spec.log_file, max_bytes=self.log_max_bytes)
         self._follower.join(LOG_JOIN_S)
 
     def logs(self, tail: int | None = None) -> str:
@@ -392,6 +478,9 @@ class DockerRunner:
             "init": True,              # tini as PID 1: SIGTERM reaches training, zombies are reaped
             "labels": {**spec.labels(), LABEL_IMAGE: image, LABEL_SPEC: spec.to_json()},
             "auto_remove": False,      # the monitor needs the exit code and the OOM flag
+            # The engine's own copy of the output, bounded too (rotated: the newest is kept).
+            "log_config": {"type": "json-file",
+                           "config": {"max-size": str(s.train_log_max_bytes), "max-file": "2"}},
             "detach": True,
         }
 
@@ -405,7 +494,8 @@ class DockerRunner:
         container = self._create(options)
         container.start()
         container.reload()
-        return DockerHandle(self.client, spec, container, echo=self.echo if self.echo_logs else None)
+        return DockerHandle(self.client, spec, container, echo=self.echo if self.echo_logs else None,
+                            log_max_bytes=self.settings.train_log_max_bytes)
 
     def _create(self, options: dict[str, Any]) -> Container:
         errors = _docker_errors()
@@ -433,7 +523,7 @@ class DockerRunner:
         except errors.NotFound:
             return _MissingHandle.make(self.client, spec, ref)
         return DockerHandle(self.client, spec, container, echo=self.echo if self.echo_logs else None,
-                            follow_logs=follow_logs)
+                            follow_logs=follow_logs, log_max_bytes=self.settings.train_log_max_bytes)
 
 
 class _MissingHandle(DockerHandle):
@@ -446,6 +536,7 @@ class _MissingHandle(DockerHandle):
         self.image = spec.image
         self.image_id = None
         self._follower = None
+        self.log_max_bytes = TRAIN_LOG_MAX_BYTES
 
     @classmethod
     def make(cls, client: docker.DockerClient, spec: TrialSpec, ref: str) -> DockerHandle:
