@@ -21,7 +21,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from river.drift import ADWIN
+
+from mlchain.serving.rows import Rows, read_rows
 
 if TYPE_CHECKING:
     import numpy
@@ -50,19 +53,8 @@ class Detection:
 
 def numeric_block(frame: pandas.DataFrame) -> tuple[list[str], numpy.ndarray]:
     """Pure: the columns of ``frame`` holding numbers (booleans aside), finite in every row, and
-    their values as one float array (rows x columns). Read as one block: a request's row is
-    watched on the predict path's heels, and column-by-column access costs more than the rest."""
-    import numpy as np
-
-    candidates = [name for name, dtype in zip(frame.columns, frame.dtypes, strict=True) if dtype.kind in "iuf"]
-    if not candidates:
-        return [], np.empty((len(frame), 0))
-    block = frame if len(candidates) == frame.shape[1] else frame[candidates]
-    values = block.to_numpy(dtype=float)
-    finite = np.isfinite(values).all(axis=0)
-    if finite.all():
-        return [str(c) for c in candidates], values
-    return [str(c) for c, ok in zip(candidates, finite, strict=True) if ok], values[:, finite]
+    their values as one float array (rows x columns)."""
+    return read_rows(frame).numeric()
 
 
 def summarised(n_numeric: int, summary_above: int) -> bool:
@@ -72,15 +64,20 @@ def summarised(n_numeric: int, summary_above: int) -> bool:
 
 def watched_values(frame: pandas.DataFrame, summary_above: int) -> list[dict[str, float]]:
     """Pure: for each row of ``frame``, the value of each watched stream (see the module's doc)."""
-    if len(frame) == 0:
+    return watched_rows(read_rows(frame), summary_above)
+
+
+def watched_rows(rows: Rows, summary_above: int) -> list[dict[str, float]]:
+    """Pure: :func:`watched_values` of rows already read, in one numpy pass over the batch."""
+    if len(rows) == 0:
         return []
-    names, values = numeric_block(frame)
+    names, values = rows.numeric()
     if not names:
-        return [{} for _ in range(len(frame))]
+        return [{} for _ in range(len(rows))]
     if not summarised(len(names), summary_above):
-        return [dict(zip(names, map(float, row), strict=True)) for row in values]
-    stats = zip(values.mean(axis=1), values.std(axis=1), (values == 0.0).mean(axis=1), strict=True)
-    return [dict(zip(SUMMARY_STREAMS, map(float, row), strict=True)) for row in stats]
+        return [dict(zip(names, row, strict=True)) for row in values.tolist()]
+    stats = np.column_stack((values.mean(axis=1), values.std(axis=1), (values == 0.0).mean(axis=1)))
+    return [dict(zip(SUMMARY_STREAMS, row, strict=True)) for row in stats.tolist()]
 
 
 @dataclass

@@ -33,8 +33,9 @@ from queue import Empty, Queue
 from typing import TYPE_CHECKING, Any
 
 from mlchain.serving import retrain
-from mlchain.serving.drift import ERROR_STREAM, Detection, Detectors, watched_values
-from mlchain.serving.feedback import FeedbackStore, plain, same_label
+from mlchain.serving.drift import ERROR_STREAM, Detection, Detectors, watched_rows
+from mlchain.serving.feedback import Encoded, FeedbackStore, plain, same_label
+from mlchain.serving.rows import read_rows
 
 if TYPE_CHECKING:
     import pandas
@@ -193,13 +194,13 @@ class DriftObserver:
                     self._handed.task_done()
 
     def _record(self, batches: list[_Batch]) -> None:
-        rows: list[dict[str, Any]] = []
-        for b in batches:
-            records = json.loads(b.inputs.to_json(orient="records", double_precision=15)) if len(b.inputs) else []
-            rows += [{"id": i, "model_version": b.model_version, "inputs": r, "prediction": plain(p),
-                      "created_at": b.at} for i, r, p in zip(b.ids, records, b.predictions, strict=True)]
-        self.store.add_predictions(rows)  # one transaction for all of them
-        watched = [watched_values(b.inputs, self.settings.drift_summary_above) for b in batches]
+        read = [read_rows(b.inputs) for b in batches]
+        rows: list[Encoded] = []
+        for b, inputs in zip(batches, read, strict=True):
+            rows += [Encoded(i, b.model_version, text, json.dumps(plain(p), separators=(",", ":")), b.at)
+                     for i, text, p in zip(b.ids, inputs.json_objects(), b.predictions, strict=True)]
+        self.store.add_encoded(rows)  # one transaction for all of them
+        watched = [watched_rows(inputs, self.settings.drift_summary_above) for inputs in read]
         with self._lock:
             for b, values in zip(batches, watched, strict=True):
                 self._version = b.model_version
