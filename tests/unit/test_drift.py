@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 
 from mlchain.serving import retrain
-from mlchain.serving.drift import ERROR_STREAM, SUMMARY_STREAMS, Detectors, watched_values
+from mlchain.serving.drift import ERROR_STREAM, SUMMARY_STREAMS, Detectors, watched_rows, watched_values
 from mlchain.serving.feedback import Encoded, FeedbackStore, Labeled, same_label
-from mlchain.serving.rows import read_rows
+from mlchain.serving.rows import JsonRows, read_rows
 
 STREAM = 20_000
 SHIFT_AT = 5_000
@@ -221,6 +221,50 @@ def test_rows_of_other_kinds_keep_each_column_s_type_and_null_for_missing() -> N
     # drift watches the numbers finite in every row of the batch
     assert watched_values(frame, summary_above=32) == [{"n": 31.0}, {"n": 40.0}]
     assert watched_values(pd.DataFrame({"c": pd.Categorical([1.0, 2.0])}), 32) == [{}, {}]
+
+
+def test_json_rows_are_kept_as_sent_and_watched_as_pandas_would_read_them() -> None:
+    names = ["n", "x", "city", "gap", "ok"]
+    sent = [[31, 1.5, "x", None, True], [40, 2, "y", None, False]]
+    frame = pd.DataFrame(sent, columns=names)
+    rows = JsonRows(names, sent, frame)
+    assert rows.json_objects() == ['{"n":31,"x":1.5,"city":"x","gap":null,"ok":true}',
+                                   '{"n":40,"x":2,"city":"y","gap":null,"ok":false}']
+    assert watched_rows(rows, 32) == watched_values(frame, 32) == [{"n": 31.0, "x": 1.5}, {"n": 40.0, "x": 2.0}]
+    records = JsonRows(names, [dict(zip(names, r, strict=True)) for r in sent], frame)
+    assert records.json_objects() == rows.json_objects()
+    numbers = JsonRows(["a", "b"], [[0.1 + 0.2, float("nan")], [1, float("inf")]], pd.DataFrame())
+    assert numbers.json_objects() == ['{"a":0.30000000000000004,"b":null}', '{"a":1,"b":null}']
+    assert watched_rows(numbers, 32) == [{"a": 0.30000000000000004}, {"a": 1.0}]
+    pixels = [[float(v) for v in range(64)]]
+    assert watched_rows(JsonRows([f"p{i}" for i in range(64)], pixels, pd.DataFrame()), 32) == \
+        watched_values(pd.DataFrame(pixels), 32)
+
+
+def test_json_rows_the_cheap_way_cannot_take_are_read_from_the_frame() -> None:
+    frame = pd.DataFrame({"a": [1.0, 2.0], "b": [3.0, float("nan")]})
+    ragged = JsonRows(["a", "b"], [[1.0, 3.0], [2.0]], frame)
+    assert ragged.json_objects() == ['{"a":1.0,"b":3.0}', '{"a":2.0,"b":null}']
+    assert watched_rows(ragged, 32) == [{"a": 1.0}, {"a": 2.0}]
+    twice = JsonRows(["a", "a"], [[1.0, 3.0]], pd.DataFrame([[1.0, 3.0]], columns=["a", "b"]))
+    assert twice.json_objects() == ['{"a":1.0,"b":3.0}']
+
+
+def test_the_observer_reads_rows_sent_with_names_from_the_request_and_others_from_the_frame() -> None:
+    from mlchain.serving.protocol import model_input, observed_rows
+
+    split = {"columns": ["a", "b"], "data": [[1, 2.5]]}
+    records = [{"a": 1, "b": 2.5}]
+    assert isinstance(observed_rows("dataframe_split", split, model_input("dataframe_split", split)), JsonRows)
+    assert isinstance(observed_rows("dataframe_records", records, model_input("dataframe_records", records)),
+                      JsonRows)
+    unnamed = {"data": [[1, 2.5]]}
+    assert isinstance(observed_rows("dataframe_split", unnamed, model_input("dataframe_split", unnamed)),
+                      pd.DataFrame)
+    mixed = [{"a": 1}, {"b": 2}]
+    assert isinstance(observed_rows("dataframe_records", mixed, model_input("dataframe_records", mixed)),
+                      pd.DataFrame)
+    assert isinstance(observed_rows("instances", [[1, 2]], model_input("instances", [[1, 2]])), pd.DataFrame)
 
 
 def test_labels_compare_as_classes() -> None:

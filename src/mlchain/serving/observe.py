@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from mlchain.serving import retrain
 from mlchain.serving.drift import ERROR_STREAM, Detection, Detectors, watched_rows
 from mlchain.serving.feedback import Encoded, FeedbackStore, plain, same_label
-from mlchain.serving.rows import read_rows
+from mlchain.serving.rows import Rows, read_rows
 
 if TYPE_CHECKING:
     import pandas
@@ -66,7 +66,7 @@ class _Batch:
     """One predicted batch, handed over to the recorder thread."""
 
     model_version: str
-    inputs: pandas.DataFrame
+    inputs: pandas.DataFrame | Rows  # read on the recorder thread
     predictions: list[Any]
     ids: list[str]
     at: float
@@ -96,7 +96,7 @@ class DriftObserver:
         self._recorder.start()
 
     # the Observer interface ------------------------------------------------------------
-    def record_predictions(self, model_version: str, inputs: pandas.DataFrame,
+    def record_predictions(self, model_version: str, inputs: pandas.DataFrame | Rows,
                            predictions: Sequence[Any]) -> list[str]:
         """The rows' ids (a new one each); the rows are stored and watched by the recorder thread."""
         if len(predictions) != len(inputs):
