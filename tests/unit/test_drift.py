@@ -267,6 +267,18 @@ def test_the_observer_reads_rows_sent_with_names_from_the_request_and_others_fro
     assert isinstance(observed_rows("instances", [[1, 2]], model_input("instances", [[1, 2]])), pd.DataFrame)
 
 
+def test_text_that_the_model_s_schema_reads_as_numbers_is_kept_as_sent_and_watched_as_numbers() -> None:
+    from mlflow.types import ColSpec, Schema
+
+    from mlchain.serving.protocol import model_input, observed_rows
+
+    split = {"columns": ["a", "b"], "data": [["5", 1.5]]}
+    frame = model_input("dataframe_split", split, Schema([ColSpec("double", "a"), ColSpec("double", "b")]))
+    rows = observed_rows("dataframe_split", split, frame)
+    assert isinstance(rows, JsonRows) and rows.json_objects() == ['{"a":"5","b":1.5}']
+    assert watched_rows(rows, 32) == [{"a": 5.0, "b": 1.5}]
+
+
 def test_labels_compare_as_classes() -> None:
     assert same_label(3, "3") and same_label(3.0, 3) and same_label("cat", "cat")
     assert not same_label(3, 4) and not same_label("cat", "dog")

@@ -27,7 +27,6 @@ from river.drift import ADWIN
 from mlchain.serving.rows import Rows, read_rows
 
 if TYPE_CHECKING:
-    import numpy
     import pandas
 
 ERROR_STREAM = "error rate"
@@ -49,12 +48,6 @@ class Detection:
     def to_dict(self) -> dict[str, Any]:
         return {"stream": self.stream, "sample": self.sample, "before": self.before, "after": self.after,
                 "at": self.at, "description": self.describe()}
-
-
-def numeric_block(frame: pandas.DataFrame) -> tuple[list[str], numpy.ndarray]:
-    """Pure: the columns of ``frame`` holding numbers (booleans aside), finite in every row, and
-    their values as one float array (rows x columns)."""
-    return read_rows(frame).numeric()
 
 
 def summarised(n_numeric: int, summary_above: int) -> bool:

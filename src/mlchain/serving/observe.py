@@ -6,7 +6,8 @@ The server (``mlchain model serve``) calls it through the ``Observer`` interface
 ``serving/observer_api.py``: ``record_predictions``, ``record_feedback``, ``state``, ``close``.
 It is thread-safe. Recording is off the request path: ``record_predictions`` mints the rows'
 ids and hands the batch to one recorder thread, which stores whatever has queued up in one
-transaction and feeds the detectors in order; reads that must see every row handed over
+transaction and feeds the detectors in order (what it keeps and watches of the rows is read once,
+the cheapest way the rows allow: serving/rows.py); reads that must see every row handed over
 (feedback, detections, requests, close) wait for it first. The detectors' state is saved in the store (every ``SAVE_EVERY_S`` while
 predictions stream in, at once on a detection and on close), so a new observer on the same
 store goes on detecting where the last one stopped.

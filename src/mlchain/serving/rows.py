@@ -4,8 +4,8 @@ JSON object the feedback store holds (column -> value), and the numeric block dr
 The observer reads every row served, on a thread that shares the interpreter with the request
 path, so the rows are read the cheapest way they allow. Rows that came as JSON with column names
 (``dataframe_split`` with ``columns``, ``dataframe_records``) are kept as the request held them:
-each row is one ``json.dumps`` of its names and values, and the numbers are one ``numpy`` array
-made from the lists, with no pandas call at all. Other input is read from the model's input
+each row is one ``json.dumps`` of its names and values, and rows of numbers are one ``numpy``
+array made from the lists, with no pandas call at all. Other input is read from the model's input
 frame (:class:`FrameRows`): in one pass (its columns, their kinds, one array), a frame of
 numbers alone through ``tolist`` and the C encoder, any other frame (text, dates, categories,
 missing or infinite values, mixed integer and float columns, repeated names) through
@@ -113,17 +113,16 @@ class JsonRows:
         return texts
 
     def numeric(self) -> tuple[list[str], np.ndarray]:
-        """Pure: as :meth:`FrameRows.numeric`: a column is numbers when each of its values is an
-        integer, a float or missing (as pandas reads it: booleans and text are not)."""
+        """Pure: as :meth:`FrameRows.numeric`. Rows of numbers alone (or missing values) are one
+        array made from the lists; any other value (text, a boolean) means the model's input frame
+        decides which columns are numbers (its schema may have made numbers of text)."""
         try:
             lists = self._lists()
             if {type(v) for row in lists for v in row} <= NUMBER_TYPES:
-                return finite_columns(self.names, np.array(lists, dtype=float))
-            picked = [j for j in range(len(self.names)) if all(type(row[j]) in NUMBER_TYPES for row in lists)]
-            values = np.array([[row[j] for j in picked] for row in lists], dtype=float).reshape(len(lists), len(picked))
-            return finite_columns([self.names[j] for j in picked], values)
+                return finite_columns(self.names, np.array(lists, dtype=float).reshape(len(lists), len(self.names)))
         except (ValueError, TypeError, OverflowError):
-            return self._frame_rows().numeric()
+            pass
+        return self._frame_rows().numeric()
 
 
 Rows: TypeAlias = FrameRows | JsonRows
