@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,9 @@ import pandas as pd
 import pytest
 
 from mlchain.serving import retrain
-from mlchain.serving.drift import ERROR_STREAM, SUMMARY_STREAMS, Detectors, watched_values
-from mlchain.serving.feedback import FeedbackStore, Labeled, same_label
+from mlchain.serving.drift import ERROR_STREAM, SUMMARY_STREAMS, Detectors, watched_rows, watched_values
+from mlchain.serving.feedback import Encoded, FeedbackStore, Labeled, same_label
+from mlchain.serving.rows import JsonRows, read_rows
 
 STREAM = 20_000
 SHIFT_AT = 5_000
@@ -181,6 +183,100 @@ def test_retention_keeps_the_newest_rows_within_the_bounds(tmp_path: Path) -> No
     store.add_predictions([{"id": "o" * 32, "model_version": "1", "inputs": {}, "prediction": 0}], now=now - 2 * 86400)
     store.close()
     assert store_at(tmp_path, max_rows=50, max_days=1.0).predictions_of(["o" * 32]) == {}
+
+
+def test_a_failing_batch_of_rows_stores_none_of_them_and_the_store_goes_on(tmp_path: Path) -> None:
+    store, now = store_at(tmp_path), time.time()
+    store.add_encoded([Encoded("a" * 32, "1", '{"x":1}', "0", now)])
+    twice = [Encoded("b" * 32, "1", '{"x":2}', "1", now), Encoded("a" * 32, "1", '{"x":3}', "1", now)]
+    with pytest.raises(sqlite3.IntegrityError):
+        store.add_encoded(twice)  # the second row's id is taken: the first row goes back with it
+    assert store.predictions_of(["a" * 32, "b" * 32]) == {"a" * 32: (0, "1")}
+    store.add_encoded([Encoded("c" * 32, "2", '{"x":4}', '"cat"', now)])
+    assert store.predictions_of(["c" * 32]) == {"c" * 32: ("cat", "2")}
+    other = store_at(tmp_path)  # what was committed is on the file, for another connection
+    assert other.count() == 2
+    other.close()
+    store.close()
+
+
+# --- what is kept of a predicted batch's rows --------------------------------------------------
+
+def test_numeric_rows_are_kept_exactly_as_json_objects() -> None:
+    floats = pd.DataFrame({"a": [0.1 + 0.2, 1e-300], "b": [16.0, -2.5]})
+    assert [json.loads(t) for t in read_rows(floats).json_objects()] == \
+        [{"a": 0.30000000000000004, "b": 16.0}, {"a": 1e-300, "b": -2.5}]  # every digit, not 15
+    ints = pd.DataFrame(np.array([[1, 2**40]], dtype=np.int64), columns=[0, 1])  # a tensor's rows
+    assert read_rows(ints).json_objects() == ['{"0":1,"1":1099511627776}']
+
+
+def test_rows_of_other_kinds_keep_each_column_s_type_and_null_for_missing() -> None:
+    frame = pd.DataFrame({"n": [31, 40], "x": [1.5, float("nan")], "inf": [float("inf"), 0.5],
+                          "city": ["x", "y"], "ok": [True, False]})
+    assert [json.loads(t) for t in read_rows(frame).json_objects()] == [
+        {"n": 31, "x": 1.5, "inf": None, "city": "x", "ok": True},
+        {"n": 40, "x": None, "inf": 0.5, "city": "y", "ok": False}]
+    mixed = pd.DataFrame({"n": [3], "x": [0.25]})  # integers beside floats stay integers
+    assert [json.loads(t) for t in read_rows(mixed).json_objects()] == [{"n": 3, "x": 0.25}]
+    # drift watches the numbers finite in every row of the batch
+    assert watched_values(frame, summary_above=32) == [{"n": 31.0}, {"n": 40.0}]
+    assert watched_values(pd.DataFrame({"c": pd.Categorical([1.0, 2.0])}), 32) == [{}, {}]
+
+
+def test_json_rows_are_kept_as_sent_and_watched_as_pandas_would_read_them() -> None:
+    names = ["n", "x", "city", "gap", "ok"]
+    sent = [[31, 1.5, "x", None, True], [40, 2, "y", None, False]]
+    frame = pd.DataFrame(sent, columns=names)
+    rows = JsonRows(names, sent, frame)
+    assert rows.json_objects() == ['{"n":31,"x":1.5,"city":"x","gap":null,"ok":true}',
+                                   '{"n":40,"x":2,"city":"y","gap":null,"ok":false}']
+    assert watched_rows(rows, 32) == watched_values(frame, 32) == [{"n": 31.0, "x": 1.5}, {"n": 40.0, "x": 2.0}]
+    records = JsonRows(names, [dict(zip(names, r, strict=True)) for r in sent], frame)
+    assert records.json_objects() == rows.json_objects()
+    numbers = JsonRows(["a", "b"], [[0.1 + 0.2, float("nan")], [1, float("inf")]], pd.DataFrame())
+    assert numbers.json_objects() == ['{"a":0.30000000000000004,"b":null}', '{"a":1,"b":null}']
+    assert watched_rows(numbers, 32) == [{"a": 0.30000000000000004}, {"a": 1.0}]
+    pixels = [[float(v) for v in range(64)]]
+    assert watched_rows(JsonRows([f"p{i}" for i in range(64)], pixels, pd.DataFrame()), 32) == \
+        watched_values(pd.DataFrame(pixels), 32)
+
+
+def test_json_rows_the_cheap_way_cannot_take_are_read_from_the_frame() -> None:
+    frame = pd.DataFrame({"a": [1.0, 2.0], "b": [3.0, float("nan")]})
+    ragged = JsonRows(["a", "b"], [[1.0, 3.0], [2.0]], frame)
+    assert ragged.json_objects() == ['{"a":1.0,"b":3.0}', '{"a":2.0,"b":null}']
+    assert watched_rows(ragged, 32) == [{"a": 1.0}, {"a": 2.0}]
+    twice = JsonRows(["a", "a"], [[1.0, 3.0]], pd.DataFrame([[1.0, 3.0]], columns=["a", "b"]))
+    assert twice.json_objects() == ['{"a":1.0,"b":3.0}']
+
+
+def test_the_observer_reads_rows_sent_with_names_from_the_request_and_others_from_the_frame() -> None:
+    from mlchain.serving.protocol import model_input, observed_rows
+
+    split = {"columns": ["a", "b"], "data": [[1, 2.5]]}
+    records = [{"a": 1, "b": 2.5}]
+    assert isinstance(observed_rows("dataframe_split", split, model_input("dataframe_split", split)), JsonRows)
+    assert isinstance(observed_rows("dataframe_records", records, model_input("dataframe_records", records)),
+                      JsonRows)
+    unnamed = {"data": [[1, 2.5]]}
+    assert isinstance(observed_rows("dataframe_split", unnamed, model_input("dataframe_split", unnamed)),
+                      pd.DataFrame)
+    mixed = [{"a": 1}, {"b": 2}]
+    assert isinstance(observed_rows("dataframe_records", mixed, model_input("dataframe_records", mixed)),
+                      pd.DataFrame)
+    assert isinstance(observed_rows("instances", [[1, 2]], model_input("instances", [[1, 2]])), pd.DataFrame)
+
+
+def test_text_that_the_model_s_schema_reads_as_numbers_is_kept_as_sent_and_watched_as_numbers() -> None:
+    from mlflow.types import ColSpec, Schema
+
+    from mlchain.serving.protocol import model_input, observed_rows
+
+    split = {"columns": ["a", "b"], "data": [["5", 1.5]]}
+    frame = model_input("dataframe_split", split, Schema([ColSpec("double", "a"), ColSpec("double", "b")]))
+    rows = observed_rows("dataframe_split", split, frame)
+    assert isinstance(rows, JsonRows) and rows.json_objects() == ['{"a":"5","b":1.5}']
+    assert watched_rows(rows, 32) == [{"a": 5.0, "b": 1.5}]
 
 
 def test_labels_compare_as_classes() -> None:

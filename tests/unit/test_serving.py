@@ -336,3 +336,28 @@ def test_a_keras_model_is_batched_by_its_row_shape(tmp_path: Path) -> None:
     assert [o.status for o in outcomes] == [200, 200, 200, 400]
     np.testing.assert_allclose([o.predictions[0] for o in outcomes[:3]], pyfunc.predict(x), rtol=1e-5)
     assert outcomes[3].error is not None and "rows of shape (8, 8, 1)" in outcomes[3].error
+
+
+def test_rows_sent_with_column_names_are_kept_as_sent_and_watched(sklearn_model: LoadedModel,
+                                                                   make_settings: Any) -> None:
+    from starlette.testclient import TestClient
+
+    from mlchain.serving.app import ServeOptions, create_app
+    from mlchain.serving.drift import ERROR_STREAM, SUMMARY_STREAMS
+    from mlchain.serving.observe import DriftObserver
+
+    observer = DriftObserver(make_settings(retrain_via="off"), "m")
+    columns = [f"pixel_{i}" for i in range(64)]
+    row = [i / 3 for i in range(64)]  # every digit counts: 1/3 is not 0.333333333333333
+    with TestClient(create_app(ModelHolder(Target("m"), current=sklearn_model), observer, ServeOptions())) as http:
+        answers = [http.post("/invocations", json=payload).json() for payload in (
+            {"dataframe_split": {"columns": columns, "data": [row]}},
+            {"dataframe_records": [dict(zip(columns, row, strict=True))]},
+            {"instances": [row]})]
+        ids = [i for answer in answers for i in answer["ids"]]
+        assert http.post("/feedback", json={"labels": dict.fromkeys(ids, 1)}).json() == {"accepted": 3}
+        kept = {r.id: r.inputs for r in observer.store.labeled_since(0.0)}
+        seen = observer.detectors.samples()
+    assert kept[ids[0]] == dict(zip(columns, row, strict=True)) == kept[ids[1]]
+    assert kept[ids[2]] == {str(i): v for i, v in enumerate(row)}  # a tensor's rows: named by position
+    assert seen == {**dict.fromkeys(SUMMARY_STREAMS, 3), ERROR_STREAM: 3}

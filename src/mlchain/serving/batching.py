@@ -24,8 +24,11 @@ from mlchain.serving import protocol
 from mlchain.serving.protocol import BadInput, Request
 
 if TYPE_CHECKING:
+    import pandas
+
     from mlchain.serving.model import LoadedModel, ModelHolder
     from mlchain.serving.observer_api import Observer
+    from mlchain.serving.rows import JsonRows
 
 log = logging.getLogger("mlchain.serving")
 
@@ -166,7 +169,8 @@ class BatchPredictor:
         requests = [job.request for job in jobs]
         total = sum(r.rows for r in requests)
         try:
-            data = protocol.model_input(requests[0].fmt, protocol.merge(requests), model.schema)
+            payload = protocol.merge(requests)
+            data = protocol.model_input(requests[0].fmt, payload, model.schema)
             problem = protocol.input_problem(data, model.spec)
             if problem is not None:
                 raise BadInput(problem)
@@ -183,9 +187,9 @@ class BatchPredictor:
         if not (isinstance(values, list) and len(values) == total):
             if len(jobs) > 1:  # not one prediction per row: the rows cannot be told apart
                 return [self._predict_group(model, [job])[0] for job in jobs]
-            ids = self._record(model, data, [values] * total)
+            ids = self._record(model, protocol.observed_rows(requests[0].fmt, payload, data), [values] * total)
             return [Outcome(predictions=values, ids=ids, version=model.version)]
-        ids = self._record(model, data, values)
+        ids = self._record(model, protocol.observed_rows(requests[0].fmt, payload, data), values)
         out, start = [], 0
         for job in jobs:
             end = start + job.rows
@@ -193,9 +197,9 @@ class BatchPredictor:
             start = end
         return out
 
-    def _record(self, model: LoadedModel, data: Any, values: list[Any]) -> list[str | None]:
+    def _record(self, model: LoadedModel, inputs: JsonRows | pandas.DataFrame, values: list[Any]) -> list[str | None]:
         try:
-            ids = self.observer.record_predictions(model.version, protocol.frame_of(data), values)
+            ids = self.observer.record_predictions(model.version, inputs, values)
             if len(ids) == len(values):
                 return list(ids)
             log.error("the observer gave %d ids for %d rows", len(ids), len(values))

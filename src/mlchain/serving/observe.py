@@ -6,7 +6,8 @@ The server (``mlchain model serve``) calls it through the ``Observer`` interface
 ``serving/observer_api.py``: ``record_predictions``, ``record_feedback``, ``state``, ``close``.
 It is thread-safe. Recording is off the request path: ``record_predictions`` mints the rows'
 ids and hands the batch to one recorder thread, which stores whatever has queued up in one
-transaction and feeds the detectors in order; reads that must see every row handed over
+transaction and feeds the detectors in order (what it keeps and watches of the rows is read once,
+the cheapest way the rows allow: serving/rows.py); reads that must see every row handed over
 (feedback, detections, requests, close) wait for it first. The detectors' state is saved in the store (every ``SAVE_EVERY_S`` while
 predictions stream in, at once on a detection and on close), so a new observer on the same
 store goes on detecting where the last one stopped.
@@ -33,8 +34,9 @@ from queue import Empty, Queue
 from typing import TYPE_CHECKING, Any
 
 from mlchain.serving import retrain
-from mlchain.serving.drift import ERROR_STREAM, Detection, Detectors, watched_values
-from mlchain.serving.feedback import FeedbackStore, plain, same_label
+from mlchain.serving.drift import ERROR_STREAM, Detection, Detectors, watched_rows
+from mlchain.serving.feedback import Encoded, FeedbackStore, plain, same_label
+from mlchain.serving.rows import Rows, read_rows
 
 if TYPE_CHECKING:
     import pandas
@@ -65,7 +67,7 @@ class _Batch:
     """One predicted batch, handed over to the recorder thread."""
 
     model_version: str
-    inputs: pandas.DataFrame
+    inputs: pandas.DataFrame | Rows  # read on the recorder thread
     predictions: list[Any]
     ids: list[str]
     at: float
@@ -95,7 +97,7 @@ class DriftObserver:
         self._recorder.start()
 
     # the Observer interface ------------------------------------------------------------
-    def record_predictions(self, model_version: str, inputs: pandas.DataFrame,
+    def record_predictions(self, model_version: str, inputs: pandas.DataFrame | Rows,
                            predictions: Sequence[Any]) -> list[str]:
         """The rows' ids (a new one each); the rows are stored and watched by the recorder thread."""
         if len(predictions) != len(inputs):
@@ -193,13 +195,13 @@ class DriftObserver:
                     self._handed.task_done()
 
     def _record(self, batches: list[_Batch]) -> None:
-        rows: list[dict[str, Any]] = []
-        for b in batches:
-            records = json.loads(b.inputs.to_json(orient="records", double_precision=15)) if len(b.inputs) else []
-            rows += [{"id": i, "model_version": b.model_version, "inputs": r, "prediction": plain(p),
-                      "created_at": b.at} for i, r, p in zip(b.ids, records, b.predictions, strict=True)]
-        self.store.add_predictions(rows)  # one transaction for all of them
-        watched = [watched_values(b.inputs, self.settings.drift_summary_above) for b in batches]
+        read = [read_rows(b.inputs) for b in batches]
+        rows: list[Encoded] = []
+        for b, inputs in zip(batches, read, strict=True):
+            rows += [Encoded(i, b.model_version, text, json.dumps(plain(p), separators=(",", ":")), b.at)
+                     for i, text, p in zip(b.ids, inputs.json_objects(), b.predictions, strict=True)]
+        self.store.add_encoded(rows)  # one transaction for all of them
+        watched = [watched_rows(inputs, self.settings.drift_summary_above) for inputs in read]
         with self._lock:
             for b, values in zip(batches, watched, strict=True):
                 self._version = b.model_version

@@ -15,11 +15,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     import pandas
 
+    from mlchain.serving.rows import Rows
+
 
 class Observer(Protocol):
-    def record_predictions(self, model_version: str, inputs: pandas.DataFrame,
+    def record_predictions(self, model_version: str, inputs: pandas.DataFrame | Rows,
                            predictions: Sequence[Any]) -> list[str]:
-        """Keep a batch's inputs and predictions; one id per row, in order."""
+        """Keep a batch's inputs (a frame, or rows as a request's JSON held them: serving/rows.py)
+        and predictions; one id per row, in order."""
         ...
 
     def record_feedback(self, labels: Mapping[str, Any]) -> int:
@@ -37,7 +40,7 @@ class Observer(Protocol):
 class NullObserver:
     """Keeps nothing: ids are fresh and unknown to feedback, which accepts none."""
 
-    def record_predictions(self, model_version: str, inputs: pandas.DataFrame,
+    def record_predictions(self, model_version: str, inputs: pandas.DataFrame | Rows,
                            predictions: Sequence[Any]) -> list[str]:
         return [uuid.uuid4().hex for _ in range(len(predictions))]
 

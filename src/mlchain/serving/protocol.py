@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mlchain.serving.rows import JsonRows
+
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 PARAMS_KEY = "params"
 JSON_TYPES = ("application/json", "")
@@ -235,6 +237,22 @@ def frame_of(data: Any) -> pd.DataFrame:
     if isinstance(data, Mapping):
         return pd.DataFrame({str(k): list(np.asarray(v).reshape(len(v), -1)) for k, v in data.items()})
     return pd.DataFrame({"input": list(data)})
+
+
+def observed_rows(fmt: str, payload: Any, data: Any) -> JsonRows | pd.DataFrame:
+    """What the observer reads of a predicted batch: rows that came as JSON with column names as
+    the request held them (no pandas needed to keep and watch them), else the model's input as a
+    frame. Only shapes are looked at here: this runs on the request path."""
+    if fmt == "dataframe_split" and isinstance(payload, dict):
+        columns, rows = payload.get("columns"), payload.get("data")
+        if (isinstance(columns, list) and isinstance(rows, list) and all(isinstance(c, str) for c in columns)
+                and all(isinstance(r, list) for r in rows)):
+            return JsonRows(columns, rows, frame_of(data))
+    elif fmt == "dataframe_records" and isinstance(payload, list) and payload and isinstance(payload[0], dict):
+        keys = tuple(payload[0])
+        if all(isinstance(r, dict) and tuple(r) == keys for r in payload):
+            return JsonRows(list(keys), payload, frame_of(data))
+    return frame_of(data)
 
 
 def _scalar(value: Any) -> Any:
