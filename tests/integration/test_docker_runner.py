@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from pathlib import Path
 from typing import Any
@@ -207,10 +208,12 @@ def test_a_training_that_prints_without_end_cannot_fill_the_hosts_disk(tmp_path:
     text = log.decode()
     head, note, rest = text.partition("\nmlchain: ")
     assert note and "of the training's output are not kept here: a trial's log is limited to 262,144 bytes" in rest
-    # The head: the lines in order up to the limit (from where the copy began: the engine keeps
-    # only the newest 2 x 256 KB of its own log, which a late follower may find rotated).
+    # The head: lines in order, once each, up to the limit. Not necessarily from line 0 nor without
+    # a gap: the engine keeps only the newest 2 x 256 KB of its own log, and a follower slowed
+    # down by a busy machine may find some of it rotated away.
     numbers = [int(line.split()[2]) for line in head.splitlines() if line.startswith("chatty line ")]
-    assert len(numbers) > 2_000 and numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+    in_order = all(a < b for a, b in itertools.pairwise(numbers))
+    assert len(numbers) > 2_000 and in_order, f"{len(numbers)} lines, in order: {in_order}"
     # The end is kept: how the training ended is in the file and in what the monitor reads.
     assert text.rstrip().splitlines()[-1].startswith("mlchain-train: error:"), text[-2000:]
     assert "ValueError: the end of a chatty training" in text
