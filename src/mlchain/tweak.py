@@ -93,7 +93,6 @@ def open_storage(url: str) -> Any:
     with _STORAGES_LOCK:
         opened = _STORAGES.get(url)
         if opened is None:
-
             opened = _STORAGES[url] = _create_rdb_storage(url)
         return opened
 

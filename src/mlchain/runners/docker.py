@@ -257,8 +257,9 @@ class LogFollower(threading.Thread):
             since = max(last / 1e9 - 1.0, 0.0) or None
             stream = self.container.logs(stream=True, follow=True, timestamps=True, since=since)
             for stamp, line in _split_frames(cast(Iterator[bytes], stream)):
-                last = max(last, _timestamp_ns(stamp))
-                yield _timestamp_ns(stamp), line
+                stamp_ns = _timestamp_ns(stamp)
+                last = max(last, stamp_ns)
+                yield stamp_ns, line
             if self._stop_event.is_set():
                 return
             self.container.reload()

@@ -80,16 +80,19 @@ class JsonRows:
         self.rows = rows
         self.frame = frame
         self._fallback: FrameRows | None = None
+        self._read: list[list[Any]] | None = None  # the rows as lists, read once for both uses
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def _lists(self) -> list[list[Any]]:
-        n = len(self.names)
-        lists = [list(row.values()) if isinstance(row, Mapping) else list(row) for row in self.rows]
-        if len(set(self.names)) != n or any(len(row) != n for row in lists):
-            raise ValueError("the rows do not match their names")
-        return lists
+        if self._read is None:
+            n = len(self.names)
+            lists = [list(row.values()) if isinstance(row, Mapping) else list(row) for row in self.rows]
+            if len(set(self.names)) != n or any(len(row) != n for row in lists):
+                raise ValueError("the rows do not match their names")
+            self._read = lists
+        return self._read
 
     def _frame_rows(self) -> FrameRows:
         if self._fallback is None:
